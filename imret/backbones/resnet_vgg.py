@@ -1,0 +1,103 @@
+"""ResNet-50/101 and VGG16, the backbones of the papers, with torchvision's layer names.
+
+torchvision and timm checkpoints of these nets share the key names used here, so
+a checkpoint file the user names loads without conversion. No weights ship with
+imret for these nets: ``weights`` must name a local file.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Bottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, cin: int, width: int, stride: int = 1):
+        super().__init__()
+        cout = width * self.expansion
+        self.conv1 = nn.Conv2d(cin, width, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = nn.Conv2d(width, cout, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(cout)
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.bn1(self.conv1(x)))
+        y = F.relu(self.bn2(self.conv2(y)))
+        y = self.bn3(self.conv3(y))
+        return F.relu(y + (x if self.downsample is None else self.downsample(x)))
+
+
+RESNET_DEPTHS = {"resnet50": (3, 4, 6, 3), "resnet101": (3, 4, 23, 3)}
+
+
+class ResNet(nn.Module):
+    """``features(x, stage)``: stage 'layer3' (conv4, stride 16, 1024 ch) or 'layer4' (conv5, stride 32, 2048 ch)."""
+
+    def __init__(self, depth: str = "resnet50", num_classes: int = 1000):
+        super().__init__()
+        blocks = RESNET_DEPTHS[depth]
+        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        cin = 64
+        for i, (n, width) in enumerate(zip(blocks, (64, 128, 256, 512))):
+            layers = []
+            for j in range(n):
+                layers.append(Bottleneck(cin, width, stride=(2 if (j == 0 and i > 0) else 1)))
+                cin = width * 4
+            setattr(self, f"layer{i + 1}", nn.Sequential(*layers))
+        self.fc = nn.Linear(2048, num_classes)
+        self.stage_channels = {"layer3": 1024, "layer4": 2048}
+        self.stage_strides = {"layer3": 16, "layer4": 32}
+
+    def features(self, x: torch.Tensor, stage: str = "layer4") -> torch.Tensor:
+        x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 3, 2, 1)
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return x if stage == "layer3" else self.layer4(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x).mean((2, 3)))
+
+
+_VGG16 = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
+
+
+class VGG16(nn.Module):
+    """``features`` stops before the last max-pool: conv5_3 after ReLU, 512 ch at stride 16."""
+
+    def __init__(self, num_classes: int = 1000):
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin = 3
+        for v in _VGG16:
+            if v == "M":
+                layers.append(nn.MaxPool2d(2, 2))
+            else:
+                layers += [nn.Conv2d(cin, v, 3, padding=1), nn.ReLU(inplace=True)]
+                cin = v
+        self.features_seq = nn.Sequential(*layers)
+        self.classifier = nn.Sequential(
+            nn.Linear(512 * 7 * 7, 4096), nn.ReLU(True), nn.Dropout(),
+            nn.Linear(4096, 4096), nn.ReLU(True), nn.Dropout(), nn.Linear(4096, num_classes),
+        )
+        self.stage_channels = {"conv5": 512}
+        self.stage_strides = {"conv5": 16}
+
+    def features(self, x: torch.Tensor, stage: str = "conv5") -> torch.Tensor:
+        return self.features_seq[:-1](x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.adaptive_avg_pool2d(self.features_seq(x), 7)
+        return self.classifier(torch.flatten(x, 1))
+
+    # torchvision names the trunk 'features.N'; our attribute is 'features_seq' so
+    # that 'features' can be the method every backbone has.
+    @staticmethod
+    def remap_keys(state: dict) -> dict:
+        return {("features_seq." + k[len("features."):] if k.startswith("features.") else k): v for k, v in state.items()}

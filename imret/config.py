@@ -1,0 +1,169 @@
+"""Typed configuration: what builds an extractor and an index.
+
+Every config is a frozen dataclass validated once, in ``__post_init__``; it
+round-trips through plain dicts (``to_dict``/``from_dict``) so that the exact
+config is saved beside every index and checkpoint.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from .errors import ImretError
+
+
+class ConfigError(ImretError, ValueError):
+    pass
+
+
+class _Config:
+    def to_dict(self) -> dict[str, Any]:
+        out = {}
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            v = getattr(self, f.name)
+            if isinstance(v, _Config):
+                v = v.to_dict()
+            elif isinstance(v, tuple):
+                v = list(v)
+            elif isinstance(v, Mapping):
+                v = dict(v)
+            out[f.name] = v
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]):
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{cls.__name__}: expected a mapping, got {type(data).__name__}")
+        fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = set(data) - set(fields)
+        if unknown:
+            raise ConfigError(f"{cls.__name__}: unknown keys {sorted(unknown)}; allowed: {sorted(fields)}")
+        kwargs = {}
+        for name, value in data.items():
+            sub = _NESTED.get((cls.__name__, name))
+            if sub is not None and isinstance(value, Mapping):
+                value = sub.from_dict(value)
+            elif isinstance(value, list):
+                value = tuple(value)
+            kwargs[name] = value
+        return cls(**kwargs)
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+
+@dataclass(frozen=True)
+class BackboneConfig(_Config):
+    """``weights``: None takes the weights a registry package ships for this net
+    (an error where none does), 'random' an untrained net (baselines only), else a
+    local checkpoint path. ``stage``: None takes the last convolutional stage."""
+
+    name: str = "efficientnet-lite0"
+    weights: str | None = None
+    stage: str | None = None
+
+    def __post_init__(self):
+        from .backbones import BACKBONES
+
+        if self.name not in BACKBONES:
+            raise ConfigError(f"unknown backbone {self.name!r}; known: {', '.join(BACKBONES.names())}")
+
+
+@dataclass(frozen=True)
+class HeadConfig(_Config):
+    """A pooling or attention head by registered name, with its keyword parameters."""
+
+    name: str = "gem"
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        from .heads import HEADS, check_params
+
+        if self.name not in HEADS:
+            raise ConfigError(f"unknown head {self.name!r}; known: {', '.join(HEADS.names())}")
+        object.__setattr__(self, "params", dict(self.params))
+        check_params(self.name, self.params)
+
+
+@dataclass(frozen=True)
+class ExtractionConfig(_Config):
+    """``max_size``: longest image side in pixels at scale 1. ``scales``: the image
+    is resized by each factor and the per-scale descriptors are averaged."""
+
+    max_size: int = 512
+    scales: tuple[float, ...] = (1.0, 1 / math.sqrt(2), 0.5)
+    min_size: int = 32
+
+    def __post_init__(self):
+        object.__setattr__(self, "scales", tuple(float(s) for s in self.scales))
+        if not self.scales or any(not (0 < s <= 4) for s in self.scales):
+            raise ConfigError(f"scales must be non-empty and in (0, 4], got {self.scales}")
+        if not (32 <= int(self.max_size) <= 4096):
+            raise ConfigError(f"max_size must be in [32, 4096], got {self.max_size}")
+        if not (8 <= self.min_size <= self.max_size):
+            raise ConfigError(f"min_size must be in [8, max_size], got {self.min_size}")
+
+
+@dataclass(frozen=True)
+class WhiteningConfig(_Config):
+    """PCA-whitening learned on the indexed images at build time.
+
+    ``kind``: 'none' or 'pca'. ``dim``: output dimension (None keeps all that the
+    data supports). ``power``: eigenvalue exponent, 0.5 is full whitening, 0 a
+    plain PCA rotation. ``min_images``: below this many images no whitening is
+    learned (too few samples give a noisy, harmful transform)."""
+
+    kind: str = "pca"
+    dim: int | None = None
+    power: float = 0.5
+    min_images: int = 500
+
+    def __post_init__(self):
+        if self.kind not in ("none", "pca"):
+            raise ConfigError(f"whitening kind must be 'none' or 'pca', got {self.kind!r}")
+        if self.dim is not None and self.dim < 1:
+            raise ConfigError(f"whitening dim must be positive, got {self.dim}")
+        if not (0 <= self.power <= 1):
+            raise ConfigError(f"whitening power must be in [0, 1], got {self.power}")
+
+
+@dataclass(frozen=True)
+class IndexConfig(_Config):
+    """``kind``: 'flat' (exact inner product), 'hnsw', 'ivfpq', or 'auto' (by size)."""
+
+    kind: str = "flat"
+    hnsw_m: int = 32
+    ef_search: int = 128
+    ivf_lists: int | None = None
+    pq_m: int | None = None
+    nprobe: int = 16
+
+    def __post_init__(self):
+        from .index import BACKENDS
+
+        if self.kind != "auto" and self.kind not in BACKENDS:
+            raise ConfigError(f"unknown index kind {self.kind!r}; known: auto, {', '.join(BACKENDS.names())}")
+
+
+@dataclass(frozen=True)
+class Preset(_Config):
+    """A named bundle: backbone + head + extraction + whitening + index."""
+
+    name: str = "default"
+    description: str = ""
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    extraction: ExtractionConfig = field(default_factory=ExtractionConfig)
+    whitening: WhiteningConfig = field(default_factory=WhiteningConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
+
+
+_NESTED = {
+    ("Preset", "backbone"): BackboneConfig,
+    ("Preset", "head"): HeadConfig,
+    ("Preset", "extraction"): ExtractionConfig,
+    ("Preset", "whitening"): WhiteningConfig,
+    ("Preset", "index"): IndexConfig,
+}

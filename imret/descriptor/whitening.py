@@ -1,0 +1,70 @@
+"""Descriptor post-processing: L2 normalisation and PCA-whitening.
+
+Descriptors are float32 rows (N×D). ``PCAWhitening.fit`` returns a new fitted
+object; ``apply`` maps N×D → N×d rows, L2-normalised.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    return (x / np.maximum(norms, eps)).astype(np.float32, copy=False)
+
+
+@dataclass(frozen=True)
+class PCAWhitening:
+    """x ↦ L2( P·(x − μ) ), P = Λ^(−power)·Uᵀ over the top ``dim`` components.
+
+    ``mean``: D, ``projection``: d×D (rows are scaled eigenvectors).
+    """
+
+    mean: np.ndarray
+    projection: np.ndarray
+    power: float = 0.5
+
+    @property
+    def in_dim(self) -> int:
+        return int(self.projection.shape[1])
+
+    @property
+    def out_dim(self) -> int:
+        return int(self.projection.shape[0])
+
+    @classmethod
+    def fit(cls, x: np.ndarray, dim: int | None = None, power: float = 0.5,
+            shrinkage: float = 1e-3) -> "PCAWhitening":
+        """Learn from N×D rows. At most N−1 components are meaningful; ``shrinkage``
+        (a fraction of the largest eigenvalue) keeps tiny eigenvalues from blowing up."""
+        x = np.asarray(x, dtype=np.float64)
+        n, d = x.shape
+        if n < 2:
+            raise ValueError(f"PCA-whitening needs at least 2 descriptors, got {n}")
+        mean = x.mean(0)
+        xc = x - mean
+        # SVD of the centred data: right singular vectors are the eigenvectors.
+        _, s, vt = np.linalg.svd(xc, full_matrices=False)
+        eig = s**2 / max(n - 1, 1)
+        keep = min(d, n - 1) if dim is None else min(dim, d, n - 1)
+        eig, vt = eig[:keep], vt[:keep]
+        eig = eig + shrinkage * eig[0]
+        proj = vt / (eig[:, None] ** power)
+        return cls(mean.astype(np.float32), proj.astype(np.float32), float(power))
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32)
+        if x.shape[-1] != self.in_dim:
+            raise ValueError(f"whitening expects {self.in_dim}-d descriptors, got {x.shape[-1]}-d")
+        return l2_normalize((x - self.mean) @ self.projection.T)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"whitening_mean": self.mean, "whitening_projection": self.projection}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], power: float) -> "PCAWhitening":
+        return cls(np.asarray(arrays["whitening_mean"], np.float32),
+                   np.asarray(arrays["whitening_projection"], np.float32), power)

@@ -1,0 +1,92 @@
+"""Heads: B×C×H×W feature map → B×D global descriptor (before L2 normalisation).
+
+Each head is an ``nn.Module`` registered by name; its constructor takes the
+backbone's channel count first, then its own keyword parameters, which a
+``HeadConfig`` carries.
+"""
+from __future__ import annotations
+
+import inspect
+
+import torch
+from torch import nn
+
+from ..registry import Registry
+from . import functional as Fn
+
+HEADS: Registry[type[nn.Module]] = Registry("head")
+
+
+def check_params(name: str, params: dict) -> None:
+    sig = inspect.signature(HEADS.get(name).__init__)
+    allowed = [p for p in sig.parameters if p not in ("self", "in_channels")]
+    unknown = set(params) - set(allowed)
+    if unknown:
+        from ..config import ConfigError
+
+        raise ConfigError(f"head {name!r}: unknown parameters {sorted(unknown)}; allowed: {allowed}")
+
+
+def build_head(cfg, in_channels: int) -> nn.Module:
+    return HEADS.get(cfg.name)(in_channels, **cfg.params)
+
+
+class _Pooling(nn.Module):
+    trainable = False
+
+    def __init__(self, in_channels: int):
+        super().__init__()
+        self.out_dim = in_channels
+
+
+@HEADS.register("spoc")
+class SPoC(_Pooling):
+    def __init__(self, in_channels: int, center_prior: bool = False):
+        super().__init__(in_channels)
+        self.center_prior = center_prior
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return Fn.spoc(x, self.center_prior)
+
+
+@HEADS.register("mac")
+class MAC(_Pooling):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return Fn.mac(x)
+
+
+@HEADS.register("gem")
+class GeM(_Pooling):
+    """GeM with p fixed, or learned when ``learn_p``."""
+
+    def __init__(self, in_channels: int, p: float = 3.0, learn_p: bool = False):
+        super().__init__(in_channels)
+        if p <= 0:
+            raise ValueError(f"GeM p must be positive, got {p}")
+        self.trainable = learn_p
+        self.p = nn.Parameter(torch.tensor(float(p)), requires_grad=learn_p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return Fn.gem(x, self.p)
+
+
+@HEADS.register("rmac")
+class RMAC(_Pooling):
+    def __init__(self, in_channels: int, levels: int = 3):
+        super().__init__(in_channels)
+        if not 1 <= levels <= 6:
+            raise ValueError(f"R-MAC levels must be in [1, 6], got {levels}")
+        self.levels = levels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return Fn.rmac(x, self.levels)
+
+
+@HEADS.register("crow")
+class CroW(_Pooling):
+    def __init__(self, in_channels: int, a: float = 2.0, b: float = 2.0):
+        super().__init__(in_channels)
+        self.a, self.b = a, b
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return Fn.crow(x, self.a, self.b)

@@ -1,0 +1,160 @@
+"""Nearest-neighbour search over descriptor rows, with faiss hidden behind one small class.
+
+Row position i in a backend is row i of the index's descriptor matrix; the
+``Index`` maps positions to image ids. Scores are inner products (cosine, for
+unit-norm rows): higher is more similar.
+"""
+from __future__ import annotations
+
+import math
+
+import faiss
+import numpy as np
+
+from ..registry import Registry
+
+BACKENDS: Registry[type["Backend"]] = Registry("index backend")
+
+
+class Backend:
+    name = "base"
+    needs_blob = False  # True when rebuilding from the rows on load would be slow
+
+    def __init__(self, dim: int, cfg):
+        self.dim = dim
+        self.cfg = cfg
+        self.index = self._make(dim, cfg)
+
+    def _make(self, dim: int, cfg):
+        raise NotImplementedError
+
+    @property
+    def ntotal(self) -> int:
+        return int(self.index.ntotal)
+
+    def train(self, rows: np.ndarray) -> None:
+        pass
+
+    def add(self, rows: np.ndarray) -> None:
+        self.index.add(np.ascontiguousarray(rows, dtype=np.float32))
+
+    def reset(self, rows: np.ndarray) -> None:
+        """Replace the content by ``rows`` (after removals), keeping what was trained."""
+        self.index.reset()
+        if len(rows):
+            self.add(rows)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Q×D queries → (Q×k scores, Q×k row positions); position −1 pads missing results."""
+        k = max(1, min(k, self.ntotal)) if self.ntotal else 1
+        if self.ntotal == 0:
+            q = len(queries)
+            return np.full((q, k), -np.inf, np.float32), np.full((q, k), -1, np.int64)
+        s, i = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+        return s, i
+
+    def to_bytes(self) -> np.ndarray:
+        return faiss.serialize_index(self.index)
+
+    @classmethod
+    def from_bytes(cls, blob: np.ndarray, dim: int, cfg) -> "Backend":
+        obj = cls.__new__(cls)
+        obj.dim, obj.cfg = dim, cfg
+        obj.index = faiss.deserialize_index(np.asarray(blob, dtype=np.uint8))
+        obj._configure()
+        return obj
+
+    def _configure(self) -> None:
+        pass
+
+
+@BACKENDS.register("flat")
+class FlatBackend(Backend):
+    """Exact inner-product search."""
+
+    name = "flat"
+
+    def _make(self, dim, cfg):
+        return faiss.IndexFlatIP(dim)
+
+
+@BACKENDS.register("hnsw")
+class HNSWBackend(Backend):
+    """HNSW graph (approximate); cannot delete, so removals rebuild it."""
+
+    name = "hnsw"
+    needs_blob = True
+
+    def _make(self, dim, cfg):
+        idx = faiss.IndexHNSWFlat(dim, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        idx.hnsw.efConstruction = 80
+        idx.hnsw.efSearch = cfg.ef_search
+        return idx
+
+    def _configure(self):
+        self.index.hnsw.efSearch = self.cfg.ef_search
+
+    def reset(self, rows):
+        self.index = self._make(self.dim, self.cfg)
+        if len(rows):
+            self.add(rows)
+
+
+@BACKENDS.register("ivfpq")
+class IVFPQBackend(Backend):
+    """Inverted file + product quantisation; must be trained on enough rows."""
+
+    name = "ivfpq"
+    needs_blob = True
+
+    def _make(self, dim, cfg):
+        self._trained_on = 0
+        return None
+
+    def plan(self, n: int) -> tuple[int, int]:
+        nlist = self.cfg.ivf_lists or max(1, min(65536, int(4 * math.sqrt(max(n, 1)))))
+        nlist = max(1, min(nlist, n // 39 or 1))  # faiss wants ≥39 training points per list
+        m = self.cfg.pq_m or next(m for m in (64, 48, 32, 16, 8, 4, 2, 1) if self.dim % m == 0 and self.dim // m >= 4 or m == 1)
+        if self.dim % m:
+            raise ValueError(f"pq_m={m} must divide the descriptor dimension {self.dim}")
+        return nlist, m
+
+    def train(self, rows):
+        nlist, m = self.plan(len(rows))
+        nbits = 8 if len(rows) >= 256 * 39 else max(1, min(8, int(math.log2(max(len(rows) // 39, 2)))))
+        self.index = faiss.index_factory(self.dim, f"IVF{nlist},PQ{m}x{nbits}", faiss.METRIC_INNER_PRODUCT)
+        self.index.train(np.ascontiguousarray(rows, dtype=np.float32))
+        self._configure()
+
+    def _configure(self):
+        faiss.extract_index_ivf(self.index).nprobe = self.cfg.nprobe
+
+    @property
+    def ntotal(self):
+        return 0 if self.index is None else int(self.index.ntotal)
+
+    def add(self, rows):
+        if self.index is None:
+            self.train(rows)
+        super().add(rows)
+
+    def reset(self, rows):
+        if self.index is None:
+            if len(rows):
+                self.add(rows)
+            return
+        super().reset(rows)
+
+
+def choose_kind(n: int) -> str:
+    """The backend 'auto' picks for ``n`` descriptors: exact while it is fast enough."""
+    if n < 200_000:
+        return "flat"
+    if n < 2_000_000:
+        return "hnsw"
+    return "ivfpq"
+
+
+def make_backend(dim: int, cfg, n_hint: int = 0) -> Backend:
+    kind = choose_kind(n_hint) if cfg.kind == "auto" else cfg.kind
+    return BACKENDS.get(kind)(dim, cfg)

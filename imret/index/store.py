@@ -1,0 +1,305 @@
+"""``Index``: descriptors of a photo collection, their paths, and how they were made.
+
+The index knows the ``Preset`` that built it (and any whitening it learned), so
+``Index.load(path).search_image(photo)`` needs nothing else. Database
+descriptors are float32 rows, L2-normalised, whitened when the index learned a
+whitening. Each image keeps a stable integer id across ``add``/``remove``.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import numpy as np
+
+from .. import __version__
+from ..config import Preset
+from ..descriptor.whitening import PCAWhitening, l2_normalize
+from ..errors import IndexFileError
+from ..io.images import list_images
+from .backends import BACKENDS, Backend, make_backend
+from .fileformat import decode_paths, encode_paths, read_container, write_container
+
+
+@dataclass(frozen=True)
+class Hit:
+    rank: int
+    score: float
+    id: int
+    path: str
+
+
+@dataclass
+class IndexReport:
+    """What one ``build``/``add`` did: images indexed, files skipped with reasons, paths already present."""
+
+    indexed: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    already: int = 0
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        s = f"indexed {self.indexed}, skipped {len(self.skipped)}"
+        if self.already:
+            s += f", already in the index {self.already}"
+        return s + f" ({self.seconds:.1f} s)"
+
+
+def collect_paths(sources: Iterable[str | os.PathLike], on_error=None) -> list[str]:
+    """Absolute image paths from files and folders, in order, without duplicates."""
+    seen, out = set(), []
+    for src in sources:
+        for p in list_images(src, on_error=on_error):
+            ap = os.path.abspath(p)
+            if ap not in seen:
+                seen.add(ap)
+                out.append(ap)
+    return out
+
+
+class Index:
+    def __init__(self, preset: Preset, dim: int, whitening: PCAWhitening | None = None):
+        self.preset = preset
+        self.raw_dim = dim  # descriptor size before whitening
+        self.whitening = whitening
+        self.dim = whitening.out_dim if whitening is not None else dim
+        self.ids = np.zeros(0, np.int64)
+        self.paths: list[str] = []
+        self.descriptors = np.zeros((0, self.dim), np.float32)
+        self.next_id = 0
+        self.backend: Backend = make_backend(self.dim, preset.index)
+        self.created = time.time()
+        self.head_state: dict | None = None
+        self._extractor = None
+        self._pos_of: dict[str, int] = {}
+
+    # -- extraction ---------------------------------------------------------
+    def extractor(self, device=None):
+        """The extractor that made this index (built once, on first use)."""
+        if self._extractor is None:
+            from ..extractor import Extractor
+
+            self._extractor = Extractor(self.preset, device=device, head_state=self.head_state)
+        return self._extractor
+
+    def set_extractor(self, extractor) -> None:
+        if extractor.preset.to_dict() != self.preset.to_dict():
+            raise ValueError("the extractor's preset differs from the one that built this index")
+        self._extractor = extractor
+
+    def postprocess(self, raw: np.ndarray) -> np.ndarray:
+        """N×D raw descriptors → the index's descriptor space (whitened, L2)."""
+        raw = np.atleast_2d(np.asarray(raw, np.float32))
+        return self.whitening.apply(raw) if self.whitening is not None else l2_normalize(raw)
+
+    # -- building -----------------------------------------------------------
+    @classmethod
+    def build(cls, sources, preset: Preset, extractor=None, progress: bool = False,
+              on_error: Callable[[str, str], None] | None = None,
+              whitening_sources=None) -> tuple["Index", IndexReport]:
+        """Index the photos in ``sources`` (files or folders). Files that fail are
+        reported through ``on_error`` and in the report, and skipped."""
+        from ..extractor import Extractor
+
+        t0 = time.time()
+        report = IndexReport()
+
+        def failed(p, reason):
+            report.skipped.append((p, reason))
+            if on_error:
+                on_error(p, reason)
+
+        extractor = extractor or Extractor(preset)
+        paths = collect_paths(sources, on_error=failed)
+        res = extractor.extract_paths(paths, progress=progress, on_error=failed)
+        whitening = None
+        wcfg = preset.whitening
+        if wcfg.kind == "pca":
+            train = res.descriptors
+            if whitening_sources is not None:
+                train = extractor.extract_paths(collect_paths(whitening_sources), progress=progress).descriptors
+            if len(train) >= max(wcfg.min_images, 2):
+                whitening = PCAWhitening.fit(train, dim=wcfg.dim, power=wcfg.power)
+        index = cls(preset, extractor.dim, whitening)
+        index._extractor = extractor
+        index._append(res.paths, res.descriptors)
+        report.indexed = len(res.paths)
+        report.seconds = time.time() - t0
+        return index, report
+
+    def _append(self, paths: list[str], raw: np.ndarray) -> None:
+        if not paths:
+            return
+        rows = self.postprocess(raw)
+        ids = np.arange(self.next_id, self.next_id + len(paths), dtype=np.int64)
+        self.next_id += len(paths)
+        start = len(self.paths)
+        self.ids = np.concatenate([self.ids, ids])
+        self.paths.extend(paths)
+        self.descriptors = np.concatenate([np.asarray(self.descriptors), rows]).astype(np.float32)
+        for i, p in enumerate(paths):
+            self._pos_of[p] = start + i
+        self.backend.add(rows)
+
+    def add(self, sources, progress: bool = False, on_error=None) -> IndexReport:
+        """Extract and add the photos in ``sources`` that the index does not hold yet."""
+        t0 = time.time()
+        report = IndexReport()
+
+        def failed(p, reason):
+            report.skipped.append((p, reason))
+            if on_error:
+                on_error(p, reason)
+
+        paths = collect_paths(sources, on_error=failed)
+        new = [p for p in paths if p not in self._pos_of]
+        report.already = len(paths) - len(new)
+        res = self.extractor().extract_paths(new, progress=progress, on_error=failed)
+        self._append(res.paths, res.descriptors)
+        report.indexed = len(res.paths)
+        report.seconds = time.time() - t0
+        return report
+
+    def add_descriptors(self, paths: list[str], raw: np.ndarray) -> None:
+        """Add precomputed raw descriptors (N×raw_dim) for ``paths``."""
+        raw = np.atleast_2d(np.asarray(raw, np.float32))
+        if raw.shape != (len(paths), self.raw_dim):
+            raise ValueError(f"expected {len(paths)}×{self.raw_dim} descriptors, got {raw.shape}")
+        dup = [p for p in paths if p in self._pos_of]
+        if dup:
+            raise ValueError(f"already in the index: {dup[:3]}")
+        self._append(list(paths), raw)
+
+    def remove(self, paths_or_ids: Iterable) -> list[str]:
+        """Remove images by path (files, or folders: everything indexed under them) or id.
+        Returns the paths removed."""
+        drop = set()
+        id_pos = {int(i): k for k, i in enumerate(self.ids)}
+        for item in paths_or_ids:
+            if isinstance(item, (int, np.integer)):
+                if int(item) in id_pos:
+                    drop.add(id_pos[int(item)])
+                continue
+            ap = os.path.abspath(os.fspath(item))
+            if ap in self._pos_of:
+                drop.add(self._pos_of[ap])
+            else:
+                prefix = ap.rstrip(os.sep) + os.sep
+                drop.update(k for k, p in enumerate(self.paths) if p.startswith(prefix))
+        if not drop:
+            return []
+        keep = np.ones(len(self.paths), bool)
+        keep[list(drop)] = False
+        removed = [self.paths[k] for k in sorted(drop)]
+        self.ids = self.ids[keep]
+        self.paths = [p for p, k in zip(self.paths, keep) if k]
+        self.descriptors = np.ascontiguousarray(np.asarray(self.descriptors)[keep])
+        self._pos_of = {p: i for i, p in enumerate(self.paths)}
+        self.backend.reset(self.descriptors)
+        return removed
+
+    # -- search -------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def search(self, query_raw: np.ndarray, top: int = 10) -> list[list[Hit]]:
+        """Q×raw_dim raw query descriptors (as the extractor gives them) → per query, ranked hits."""
+        q = self.postprocess(query_raw)
+        return self.search_processed(q, top)
+
+    def search_processed(self, q: np.ndarray, top: int = 10) -> list[list[Hit]]:
+        scores, pos = self.backend.search(q, top)
+        out = []
+        for srow, prow in zip(scores, pos):
+            hits = [Hit(r + 1, float(s), int(self.ids[p]), self.paths[p])
+                    for r, (s, p) in enumerate((s, p) for s, p in zip(srow, prow) if p >= 0)]
+            out.append(hits)
+        return out
+
+    def search_image(self, image, top: int = 10, bbox=None) -> list[Hit]:
+        """A path or H×W×3 uint8 array (optionally cropped to ``bbox`` x0,y0,x1,y1) → ranked hits."""
+        return self.search(self.extractor().extract(image, bbox=bbox)[None], top)[0]
+
+    def path_of(self, image_id: int) -> str:
+        k = np.flatnonzero(self.ids == image_id)
+        if not len(k):
+            raise KeyError(f"no image with id {image_id}")
+        return self.paths[int(k[0])]
+
+    # -- persistence --------------------------------------------------------
+    def info(self) -> dict:
+        return {
+            "images": len(self),
+            "dim": self.dim,
+            "raw_dim": self.raw_dim,
+            "whitening": None if self.whitening is None else
+            {"kind": "pca", "dim": self.whitening.out_dim, "power": self.whitening.power},
+            "backend": self.backend.name,
+            "preset": self.preset.to_dict(),
+            "created": self.created,
+            "bytes_per_image": int(self.descriptors.itemsize * self.dim),
+        }
+
+    def save(self, path: str | os.PathLike) -> None:
+        meta = {
+            "imret_version": __version__,
+            "preset": self.preset.to_dict(),
+            "raw_dim": self.raw_dim,
+            "dim": self.dim,
+            "next_id": int(self.next_id),
+            "count": len(self.paths),
+            "created": self.created,
+            "saved": time.time(),
+            "backend": self.backend.name,
+            "whitening": None if self.whitening is None else {"power": self.whitening.power},
+            "head_state": sorted(self.head_state) if self.head_state else [],
+        }
+        arrays = {"ids": self.ids, "descriptors": np.asarray(self.descriptors, np.float32),
+                  "paths": encode_paths(self.paths)}
+        if self.whitening is not None:
+            arrays.update(self.whitening.arrays())
+        if self.backend.needs_blob and self.backend.ntotal:
+            arrays["backend"] = self.backend.to_bytes()
+        if self.head_state:
+            arrays.update({f"head/{k}": v.detach().cpu().numpy() for k, v in self.head_state.items()})
+        write_container(path, meta, arrays)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, mmap: bool = False, verify: bool = True) -> "Index":
+        meta, arrays = read_container(path, mmap=mmap, verify=verify)
+        try:
+            preset = Preset.from_dict(meta["preset"])
+            whitening = None
+            if meta.get("whitening"):
+                whitening = PCAWhitening.from_arrays(arrays, meta["whitening"]["power"])
+            index = cls(preset, int(meta["raw_dim"]), whitening)
+            n = int(meta["count"])
+            index.ids = np.asarray(arrays["ids"], np.int64)
+            index.paths = decode_paths(arrays["paths"], n)
+            index.descriptors = arrays["descriptors"] if mmap else np.array(arrays["descriptors"], np.float32)
+            if index.ids.shape != (n,) or index.descriptors.shape != (n, index.dim):
+                raise ValueError("section sizes disagree with the header")
+            index.next_id = int(meta["next_id"])
+            index.created = float(meta.get("created", 0))
+            index._pos_of = {p: i for i, p in enumerate(index.paths)}
+            if meta.get("head_state"):
+                import torch
+
+                index.head_state = {k: torch.from_numpy(np.array(arrays[f"head/{k}"])) for k in meta["head_state"]}
+            kind = meta.get("backend", "flat")
+            backend_cls = BACKENDS.get(kind)
+            if "backend" in arrays:
+                index.backend = backend_cls.from_bytes(arrays["backend"], index.dim, preset.index)
+            else:
+                index.backend = backend_cls(index.dim, preset.index)
+                if n:
+                    index.backend.add(np.asarray(index.descriptors))
+            if index.backend.ntotal != n:
+                raise ValueError(f"search structure holds {index.backend.ntotal} rows, expected {n}")
+        except IndexFileError:
+            raise
+        except Exception as exc:
+            raise IndexFileError(path, f"inconsistent index content ({type(exc).__name__}: {exc})") from None
+        return index

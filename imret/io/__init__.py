@@ -1,0 +1,3 @@
+from .images import IMAGE_EXTENSIONS, list_images, load_image
+
+__all__ = ["IMAGE_EXTENSIONS", "list_images", "load_image"]

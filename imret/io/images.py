@@ -1,0 +1,141 @@
+"""Reading photos: every odd file becomes an RGB array or an ``ImageLoadError``
+naming the file and the reason; nothing else escapes."""
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Iterator
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from ..errors import ImageLoadError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+DEFAULT_MAX_PIXELS = 100_000_000  # 10k×10k; beyond that a photo is more likely a decompression bomb
+
+# Truncated files are errors here, never silently grey-padded images.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    mode = im.mode
+    if mode == "RGB":
+        return im
+    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        # 16-bit and float images: rescale their actual range to 8 bits.
+        a = np.asarray(im, dtype=np.float64)
+        lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
+        a = np.zeros_like(a) if hi <= lo else (a - lo) / (hi - lo) * 255.0
+        return Image.fromarray(a.astype(np.uint8), "L").convert("RGB")
+    if mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+        mode = im.mode
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = im.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return im.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
+
+
+def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS,
+               bbox: tuple[float, float, float, float] | None = None) -> np.ndarray:
+    """H×W×3 uint8 RGB array of the photo at ``path``, upright by its EXIF orientation.
+
+    Multi-frame files (animated GIF/WebP, multi-page TIFF) give their first frame.
+    ``bbox`` (x0, y0, x1, y1) in pixels of the upright image crops it, as the
+    revisited Oxford/Paris protocol does for queries.
+    """
+    path = os.fspath(path)
+    try:
+        if os.path.getsize(path) == 0:
+            raise ImageLoadError(path, "empty file (0 bytes)")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+                if w * h > max_pixels:
+                    raise ImageLoadError(path, f"{w}×{h} = {w * h:,} pixels exceeds the limit of {max_pixels:,} "
+                                               "(possible decompression bomb; raise max_pixels to allow it)")
+                if w < 1 or h < 1:
+                    raise ImageLoadError(path, f"degenerate size {w}×{h}")
+                im.seek(0)
+                im.load()
+                im = ImageOps.exif_transpose(im)
+                rgb = _to_rgb(im)
+                arr = np.array(rgb, dtype=np.uint8)
+    except ImageLoadError:
+        raise
+    except FileNotFoundError:
+        raise ImageLoadError(path, "no such file") from None
+    except IsADirectoryError:
+        raise ImageLoadError(path, "is a directory") from None
+    except PermissionError:
+        raise ImageLoadError(path, "permission denied") from None
+    except UnidentifiedImageError:
+        raise ImageLoadError(path, "not an image file (unrecognised format)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageLoadError(path, f"decompression bomb refused ({exc})") from None
+    except OSError as exc:
+        raise ImageLoadError(path, f"corrupt or truncated image ({exc})") from None
+    except (ValueError, SyntaxError, MemoryError, EOFError) as exc:
+        raise ImageLoadError(path, f"cannot decode ({type(exc).__name__}: {exc})") from None
+    if bbox is not None:
+        arr = crop(arr, bbox, path)
+    return arr
+
+
+def crop(arr: np.ndarray, bbox, path: str = "<image>") -> np.ndarray:
+    x0, y0, x1, y1 = (float(v) for v in bbox)
+    h, w = arr.shape[:2]
+    x0, y0 = max(0, int(round(x0))), max(0, int(round(y0)))
+    x1, y1 = min(w, int(round(x1))), min(h, int(round(y1)))
+    if x1 - x0 < 1 or y1 - y0 < 1:
+        raise ImageLoadError(path, f"bounding box {tuple(bbox)} is empty inside the {w}×{h} image")
+    return arr[y0:y1, x0:x1]
+
+
+def list_images(root: str | os.PathLike, extensions=IMAGE_EXTENSIONS,
+                on_error=None) -> Iterator[str]:
+    """Image files under ``root`` by extension, sorted, symlink loops skipped.
+
+    ``on_error(path, reason)`` hears about folders that could not be read.
+    """
+    root = os.fspath(root)
+    if os.path.isfile(root):
+        yield root
+        return
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"{root}: no such file or folder")
+    seen: set[tuple[int, int]] = set()
+
+    def walk(folder: str) -> Iterator[str]:
+        try:
+            st = os.stat(folder)
+        except OSError as exc:
+            if on_error:
+                on_error(folder, f"cannot read folder ({exc.strerror})")
+            return
+        key = (st.st_dev, st.st_ino)
+        if key in seen:
+            if on_error:
+                on_error(folder, "symlink loop, folder already visited")
+            return
+        seen.add(key)
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as exc:
+            if on_error:
+                on_error(folder, f"cannot list folder ({exc.strerror})")
+            return
+        for e in entries:
+            try:
+                is_dir = e.is_dir()
+            except OSError:
+                is_dir = False
+            if is_dir:
+                yield from walk(e.path)
+            elif e.name.lower().endswith(tuple(extensions)):
+                yield e.path
+
+    yield from walk(root)
