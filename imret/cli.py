@@ -37,11 +37,11 @@ def _preset_from_args(args):
 
 
 def _skip_logger(quiet: bool):
+    # Skipped files are always reported: --quiet silences progress, not problems.
     def on_error(path, reason):
-        if not quiet:
-            from tqdm import tqdm
+        from tqdm import tqdm
 
-            tqdm.write(f"skipped {path}: {reason}", file=sys.stderr)
+        tqdm.write(f"skipped {path}: {reason}", file=sys.stderr)
     return on_error
 
 
@@ -205,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def common(p, preset=True):
         p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda when available)")
-        p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or per-file messages")
+        p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
         if preset:
             p.add_argument("--preset", default="default", help="named preset (see 'imret presets')")
             p.add_argument("--weights", default=None, help="local backbone checkpoint (torchvision/timm)")

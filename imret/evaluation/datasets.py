@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import codecs
 import csv
 import glob
 import io
@@ -53,12 +54,26 @@ class _GndUnpickler(pickle.Unpickler):
 
     _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
                 ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
-                ("numpy._core.multiarray", "scalar"), ("builtins", "set"), ("builtins", "frozenset")}
+                ("numpy._core.multiarray", "scalar"), ("builtins", "set"), ("builtins", "frozenset"),
+                ("builtins", "bytes"),
+                # protocol <= 2 (and Python 2) pickles name builtins by their Python 2 module
+                ("__builtin__", "set"), ("__builtin__", "frozenset"), ("__builtin__", "bytes"),
+                # arrays pickled with protocol 5 (pickle.HIGHEST_PROTOCOL)
+                ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer")}
 
     def find_class(self, module, name):
+        if (module, name) == ("_codecs", "encode"):
+            # Python 3 writes bytes (e.g. array data) as _codecs.encode(text, 'latin1') at protocol <= 2
+            return _latin1_encode
         if (module, name) in self._ALLOWED:
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a ground-truth file")
+
+
+def _latin1_encode(obj, encoding="utf-8", errors="strict"):
+    if str(encoding).lower().replace("-", "").replace("_", "") not in ("latin1", "iso88591"):
+        raise pickle.UnpicklingError(f"refusing to encode with {encoding!r} in a ground-truth file")
+    return codecs.encode(obj, "latin1", errors)
 
 
 def read_gnd_pickle(path: str) -> dict:
@@ -105,6 +120,8 @@ def load_classic(root: str) -> Dataset:
     if not qfiles:
         raise DatasetError(root, "no gt/*_query.txt files (classic Oxford/Paris layout)")
     jpg = os.path.join(root, "jpg")
+    if not os.path.isdir(jpg):
+        raise DatasetError(jpg, "no jpg/ image folder (classic Oxford/Paris layout)")
     db = sorted(os.path.splitext(f)[0] for f in os.listdir(jpg) if f.lower().endswith(".jpg"))
     pos_of = {n: i for i, n in enumerate(db)}
     queries, bboxes, gnd = [], [], []

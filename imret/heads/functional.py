@@ -28,8 +28,12 @@ def mac(x: torch.Tensor) -> torch.Tensor:
 
 
 def gem(x: torch.Tensor, p: float | torch.Tensor = 3.0, eps: float = 1e-6) -> torch.Tensor:
-    """Generalised mean (Radenović et al.): p=1 is average, p→∞ is max."""
-    return x.clamp(min=eps).pow(p).mean((2, 3)).pow(1.0 / p)
+    """Generalised mean (Radenović et al.): p=1 is average, p→∞ is max.
+
+    Computed relative to each channel's maximum so that large p cannot overflow."""
+    x = x.clamp(min=eps)
+    peak = x.amax((2, 3), keepdim=True).detach()
+    return (x / peak).pow(p).mean((2, 3)).pow(1.0 / p) * peak[..., 0, 0]
 
 
 def rmac_regions(h: int, w: int, levels: int = 3, overlap: float = 0.4) -> list[tuple[int, int, int, int]]:

@@ -36,7 +36,8 @@ def write_container(path: str | os.PathLike, meta: dict[str, Any], arrays: dict[
     folder = os.path.dirname(os.path.abspath(path))
     prepared = {}
     for name, a in arrays.items():
-        a = np.ascontiguousarray(a)
+        shape = np.shape(a)
+        a = np.ascontiguousarray(a).reshape(shape)  # ascontiguousarray makes 0-d arrays 1-d
         if a.dtype.byteorder == ">":
             a = a.astype(a.dtype.newbyteorder("<"))
         if a.dtype.str not in _DTYPES:

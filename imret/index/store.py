@@ -210,7 +210,19 @@ class Index:
         return self.search_processed(q, top)
 
     def search_processed(self, q: np.ndarray, top: int = 10) -> list[list[Hit]]:
-        scores, pos = self.backend.search(q, top)
+        """Q×dim descriptors in the index's space → ranked hits. Approximate backends
+        return a shortlist that is re-scored exactly against the stored rows."""
+        q = np.atleast_2d(np.asarray(q, np.float32))
+        if self.backend.name == "flat":
+            scores, pos = self.backend.search(q, top)
+        else:
+            _, cand = self.backend.search(q, max(4 * top, 64))
+            safe = np.where(cand >= 0, cand, 0)
+            exact = np.einsum("qd,qkd->qk", q, np.asarray(self.descriptors)[safe])
+            exact = np.where(cand >= 0, exact, -np.inf)
+            order = np.argsort(-exact, axis=1, kind="stable")[:, :top]
+            scores = np.take_along_axis(exact, order, 1)
+            pos = np.where(np.isfinite(scores), np.take_along_axis(cand, order, 1), -1)
         out = []
         for srow, prow in zip(scores, pos):
             hits = [Hit(r + 1, float(s), int(self.ids[p]), self.paths[p])

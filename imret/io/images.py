@@ -38,6 +38,15 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
 
 
+def _allow_pil_pixels(max_pixels: int) -> None:
+    """PIL refuses outright any image over 2×``Image.MAX_IMAGE_PIXELS`` (~179 Mpx),
+    whatever ``max_pixels`` says. Lift (never lower) that cap when the caller asks
+    for more, so that "raise max_pixels to allow it" is true."""
+    cap = Image.MAX_IMAGE_PIXELS
+    if cap is not None and 2 * cap < max_pixels:
+        Image.MAX_IMAGE_PIXELS = -(-int(max_pixels) // 2)
+
+
 def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS,
                bbox: tuple[float, float, float, float] | None = None) -> np.ndarray:
     """H×W×3 uint8 RGB array of the photo at ``path``, upright by its EXIF orientation.
@@ -47,11 +56,15 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS,
     revisited Oxford/Paris protocol does for queries.
     """
     path = os.fspath(path)
+    _allow_pil_pixels(max_pixels)
     try:
         if os.path.getsize(path) == 0:
             raise ImageLoadError(path, "empty file (0 bytes)")
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # ``max_pixels`` below is the limit; PIL's own warning threshold
+            # (~89 Mpx) is lower than the 100 Mpx default and would refuse photos
+            # that max_pixels allows.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as im:
                 w, h = im.size
                 if w * h > max_pixels:
@@ -75,7 +88,8 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS,
     except UnidentifiedImageError:
         raise ImageLoadError(path, "not an image file (unrecognised format)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageLoadError(path, f"decompression bomb refused ({exc})") from None
+        raise ImageLoadError(path, f"over the limit of {max_pixels:,} pixels (possible decompression bomb; "
+                                   f"raise max_pixels to allow it): {exc}") from None
     except OSError as exc:
         raise ImageLoadError(path, f"corrupt or truncated image ({exc})") from None
     except (ValueError, SyntaxError, MemoryError, EOFError) as exc:

@@ -1,0 +1,20 @@
+import os
+
+import numpy as np
+import pytest
+import torch
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def photoset(tmp_path_factory):
+    """The Copydays-style set of real photos (see imret.evaluation.photoset), made once."""
+    from imret.evaluation.photoset import make_photoset
+
+    return make_photoset(str(tmp_path_factory.mktemp("photoset")), seed=0)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)

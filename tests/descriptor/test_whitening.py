@@ -1,0 +1,54 @@
+import numpy as np
+import pytest
+
+from imret.descriptor import PCAWhitening, l2_normalize
+
+
+def test_full_whitening_decorrelates_training_data(rng):
+    mix = rng.normal(size=(16, 16))
+    x = rng.normal(size=(2000, 16)) @ mix + 5.0
+    w = PCAWhitening.fit(x, power=0.5, shrinkage=0.0)
+    y = (x - w.mean) @ w.projection.T  # before the final L2
+    cov = np.cov(y, rowvar=False)
+    assert np.allclose(cov, np.eye(16), atol=0.05)
+
+
+def test_output_is_unit_norm_and_reduced(rng):
+    x = rng.normal(size=(300, 32)).astype(np.float32)
+    w = PCAWhitening.fit(x, dim=8)
+    out = w.apply(x[:10])
+    assert out.shape == (10, 8) and out.dtype == np.float32
+    assert np.allclose(np.linalg.norm(out, axis=1), 1, atol=1e-5)
+
+
+def test_few_samples_keep_at_most_n_minus_1_components(rng):
+    w = PCAWhitening.fit(rng.normal(size=(5, 32)))
+    assert w.out_dim == 4
+
+
+def test_power_zero_is_a_rotation(rng):
+    x = rng.normal(size=(200, 6))
+    w = PCAWhitening.fit(x, power=0.0)
+    y = (x - w.mean) @ w.projection.T
+    # a rotation keeps distances between points
+    assert np.allclose(np.linalg.norm(y[0] - y[1]), np.linalg.norm(x[0] - x[1]), rtol=1e-4)
+
+
+def test_whitening_helps_when_a_direction_dominates(rng):
+    """A strong nuisance direction shared by all images hides identity; whitening removes it."""
+    n, d = 400, 24
+    ids = rng.normal(size=(n, d)) * 0.3
+    nuisance = np.zeros(d)
+    nuisance[0] = 1.0
+    db = ids + rng.normal(size=(n, 1)) * 3.0 * nuisance
+    queries = ids + rng.normal(size=(n, d)) * 0.1 + rng.normal(size=(n, 1)) * 3.0 * nuisance
+    plain = (np.argmax(l2_normalize(queries) @ l2_normalize(db).T, 1) == np.arange(n)).mean()
+    w = PCAWhitening.fit(db)
+    white = (np.argmax(w.apply(queries) @ w.apply(db).T, 1) == np.arange(n)).mean()
+    assert white > plain + 0.2
+
+
+def test_dimension_mismatch_is_an_error(rng):
+    w = PCAWhitening.fit(rng.normal(size=(50, 8)))
+    with pytest.raises(ValueError, match="expects 8-d"):
+        w.apply(np.zeros((1, 9)))

@@ -1,0 +1,116 @@
+import os
+
+import numpy as np
+import pytest
+
+from imret.config import IndexConfig, Preset, WhiteningConfig
+from imret.errors import IndexFileError
+from imret.index.store import Index
+
+
+def _index(kind="flat", dim=32):
+    return Index(Preset(index=IndexConfig(kind=kind), whitening=WhiteningConfig(kind="none")), dim)
+
+
+def _data(rng, n=300, dim=32):
+    x = rng.normal(size=(n, dim)).astype(np.float32)
+    return [f"/photos/img_{i:05d}.jpg" for i in range(n)], x
+
+
+def test_search_finds_noisy_copies(rng):
+    paths, x = _data(rng)
+    idx = _index()
+    idx.add_descriptors(paths, x)
+    hits = idx.search(x[:20] + 0.05 * rng.normal(size=(20, 32)).astype(np.float32), top=5)
+    assert [h[0].path for h in hits] == paths[:20]
+    assert all(h[0].score > h[1].score for h in hits)
+    assert [h.rank for h in hits[0]] == [1, 2, 3, 4, 5]
+
+
+def test_ids_are_stable_across_removals(rng):
+    paths, x = _data(rng, 10)
+    idx = _index()
+    idx.add_descriptors(paths, x)
+    idx.remove([paths[3], paths[7]])
+    assert len(idx) == 8
+    assert idx.search(x[8:9], top=1)[0][0].id == 8
+    assert idx.path_of(9) == paths[9]
+    with pytest.raises(KeyError):
+        idx.path_of(3)
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivfpq"])
+def test_add_remove_matches_fresh_build(kind, rng, tmp_path):
+    paths, x = _data(rng, 2000)
+    a = _index(kind)
+    a.add_descriptors(paths[:1500], x[:1500])
+    a.add_descriptors(paths[1500:], x[1500:])
+    a.remove(paths[100:400])
+    keep = [i for i in range(2000) if not 100 <= i < 400]
+    b = _index(kind)
+    b.add_descriptors([paths[i] for i in keep], x[keep])
+    assert a.paths == b.paths
+    q = x[::50]
+    ha, hb = a.search(q, top=10), b.search(q, top=10)
+    if kind == "flat":
+        assert [[h.path for h in r] for r in ha] == [[h.path for h in r] for r in hb]
+    else:  # approximate: the exact neighbour (the row itself, when present) is still found first
+        for i, (ra, rb) in enumerate(zip(ha, hb)):
+            src = paths[i * 50]
+            if src in a.paths:
+                assert ra[0].path == src and rb[0].path == src
+    # and it survives a save/load round trip
+    a.save(tmp_path / "a.index")
+    c = Index.load(tmp_path / "a.index")
+    assert c.backend.name == kind and len(c) == len(a)
+    assert [[h.path for h in r] for r in c.search(q, top=10)] == [[h.path for h in r] for r in ha]
+
+
+def test_approximate_backends_recall(rng):
+    paths, x = _data(rng, 5000, 64)
+    exact = _index("flat", 64)
+    exact.add_descriptors(paths, x)
+    q = rng.normal(size=(50, 64)).astype(np.float32)
+    truth = [{h.path for h in r} for r in exact.search(q, top=10)]
+    for kind, floor in (("hnsw", 0.8), ("ivfpq", 0.3)):
+        idx = _index(kind, 64)
+        idx.add_descriptors(paths, x)
+        got = idx.search(q, top=10)
+        recall = np.mean([len(t & {h.path for h in r}) / 10 for t, r in zip(truth, got)])
+        assert recall >= floor, (kind, recall)
+
+
+def test_duplicate_paths_refused(rng):
+    paths, x = _data(rng, 5)
+    idx = _index()
+    idx.add_descriptors(paths, x)
+    with pytest.raises(ValueError, match="already in the index"):
+        idx.add_descriptors(paths[:1], x[:1])
+
+
+def test_remove_a_folder(rng):
+    idx = _index()
+    x = rng.normal(size=(4, 32)).astype(np.float32)
+    idx.add_descriptors(["/a/1.jpg", "/a/sub/2.jpg", "/ab/3.jpg", "/b/4.jpg"], x)
+    assert sorted(idx.remove(["/a"])) == ["/a/1.jpg", "/a/sub/2.jpg"]
+    assert idx.paths == ["/ab/3.jpg", "/b/4.jpg"]
+
+
+def test_load_refuses_a_foreign_file(tmp_path):
+    p = tmp_path / "x.index"
+    p.write_bytes(os.urandom(1000))
+    with pytest.raises(IndexFileError, match="not an imret index"):
+        Index.load(p)
+
+
+def test_config_and_version_travel_with_the_index(rng, tmp_path):
+    from imret import __version__
+    from imret.index.fileformat import read_container
+
+    paths, x = _data(rng, 3)
+    idx = _index()
+    idx.add_descriptors(paths, x)
+    idx.save(tmp_path / "i.index")
+    meta, _ = read_container(tmp_path / "i.index")
+    assert meta["imret_version"] == __version__
+    assert Preset.from_dict(meta["preset"]) == idx.preset
