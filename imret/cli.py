@@ -45,11 +45,12 @@ def _skip_logger(quiet: bool):
     return on_error
 
 
-def _write_skip_log(out: str, skipped) -> str | None:
+def _write_skip_log(out: str, skipped, mode: str = "w") -> str | None:
+    """Skipped files with reasons, one per line: overwritten by 'index', appended to by 'add'."""
     if not skipped:
         return None
     log = out + ".skipped.tsv"
-    with open(log, "a", encoding="utf-8", errors="surrogateescape") as f:
+    with open(log, mode, encoding="utf-8", errors="surrogateescape") as f:
         for p, reason in skipped:
             f.write(f"{p}\t{reason}\n")
     return log
@@ -61,9 +62,14 @@ def cmd_index(args) -> int:
 
     preset = _preset_from_args(args)
     ex = Extractor(preset, device=args.device)
+    journal = args.out + ".journal"
+    if os.path.exists(journal):
+        _eprint(f"resuming the interrupted run recorded in {journal}")
     index, report = Index.build(args.sources, preset, extractor=ex, progress=not args.quiet,
-                                on_error=_skip_logger(args.quiet), whitening_sources=args.whiten_on)
+                                on_error=_skip_logger(args.quiet), whitening_sources=args.whiten_on,
+                                journal_path=journal)
     index.save(args.out)
+    Index.finish_journal(journal)
     log = _write_skip_log(args.out, report.skipped)
     _eprint(f"{report.summary()}; wrote {args.out}" + (f"; skipped files listed in {log}" if log else ""))
     return 0 if report.indexed or not report.skipped else 1
@@ -74,9 +80,12 @@ def cmd_add(args) -> int:
 
     index = Index.load(args.index)
     index.extractor(device=args.device)
-    report = index.add(args.sources, progress=not args.quiet, on_error=_skip_logger(args.quiet))
+    journal = args.index + ".journal"
+    report = index.add(args.sources, progress=not args.quiet, on_error=_skip_logger(args.quiet),
+                       journal_path=journal)
     index.save(args.index)
-    log = _write_skip_log(args.index, report.skipped)
+    Index.finish_journal(journal)
+    log = _write_skip_log(args.index, report.skipped, mode="a")
     _eprint(f"{report.summary()}; {len(index)} images in {args.index}" + (f"; see {log}" if log else ""))
     return 0
 

@@ -38,12 +38,29 @@ class IndexReport:
     indexed: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
     already: int = 0
+    resumed: int = 0  # taken from an interrupted run's journal, not extracted again
     seconds: float = 0.0
+
+    def failed(self, on_error=None):
+        """A callback that records a skipped file and passes it on."""
+        def record(path, reason):
+            self.skipped.append((path, reason))
+            if on_error:
+                on_error(path, reason)
+        return record
 
     def summary(self) -> str:
         s = f"indexed {self.indexed}, skipped {len(self.skipped)}"
         if self.already:
             s += f", already in the index {self.already}"
+        if self.resumed:
+            s += f", resumed {self.resumed} from an interrupted run"
+        if self.skipped:
+            reasons: dict[str, int] = {}
+            for _, r in self.skipped:
+                key = r.split(" (")[0]
+                reasons[key] = reasons.get(key, 0) + 1
+            s += " [" + "; ".join(f"{n}× {r}" for r, n in sorted(reasons.items(), key=lambda kv: -kv[1])) + "]"
         return s + f" ({self.seconds:.1f} s)"
 
 
@@ -98,36 +115,68 @@ class Index:
     @classmethod
     def build(cls, sources, preset: Preset, extractor=None, progress: bool = False,
               on_error: Callable[[str, str], None] | None = None,
-              whitening_sources=None) -> tuple["Index", IndexReport]:
+              whitening_sources=None, journal_path: str | None = None) -> tuple["Index", IndexReport]:
         """Index the photos in ``sources`` (files or folders). Files that fail are
-        reported through ``on_error`` and in the report, and skipped."""
+        reported through ``on_error`` and in the report, and skipped.
+
+        With ``journal_path``, every descriptor is journaled as it is extracted and a
+        journal left by an interrupted run is resumed: images it holds are not
+        extracted again. The caller deletes the journal once the index is saved
+        (``Index.finish_journal``)."""
         from ..extractor import Extractor
 
         t0 = time.time()
         report = IndexReport()
-
-        def failed(p, reason):
-            report.skipped.append((p, reason))
-            if on_error:
-                on_error(p, reason)
-
         extractor = extractor or Extractor(preset)
-        paths = collect_paths(sources, on_error=failed)
-        res = extractor.extract_paths(paths, progress=progress, on_error=failed)
+        paths = collect_paths(sources, on_error=report.failed(on_error))
+        header = {"mode": "build", "preset": preset.to_dict(), "sources": sorted(os.path.abspath(s) for s in sources)}
+        ok, raw = cls._extract_journaled(extractor, paths, journal_path, header, report, progress, on_error)
         whitening = None
         wcfg = preset.whitening
         if wcfg.kind == "pca":
-            train = res.descriptors
+            train = raw
             if whitening_sources is not None:
                 train = extractor.extract_paths(collect_paths(whitening_sources), progress=progress).descriptors
             if len(train) >= max(wcfg.min_images, 2):
                 whitening = PCAWhitening.fit(train, dim=wcfg.dim, power=wcfg.power)
         index = cls(preset, extractor.dim, whitening)
         index._extractor = extractor
-        index._append(res.paths, res.descriptors)
-        report.indexed = len(res.paths)
+        index._append(ok, raw)
+        report.indexed = len(ok)
         report.seconds = time.time() - t0
         return index, report
+
+    @staticmethod
+    def _extract_journaled(extractor, paths, journal_path, header, report, progress, on_error):
+        """(paths extracted, their raw descriptors) in the order of ``paths``, resuming a journal."""
+        from .journal import Journal
+
+        journal = Journal(journal_path, header, extractor.dim) if journal_path else None
+        done_paths, done_raw = journal.read() if journal else ([], None)
+        raw_of = dict(zip(done_paths, done_raw)) if done_paths else {}
+        todo = [p for p in paths if p not in raw_of]
+        report.resumed = len(paths) - len(todo)
+        if journal:
+            journal.open()
+        try:
+            res = extractor.extract_paths(todo, progress=progress, on_error=report.failed(on_error),
+                                          on_result=journal.append if journal else None)
+        finally:
+            if journal:
+                journal.close()
+        raw_of.update(zip(res.paths, res.descriptors))
+        ok = [p for p in paths if p in raw_of]
+        raw = np.stack([raw_of[p] for p in ok]).astype(np.float32) if ok else np.zeros((0, extractor.dim), np.float32)
+        return ok, raw
+
+    @staticmethod
+    def finish_journal(journal_path: str | None) -> None:
+        """Delete the journal of a run whose index has been saved."""
+        if journal_path:
+            try:
+                os.unlink(journal_path)
+            except FileNotFoundError:
+                pass
 
     def _append(self, paths: list[str], raw: np.ndarray) -> None:
         if not paths:
@@ -143,22 +192,19 @@ class Index:
             self._pos_of[p] = start + i
         self.backend.add(rows)
 
-    def add(self, sources, progress: bool = False, on_error=None) -> IndexReport:
-        """Extract and add the photos in ``sources`` that the index does not hold yet."""
+    def add(self, sources, progress: bool = False, on_error=None, journal_path: str | None = None) -> IndexReport:
+        """Extract and add the photos in ``sources`` that the index does not hold yet
+        (journaled and resumable like ``build``)."""
         t0 = time.time()
         report = IndexReport()
-
-        def failed(p, reason):
-            report.skipped.append((p, reason))
-            if on_error:
-                on_error(p, reason)
-
-        paths = collect_paths(sources, on_error=failed)
+        paths = collect_paths(sources, on_error=report.failed(on_error))
         new = [p for p in paths if p not in self._pos_of]
         report.already = len(paths) - len(new)
-        res = self.extractor().extract_paths(new, progress=progress, on_error=failed)
-        self._append(res.paths, res.descriptors)
-        report.indexed = len(res.paths)
+        header = {"mode": "add", "preset": self.preset.to_dict(), "created": self.created,
+                  "sources": sorted(os.path.abspath(s) for s in sources)}
+        ok, raw = self._extract_journaled(self.extractor(), new, journal_path, header, report, progress, on_error)
+        self._append(ok, raw)
+        report.indexed = len(ok)
         report.seconds = time.time() - t0
         return report
 
