@@ -139,10 +139,16 @@ class IndexConfig(_Config):
     ivf_lists: int | None = None
     pq_m: int | None = None
     nprobe: int = 16
+    milvus_uri: str | None = None  # 'milvus': a Milvus Lite file or http://host:19530
+    milvus_collection: str = "imret"
 
     def __post_init__(self):
         from .index import BACKENDS
 
+        if self.kind == "milvus":
+            from .index import milvus  # noqa: F401  (registers the optional backend)
+            if not self.milvus_uri:
+                raise ConfigError("index kind 'milvus' needs milvus_uri (a Milvus Lite file or http://host:19530)")
         if self.kind != "auto" and self.kind not in BACKENDS:
             raise ConfigError(f"unknown index kind {self.kind!r}; known: auto, {', '.join(BACKENDS.names())}")
 

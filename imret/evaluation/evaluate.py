@@ -57,22 +57,46 @@ def score(dataset: Dataset, ranks: np.ndarray) -> dict:
 
 
 def evaluate(extractor, dataset: Dataset, whitening: str = "auto", progress: bool = False,
-             rerank=None) -> dict:
+             rerank=None, local=None) -> dict:
     """Figures of ``extractor`` on ``dataset``. ``whitening``: 'auto' learns PCA-whitening
-    on the database as the index would (per the preset), 'none' skips it."""
+    on the database as the index would (per the preset), 'none' skips it. ``rerank``:
+    a callable ``rerank(q, db, ranks) -> ranks``, e.g. an ``imret.rerank.Pipeline``, or
+    a pipeline's text ('dba,aqe'). Spatial verification ('sv') extracts local features
+    of the database and queries with ``local`` (an ``imret.local.LocalExtractor``;
+    default: one with the default ``LocalConfig``)."""
+    from ..local import needs_local
+
     t0 = time.time()
     db, q, failures = describe(extractor, dataset, progress)
-    wcfg = extractor.preset.whitening
+    if needs_local(rerank):
+        from ..local.evaluation import bind_dataset, describe_local
+        from ..local.extract import LocalExtractor
+
+        store, local_queries = describe_local(local or LocalExtractor(device=extractor.device), dataset, progress)
+        rerank = bind_dataset(rerank, store, local_queries)
+    res = evaluate_descriptors(dataset, db, q, extractor.preset.whitening if whitening == "auto" else None, rerank)
+    return {**res, "failures": failures, "seconds": time.time() - t0}
+
+
+def evaluate_descriptors(dataset: Dataset, db: np.ndarray, q: np.ndarray, whitening=None, rerank=None) -> dict:
+    """``evaluate`` on descriptors already extracted (raw N×D database, Q×D queries), so
+    several re-rankings can be compared on one extraction. ``whitening``: a
+    ``WhiteningConfig`` to learn PCA-whitening by, or None."""
+    wcfg = whitening
     white = None
-    if whitening == "auto" and wcfg.kind == "pca" and len(db) >= max(wcfg.min_images, 2):
+    if wcfg is not None and wcfg.kind == "pca" and len(db) >= max(wcfg.min_images, 2):
         white = PCAWhitening.fit(db, dim=wcfg.dim, power=wcfg.power)
         db, q = white.apply(db), white.apply(q)
     else:
         db, q = l2_normalize(db), l2_normalize(q)
     ranks = rank_all(q, db)
+    if isinstance(rerank, str):
+        from ..rerank import Pipeline
+
+        rerank = Pipeline.parse(rerank)
     if rerank is not None:
         ranks = rerank(q, db, ranks)
     out = score(dataset, ranks)
     return {"dataset": dataset.name, "protocol": dataset.protocol, "images": len(dataset.db),
-            "queries": len(dataset.queries), "whitened": white is not None, "failures": failures,
-            "figures": out, "seconds": time.time() - t0}
+            "queries": len(dataset.queries), "whitened": white is not None, "failures": [],
+            "figures": out, "rerank": None if rerank is None else str(rerank)}

@@ -102,27 +102,29 @@ class HNSWBackend(Backend):
 
 @BACKENDS.register("ivfpq")
 class IVFPQBackend(Backend):
-    """Inverted file + product quantisation; must be trained on enough rows."""
+    """Inverted file + 4-bit product quantisation with SIMD fast-scan (faiss ``PQmx4fs``);
+    trained on the first rows it receives. The ``Index`` re-scores its shortlist exactly."""
 
     name = "ivfpq"
     needs_blob = True
 
     def _make(self, dim, cfg):
-        self._trained_on = 0
         return None
 
     def plan(self, n: int) -> tuple[int, int]:
         nlist = self.cfg.ivf_lists or max(1, min(65536, int(4 * math.sqrt(max(n, 1)))))
         nlist = max(1, min(nlist, n // 39 or 1))  # faiss wants ≥39 training points per list
-        m = self.cfg.pq_m or next(m for m in (64, 48, 32, 16, 8, 4, 2, 1) if self.dim % m == 0 and self.dim // m >= 4 or m == 1)
+        if self.cfg.pq_m:
+            m = self.cfg.pq_m
+        else:  # about 4 dimensions per sub-quantiser, even (fast-scan packs pairs), at most 64
+            m = next((m for m in range(min(64, self.dim // 2), 0, -1) if self.dim % m == 0 and m % 2 == 0), 1)
         if self.dim % m:
             raise ValueError(f"pq_m={m} must divide the descriptor dimension {self.dim}")
         return nlist, m
 
     def train(self, rows):
         nlist, m = self.plan(len(rows))
-        nbits = 8 if len(rows) >= 256 * 39 else max(1, min(8, int(math.log2(max(len(rows) // 39, 2)))))
-        self.index = faiss.index_factory(self.dim, f"IVF{nlist},PQ{m}x{nbits}", faiss.METRIC_INNER_PRODUCT)
+        self.index = faiss.index_factory(self.dim, f"IVF{nlist},PQ{m}x4fs", faiss.METRIC_INNER_PRODUCT)
         self.index.train(np.ascontiguousarray(rows, dtype=np.float32))
         self._configure()
 

@@ -17,18 +17,25 @@ import numpy as np
 from .. import __version__
 from ..config import Preset
 from ..descriptor.whitening import PCAWhitening, l2_normalize
-from ..errors import IndexFileError
+from ..errors import ImretError, IndexFileError
 from ..io.images import list_images
+from ..rerank import DBA, AugmentedRows, Pipeline, Shortlist
+from ..rerank.functional import knn
 from .backends import BACKENDS, Backend, make_backend
 from .fileformat import decode_paths, encode_paths, read_container, write_container
 
 
 @dataclass(frozen=True)
 class Hit:
+    """``inliers``/``matches``: set by spatial verification (``--rerank sv``): the inlier
+    count and the K×4 (query x, y, result x, y) inlier matches in original pixels."""
+
     rank: int
     score: float
     id: int
     path: str
+    inliers: int | None = None
+    matches: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -89,8 +96,41 @@ class Index:
         self.backend: Backend = make_backend(self.dim, preset.index)
         self.created = time.time()
         self.head_state: dict | None = None
+        self.roots: list[str] = []  # the folders/files indexed: nothing outside them is ever served
         self._extractor = None
         self._pos_of: dict[str, int] = {}
+        self.dba: AugmentedRows | None = None  # stored αDBA rows, kept up to date by add/remove
+        self._dba_cache: dict = {}  # αDBA with other parameters than the stored ones, made on request
+        self.local = None  # imret.local.LocalStore: local features per id, saved as PATH.local.h5
+
+    def clone(self) -> "Index":
+        """An independent copy (arrays and search structure copied, extractor shared), so a
+        writer can change the copy while readers keep searching the original."""
+        import copy
+
+        import faiss
+
+        other = copy.copy(self)
+        other.ids = self.ids.copy()
+        other.paths = list(self.paths)
+        other.descriptors = np.array(self.descriptors, np.float32)
+        other._pos_of = dict(self._pos_of)
+        other.roots = list(self.roots)
+        other.backend = copy.copy(self.backend)
+        if getattr(self.backend, "index", None) is not None:
+            other.backend.index = faiss.clone_index(self.backend.index)
+        for name, value in vars(self).items():  # sections added by later stages (e.g. re-ranking)
+            if isinstance(value, np.ndarray) and name not in ("ids", "descriptors"):
+                setattr(other, name, value.copy())
+        if self.local is not None:
+            other.local = self.local.copy()
+        return other
+
+    def add_roots(self, sources) -> None:
+        for s in sources:
+            a = os.path.abspath(os.fspath(s))
+            if a not in self.roots:
+                self.roots.append(a)
 
     # -- extraction ---------------------------------------------------------
     def extractor(self, device=None):
@@ -100,6 +140,13 @@ class Index:
 
             self._extractor = Extractor(self.preset, device=device, head_state=self.head_state)
         return self._extractor
+
+    def local_store(self):
+        """The local features (``imret.local.LocalStore``); an error when the index has none."""
+        if self.local is None:
+            raise ImretError("this index holds no local features: build it with 'imret index --local' "
+                             "(or set Index.local) to verify results spatially")
+        return self.local
 
     def set_extractor(self, extractor) -> None:
         if extractor.preset.to_dict() != self.preset.to_dict():
@@ -131,20 +178,29 @@ class Index:
         paths = collect_paths(sources, on_error=report.failed(on_error))
         header = {"mode": "build", "preset": preset.to_dict(), "sources": sorted(os.path.abspath(s) for s in sources)}
         ok, raw = cls._extract_journaled(extractor, paths, journal_path, header, report, progress, on_error)
-        whitening = None
-        wcfg = preset.whitening
-        if wcfg.kind == "pca":
-            train = raw
-            if whitening_sources is not None:
-                train = extractor.extract_paths(collect_paths(whitening_sources), progress=progress).descriptors
-            if len(train) >= max(wcfg.min_images, 2):
-                whitening = PCAWhitening.fit(train, dim=wcfg.dim, power=wcfg.power)
-        index = cls(preset, extractor.dim, whitening)
+        train = None
+        if preset.whitening.kind == "pca" and whitening_sources is not None:
+            train = extractor.extract_paths(collect_paths(whitening_sources), progress=progress).descriptors
+        index = cls.from_raw(preset, extractor.dim, ok, raw, sources, whitening_train=train)
         index._extractor = extractor
-        index._append(ok, raw)
         report.indexed = len(ok)
         report.seconds = time.time() - t0
         return index, report
+
+    @classmethod
+    def from_raw(cls, preset: Preset, raw_dim: int, paths: list[str], raw: np.ndarray, sources=(),
+                 whitening_train: np.ndarray | None = None) -> "Index":
+        """A new index from raw descriptors (N×raw_dim) extracted elsewhere (e.g. by Ray),
+        learning the preset's whitening on ``whitening_train`` or on ``raw``."""
+        whitening = None
+        wcfg = preset.whitening
+        train = raw if whitening_train is None else whitening_train
+        if wcfg.kind == "pca" and len(train) >= max(wcfg.min_images, 2):
+            whitening = PCAWhitening.fit(train, dim=wcfg.dim, power=wcfg.power)
+        index = cls(preset, raw_dim, whitening)
+        index.add_roots(sources)
+        index._append(list(paths), raw)
+        return index
 
     @staticmethod
     def _extract_journaled(extractor, paths, journal_path, header, report, progress, on_error):
@@ -182,6 +238,8 @@ class Index:
         if not paths:
             return
         rows = self.postprocess(raw)
+        if self.preset.index.kind == "auto" and len(self) == 0:
+            self.backend = make_backend(self.dim, self.preset.index, n_hint=len(paths))
         ids = np.arange(self.next_id, self.next_id + len(paths), dtype=np.int64)
         self.next_id += len(paths)
         start = len(self.paths)
@@ -190,7 +248,11 @@ class Index:
         self.descriptors = np.concatenate([np.asarray(self.descriptors), rows]).astype(np.float32)
         for i, p in enumerate(paths):
             self._pos_of[p] = start + i
-        self.backend.add(rows)
+        if getattr(self.backend, "uses_ids", False):
+            self.backend.add(rows, ids)
+        else:
+            self.backend.add(rows)
+        self._dba_changed(lambda a: a.with_added(self.descriptors))
 
     def add(self, sources, progress: bool = False, on_error=None, journal_path: str | None = None) -> IndexReport:
         """Extract and add the photos in ``sources`` that the index does not hold yet
@@ -203,7 +265,10 @@ class Index:
         header = {"mode": "add", "preset": self.preset.to_dict(), "created": self.created,
                   "sources": sorted(os.path.abspath(s) for s in sources)}
         ok, raw = self._extract_journaled(self.extractor(), new, journal_path, header, report, progress, on_error)
+        self.add_roots(sources)
         self._append(ok, raw)
+        if self.local is not None and ok:
+            self.local.add(ok, self.ids[-len(ok):], progress=progress, on_error=on_error)
         report.indexed = len(ok)
         report.seconds = time.time() - t0
         return report
@@ -239,46 +304,114 @@ class Index:
         keep = np.ones(len(self.paths), bool)
         keep[list(drop)] = False
         removed = [self.paths[k] for k in sorted(drop)]
+        removed_ids = self.ids[~keep]
+        if self.local is not None:
+            self.local.remove(removed_ids)
         self.ids = self.ids[keep]
         self.paths = [p for p, k in zip(self.paths, keep) if k]
         self.descriptors = np.ascontiguousarray(np.asarray(self.descriptors)[keep])
+        self._dba_changed(lambda a: a.with_removed(keep, self.descriptors))
         self._pos_of = {p: i for i, p in enumerate(self.paths)}
-        self.backend.reset(self.descriptors)
+        if getattr(self.backend, "uses_ids", False):
+            self.backend.remove_ids(removed_ids)
+        else:
+            self.backend.reset(self.descriptors)
         return removed
 
     # -- search -------------------------------------------------------------
     def __len__(self) -> int:
         return len(self.paths)
 
-    def search(self, query_raw: np.ndarray, top: int = 10) -> list[list[Hit]]:
+    def search(self, query_raw: np.ndarray, top: int = 10, rerank=None, query_local=None) -> list[list[Hit]]:
         """Q×raw_dim raw query descriptors (as the extractor gives them) → per query, ranked hits."""
         q = self.postprocess(query_raw)
-        return self.search_processed(q, top)
+        return self.search_processed(q, top, rerank=rerank, query_local=query_local)
 
-    def search_processed(self, q: np.ndarray, top: int = 10) -> list[list[Hit]]:
+    def search_processed(self, q: np.ndarray, top: int = 10, rerank=None, query_local=None) -> list[list[Hit]]:
         """Q×dim descriptors in the index's space → ranked hits. Approximate backends
-        return a shortlist that is re-scored exactly against the stored rows."""
+        return a shortlist that is re-scored exactly against the stored rows.
+
+        ``rerank``: a ``imret.rerank.Pipeline`` or its text ('aqe', 'dba:k=3,aqe:n=3'):
+        the first search returns the pipeline's shortlist, its steps re-rank it. An
+        index with stored αDBA rows (``set_dba``) is always searched through them.
+        Spatial verification (``sv``) needs the index's local features and ``query_local``:
+        each query's (``local.query``; ``search_image`` makes them)."""
+        from ..local.steps import bind_index
+
         q = np.atleast_2d(np.asarray(q, np.float32))
-        if self.backend.name == "flat":
-            scores, pos = self.backend.search(q, top)
+        pipeline = None if rerank is None else Pipeline.parse(rerank)
+        pipeline, verified = bind_index(pipeline, self, query_local, len(q))
+        rows = self.search_rows(pipeline)
+        reranking = pipeline is not None and bool(pipeline.shortlist_steps) and len(self) > 0
+        depth = max(top, pipeline.depth) if reranking else top
+        if (self.backend.name == "flat" and rows is self.descriptors) or not len(self):
+            scores, pos = self.backend.search(q, depth)
+        elif self.backend.name == "flat":
+            pos, scores = knn(q, rows, depth)
         else:
-            _, cand = self.backend.search(q, max(4 * top, 64))
+            # the approximate structure holds the plain rows: its candidates are re-scored
+            # exactly against the rows searched (the augmented ones, with αDBA)
+            cand = self._candidates(q, max(4 * depth, 64))
             safe = np.where(cand >= 0, cand, 0)
-            exact = np.einsum("qd,qkd->qk", q, np.asarray(self.descriptors)[safe])
+            exact = np.einsum("qd,qkd->qk", q, np.asarray(rows)[safe])
             exact = np.where(cand >= 0, exact, -np.inf)
-            order = np.argsort(-exact, axis=1, kind="stable")[:, :top]
+            order = np.argsort(-exact, axis=1, kind="stable")[:, :depth]
             scores = np.take_along_axis(exact, order, 1)
             pos = np.where(np.isfinite(scores), np.take_along_axis(cand, order, 1), -1)
+        if reranking:
+            sl = pipeline.rerank(Shortlist(q, pos, scores.astype(np.float32)), rows)
+            scores, pos = sl.scores, sl.ranks
+        scores, pos = scores[:, :top], pos[:, :top]
         out = []
-        for srow, prow in zip(scores, pos):
-            hits = [Hit(r + 1, float(s), int(self.ids[p]), self.paths[p])
+        for qi, (srow, prow) in enumerate(zip(scores, pos)):
+            hits = [Hit(r + 1, float(s), int(self.ids[p]), self.paths[p], **verified(qi, p))
                     for r, (s, p) in enumerate((s, p) for s, p in zip(srow, prow) if p >= 0)]
             out.append(hits)
         return out
 
-    def search_image(self, image, top: int = 10, bbox=None) -> list[Hit]:
+    def _candidates(self, q: np.ndarray, k: int) -> np.ndarray:
+        """Q×k row positions from the search structure (−1 pads)."""
+        _, found = self.backend.search(q, k)
+        if not getattr(self.backend, "uses_ids", False):
+            return found
+        pos_of_id = {int(i): p for p, i in enumerate(self.ids)}
+        return np.vectorize(lambda i: pos_of_id.get(int(i), -1), otypes=[np.int64])(found)
+
+    def search_image(self, image, top: int = 10, bbox=None, rerank=None) -> list[Hit]:
         """A path or H×W×3 uint8 array (optionally cropped to ``bbox`` x0,y0,x1,y1) → ranked hits."""
-        return self.search(self.extractor().extract(image, bbox=bbox)[None], top)[0]
+        from ..local.steps import needs_local
+
+        query_local = None
+        if needs_local(rerank):
+            if isinstance(image, (str, os.PathLike)):  # read once for both extractions
+                image, bbox = self.extractor().load(image, bbox), None
+            query_local = [self.local_store().query(image, bbox=bbox)]
+        return self.search(self.extractor().extract(image, bbox=bbox)[None], top, rerank=rerank,
+                           query_local=query_local)[0]
+
+    # -- αDBA ---------------------------------------------------------------
+    def set_dba(self, step: DBA | None) -> None:
+        """Store αDBA rows made with ``step`` (None drops them). They are saved with the
+        index, updated for the rows whose neighbours change on add/remove, and every
+        search then compares queries with them."""
+        self.dba = None if step is None else AugmentedRows.build(step, self.descriptors)
+        self._dba_cache = {}
+
+    def search_rows(self, pipeline: Pipeline | None = None) -> np.ndarray:
+        """The rows queries are compared with: the stored αDBA rows, or, when ``pipeline``
+        asks for αDBA with other parameters, such rows made now (kept until the next change)."""
+        step = None if pipeline is None else pipeline.database_step
+        if step is None or self.dba is not None and self.dba.step == step:
+            return self.descriptors if self.dba is None else self.dba.rows
+        if step not in self._dba_cache:
+            self._dba_cache = {step: step.augment(self.descriptors)}
+        return self._dba_cache[step]
+
+    def _dba_changed(self, update) -> None:
+        # assignments, not in-place changes: a clone() shares these objects with its original
+        self._dba_cache = {}
+        if self.dba is not None:
+            self.dba = update(self.dba)[0]
 
     def path_of(self, image_id: int) -> str:
         k = np.flatnonzero(self.ids == image_id)
@@ -298,6 +431,8 @@ class Index:
             "preset": self.preset.to_dict(),
             "created": self.created,
             "bytes_per_image": int(self.descriptors.itemsize * self.dim),
+            "dba": None if self.dba is None else self.dba.step.to_dict(),
+            "local": None if self.local is None else self.local.info(),
         }
 
     def save(self, path: str | os.PathLike) -> None:
@@ -313,6 +448,8 @@ class Index:
             "backend": self.backend.name,
             "whitening": None if self.whitening is None else {"power": self.whitening.power},
             "head_state": sorted(self.head_state) if self.head_state else [],
+            "roots": self.roots,
+            "dba": None if self.dba is None else self.dba.step.to_dict(),
         }
         arrays = {"ids": self.ids, "descriptors": np.asarray(self.descriptors, np.float32),
                   "paths": encode_paths(self.paths)}
@@ -322,7 +459,15 @@ class Index:
             arrays["backend"] = self.backend.to_bytes()
         if self.head_state:
             arrays.update({f"head/{k}": v.detach().cpu().numpy() for k, v in self.head_state.items()})
+        if self.dba is not None:
+            arrays.update(self.dba.arrays())
         write_container(path, meta, arrays)
+        from ..local import local_path
+
+        if self.local is not None:
+            self.local.save(local_path(path), owner=repr(self.created))
+        elif os.path.exists(local_path(path)):
+            os.unlink(local_path(path))  # local features of an earlier index saved here
 
     @classmethod
     def load(cls, path: str | os.PathLike, mmap: bool = False, verify: bool = True) -> "Index":
@@ -341,7 +486,10 @@ class Index:
                 raise ValueError("section sizes disagree with the header")
             index.next_id = int(meta["next_id"])
             index.created = float(meta.get("created", 0))
+            index.roots = [str(r) for r in meta.get("roots", [])]
             index._pos_of = {p: i for i, p in enumerate(index.paths)}
+            if meta.get("dba"):
+                index.dba = AugmentedRows.from_arrays(meta["dba"], arrays, n, index.dim)
             if meta.get("head_state"):
                 import torch
 
@@ -350,6 +498,11 @@ class Index:
             backend_cls = BACKENDS.get(kind)
             if "backend" in arrays:
                 index.backend = backend_cls.from_bytes(arrays["backend"], index.dim, preset.index)
+            elif getattr(backend_cls, "uses_ids", False):
+                # the vectors live in the service: re-sync only if it lost them
+                index.backend = backend_cls(index.dim, preset.index)
+                if index.backend.ntotal != n:
+                    index.backend.reset(np.asarray(index.descriptors), index.ids)
             else:
                 index.backend = backend_cls(index.dim, preset.index)
                 if n:
@@ -360,4 +513,10 @@ class Index:
             raise
         except Exception as exc:
             raise IndexFileError(path, f"inconsistent index content ({type(exc).__name__}: {exc})") from None
+        from ..local import local_path
+
+        if os.path.exists(local_path(path)):
+            from ..local.store import LocalStore
+
+            index.local = LocalStore.open(local_path(path), owner=repr(index.created))
         return index

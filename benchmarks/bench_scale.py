@@ -1,0 +1,136 @@
+"""Scale benchmark: build time, bytes per image, ms per query and recall@10 (against
+exact search) for each index backend at growing collection sizes.
+
+    python benchmarks/bench_scale.py [--sizes 10000 100000 1000000] [--dim 256]
+        [--kinds flat hnsw ivfpq milvus-lite] [--data DIR --ray]
+
+Descriptors are synthetic (clustered, unit norm) unless ``--descriptors FILE.npy``
+names real ones. ``--ray`` also times extraction of the photos in ``--data`` (default:
+the embedded photo set) with the local loop and with Ray on the same images.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import tempfile
+import time
+
+import numpy as np
+
+from imret.config import IndexConfig, Preset, WhiteningConfig
+from imret.index.store import Index
+
+
+def clustered(n: int, dim: int, seed: int = 0) -> np.ndarray:
+    """Unit-norm rows around 1000 centres: closer to real descriptors than uniform noise."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(1000, dim)).astype(np.float32)
+    x = centres[rng.integers(0, 1000, n)] + 0.6 * rng.normal(size=(n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def table(title, header, rows):
+    print(f"\n{title}")
+    w = [max(len(str(h)), *(len(str(r[i])) for r in rows)) for i, h in enumerate(header)]
+    print("  ".join(str(h).ljust(x) for h, x in zip(header, w)))
+    print("  ".join("-" * x for x in w))
+    for r in rows:
+        print("  ".join(str(c).ljust(x) for c, x in zip(r, w)), flush=True)
+
+
+def make_index(kind: str, dim: int, tmp: str) -> Index:
+    cfg = IndexConfig(kind=kind)
+    if kind == "milvus-lite":
+        cfg = IndexConfig(kind="milvus", milvus_uri=os.path.join(tmp, "vectors.db"))
+    return Index(Preset(index=cfg, whitening=WhiteningConfig(kind="none")), dim)
+
+
+def bench_backends(sizes, dim, kinds, n_queries):
+    rows = []
+    for n in sizes:
+        x = clustered(n, dim)
+        rng = np.random.default_rng(1)
+        pick = rng.choice(n, n_queries, replace=False)
+        q = x[pick] + 0.3 * rng.normal(size=(n_queries, dim)).astype(np.float32)
+        q /= np.linalg.norm(q, axis=1, keepdims=True)
+        truth = np.argsort(-(q @ x.T), axis=1)[:, :10]
+        paths = [f"/bench/{i:08d}.jpg" for i in range(n)]
+        for kind in kinds:
+            if kind == "milvus-lite" and n > 100_000:
+                rows.append((f"{n:,}", kind, "-", "-", "-", "-", "skipped: Milvus Lite is for small collections"))
+                continue
+            tmp = tempfile.mkdtemp()
+            try:
+                idx = make_index(kind, dim, tmp)
+                t = time.perf_counter()
+                idx.add_descriptors(paths, x)
+                build = time.perf_counter() - t
+                idx.search(q[:3], top=10)
+                t = time.perf_counter()
+                got = [idx.search(q[i:i + 1], top=10)[0] for i in range(n_queries)]
+                ms = 1000 * (time.perf_counter() - t) / n_queries
+                recall = np.mean([len({h.id for h in g} & set(truth[i].tolist())) / 10 for i, g in enumerate(got)])
+                f = os.path.join(tmp, "b.index")
+                idx.save(f)
+                structure = idx.backend.to_bytes().nbytes if idx.backend.needs_blob else (4 * dim * n if kind == "flat" else 0)
+                rows.append((f"{n:,}", kind, f"{build:.1f}", f"{ms:.2f}", f"{recall:.3f}",
+                             f"{structure / n:,.0f}", f"{os.path.getsize(f) / n:,.0f}"))
+                del idx
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+    table(f"Index backends ({dim}-d, top-10, one query at a time, {os.cpu_count()} cores)",
+          ["N", "backend", "build s", "ms/query", "recall@10", "search bytes/img", "file bytes/img"], rows)
+
+
+def bench_ray(data, n_images, workers):
+    from imret.engines.ray_engine import RayConfig, extract_with_ray
+    from imret.extractor import Extractor
+    from imret.index.store import collect_paths
+    from imret.presets import get_preset
+
+    if data:
+        paths = collect_paths([data])[:n_images]
+    else:
+        from imret.evaluation.photoset import make_photoset
+
+        paths = make_photoset(tempfile.mkdtemp()).db[:n_images]
+    preset = get_preset("fast")
+    ex = Extractor(preset, device="cpu")
+    t = time.perf_counter()
+    ex.extract_paths(paths)
+    local = time.perf_counter() - t
+    shards = tempfile.mkdtemp()
+    t = time.perf_counter()
+    extract_with_ray(paths, preset, shards, RayConfig(workers=workers, shard_size=max(1, len(paths) // (4 * workers))))
+    ray_s = time.perf_counter() - t
+    t = time.perf_counter()
+    again = extract_with_ray(paths, preset, shards, RayConfig(workers=workers))
+    resume = time.perf_counter() - t
+    shutil.rmtree(shards, ignore_errors=True)
+    table(f"Extraction of {len(paths)} photos, preset 'fast'", ["engine", "seconds", "images/s"],
+          [("local loop", f"{local:.1f}", f"{len(paths) / local:.1f}"),
+           (f"ray ({workers} workers, incl. start-up)", f"{ray_s:.1f}", f"{len(paths) / ray_s:.1f}"),
+           (f"ray re-run (all {again['shards']} shards done)", f"{resume:.1f}", "-")])
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    ap.add_argument("--dim", type=int, default=256, help="descriptor size (PCA-reduced descriptors are typical)")
+    ap.add_argument("--kinds", nargs="+", default=["flat", "hnsw", "ivfpq", "milvus-lite"])
+    ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--ray", action="store_true", help="also compare local and Ray extraction")
+    ap.add_argument("--data", default=None)
+    ap.add_argument("--images", type=int, default=60)
+    ap.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args(argv)
+    bench_backends(args.sizes, args.dim, args.kinds, args.queries)
+    if args.ray:
+        bench_ray(args.data, args.images, args.workers)
+    print(f"\npeak memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

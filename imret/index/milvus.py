@@ -1,0 +1,82 @@
+"""Milvus backend: the same ``Index`` with its vectors in Milvus, for collections that
+outgrow one machine.
+
+``uri`` is a Milvus Lite file (``./vectors.db``, embedded, no server) or a server
+(``http://host:19530``). Milvus holds the vectors under the images' stable ids; the
+index file keeps ids, paths and the config, as with every backend. Imported only
+when a preset asks for it, so pymilvus stays an optional extra.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .backends import BACKENDS, Backend
+
+_BATCH = 1000
+
+
+@BACKENDS.register("milvus")
+class MilvusBackend(Backend):
+    name = "milvus"
+    uses_ids = True  # search answers image ids, not row positions
+
+    def _make(self, dim, cfg):
+        try:
+            from pymilvus import MilvusClient
+        except ImportError:
+            raise ImportError("the milvus backend needs pymilvus: pip install 'imret[milvus]'") from None
+        if not cfg.milvus_uri:
+            raise ValueError("the milvus backend needs a uri: a Milvus Lite file or http://host:19530")
+        self.collection = cfg.milvus_collection
+        self.client = MilvusClient(uri=cfg.milvus_uri)
+        if not self.client.has_collection(self.collection):
+            self._create()
+        else:  # a collection from an earlier process starts released
+            self.client.load_collection(self.collection)
+        return self.client
+
+    def _create(self):
+        # Strong consistency: a search right after an insert sees it, as with the local backends.
+        self.client.create_collection(self.collection, dimension=self.dim, metric_type="IP", auto_id=False,
+                                      id_type="int", primary_field_name="id", vector_field_name="vec",
+                                      consistency_level="Strong")
+
+    @property
+    def ntotal(self) -> int:
+        res = self.client.query(self.collection, filter="id >= 0", output_fields=["count(*)"])
+        return int(res[0]["count(*)"]) if res else 0
+
+    def add(self, rows, ids=None):
+        if ids is None:
+            raise ValueError("the milvus backend stores vectors under image ids")
+        rows = np.asarray(rows, np.float32)
+        for s in range(0, len(rows), _BATCH):
+            self.client.insert(self.collection, [{"id": int(i), "vec": r.tolist()}
+                                                 for i, r in zip(ids[s:s + _BATCH], rows[s:s + _BATCH])])
+
+    def remove_ids(self, ids) -> None:
+        ids = [int(i) for i in ids]
+        for s in range(0, len(ids), _BATCH):
+            self.client.delete(self.collection, ids=ids[s:s + _BATCH])
+
+    def reset(self, rows, ids=None):
+        self.client.drop_collection(self.collection)
+        self._create()
+        if len(rows):
+            self.add(rows, ids)
+
+    def search(self, queries, k):
+        """Q×D queries → (Q×k scores, Q×k image ids); −1 pads missing results."""
+        queries = np.atleast_2d(np.asarray(queries, np.float32))
+        res = self.client.search(self.collection, data=queries.tolist(), limit=max(1, k),
+                                 search_params={"metric_type": "IP"})
+        scores = np.full((len(queries), k), -np.inf, np.float32)
+        ids = np.full((len(queries), k), -1, np.int64)
+        for qi, hits in enumerate(res):
+            for j, h in enumerate(list(hits)[:k]):
+                scores[qi, j] = h["distance"]
+                ids[qi, j] = h["id"]
+        return scores, ids
+
+    def to_bytes(self):
+        raise NotImplementedError("Milvus keeps its own data")

@@ -1,0 +1,71 @@
+"""An ordered list of re-ranking steps, as ``--rerank`` names it."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..config import ConfigError
+from .steps import Shortlist, Step, parse_steps
+
+DEFAULT_DEPTH = 100
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """Database steps (at most one, first) then shortlist steps, applied in order.
+
+    ``depth``: how many results the first search must return for the steps to work
+    on: the largest ``shortlist`` of the steps."""
+
+    steps: tuple[Step, ...]
+
+    def __post_init__(self):
+        object.__setattr__(self, "steps", tuple(self.steps))
+        stages = [s.stage for s in self.steps]
+        if stages.count("database") > 1:
+            raise ConfigError(f"at most one database step (dba) per pipeline, got {self}")
+        if "database" in stages[1:]:
+            raise ConfigError(f"dba changes the database before the search, so it must come first: {self}")
+
+    @classmethod
+    def parse(cls, spec: "str | Pipeline") -> "Pipeline":
+        return spec if isinstance(spec, Pipeline) else cls(parse_steps(spec))
+
+    @property
+    def database_step(self) -> Step | None:
+        return self.steps[0] if self.steps and self.steps[0].stage == "database" else None
+
+    @property
+    def shortlist_steps(self) -> tuple[Step, ...]:
+        return tuple(s for s in self.steps if s.stage == "shortlist")
+
+    @property
+    def depth(self) -> int:
+        return max((s.shortlist for s in self.shortlist_steps), default=DEFAULT_DEPTH)
+
+    def __str__(self) -> str:
+        return ",".join(s.spec() for s in self.steps)
+
+    def prepare(self, rows: np.ndarray) -> np.ndarray:
+        """The database rows the queries are compared with (augmented by dba, if any)."""
+        step = self.database_step
+        return np.asarray(rows, np.float32) if step is None else step.augment(rows)
+
+    def rerank(self, sl: Shortlist, rows: np.ndarray) -> Shortlist:
+        """Apply the shortlist steps in order. ``rows``: the prepared database rows."""
+        for step in self.shortlist_steps:
+            sl = step(sl, rows)
+        return sl
+
+    def __call__(self, q: np.ndarray, db: np.ndarray, ranks: np.ndarray | None = None) -> np.ndarray:
+        """Whole-database re-ranking, as ``evaluate`` calls it: Q×D queries, N×D rows and the
+        first Q×N ranking → the re-ranked Q×N ranking (entries past the shortlist keep
+        their order). With dba the first ranking is made again over the augmented rows."""
+        q = np.asarray(q, np.float32)
+        rows = self.prepare(db)
+        sims = q @ rows.T
+        if ranks is None or self.database_step is not None:
+            ranks = np.argsort(-sims, axis=1, kind="stable")
+        scores = np.take_along_axis(sims, ranks, 1)
+        return self.rerank(Shortlist(q, ranks, scores), rows).ranks

@@ -1,0 +1,327 @@
+"""Re-ranking steps: typed, validated, registered by name.
+
+A step is a frozen dataclass holding its parameters. Shortlist steps map a
+``Shortlist`` (query descriptors, ranked database row positions, scores, and an
+optional mask of verified results) and the database rows to a new ``Shortlist``;
+they only reorder the first ``shortlist`` entries and leave the rest as they were.
+A spatial-verification step slots in the same way: it sets ``verified`` (and may
+change scores), and the expansion steps then expand from verified results only.
+Database steps (``dba``) change the rows themselves, once, before any search.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from ..config import ConfigError, _Config
+from ..registry import Registry
+from . import functional as F
+
+STEPS: Registry[type["Step"]] = Registry("re-ranking step")
+
+
+@dataclass(frozen=True)
+class Shortlist:
+    """``queries``: Q×D float32 (expansion steps replace them); ``ranks``: Q×K database row
+    positions, best first, −1 for none; ``scores``: Q×K float32, higher is better;
+    ``verified``: Q×K bool or None (no verification ran)."""
+
+    queries: np.ndarray
+    ranks: np.ndarray
+    scores: np.ndarray
+    verified: np.ndarray | None = None
+
+    def __post_init__(self):
+        q, r, s = self.queries, self.ranks, self.scores
+        if q.ndim != 2 or r.ndim != 2 or r.shape != s.shape or len(q) != len(r):
+            raise ValueError(f"shortlist shapes disagree: queries {q.shape}, ranks {r.shape}, scores {s.shape}")
+        if self.verified is not None and self.verified.shape != r.shape:
+            raise ValueError(f"verified mask {self.verified.shape} does not match ranks {r.shape}")
+
+    def replace(self, **changes) -> "Shortlist":
+        return dataclasses.replace(self, **changes)
+
+    def reorder_head(self, scores: np.ndarray, queries: np.ndarray | None = None) -> "Shortlist":
+        """New scores for the first S entries (S = scores.shape[1]) → those entries sorted
+        by them, the rest unchanged."""
+        s = scores.shape[1]
+        head = [self.ranks[:, :s]] + ([self.verified[:, :s]] if self.verified is not None else [])
+        new_scores, *sorted_head = F.resort(scores, *head)
+        join = lambda a, b: np.concatenate([a, b[:, s:]], 1)  # noqa: E731
+        return self.replace(queries=self.queries if queries is None else queries,
+                            ranks=join(sorted_head[0], self.ranks),
+                            scores=join(new_scores.astype(np.float32), self.scores),
+                            verified=None if self.verified is None else join(sorted_head[1], self.verified))
+
+
+class Step(_Config):
+    """Base of the steps. ``stage``: 'shortlist' (after the search) or 'database'."""
+
+    stage: ClassVar[str] = "shortlist"
+    name: ClassVar[str] = "step"
+
+    def __call__(self, sl: Shortlist, rows: np.ndarray) -> Shortlist:
+        raise NotImplementedError
+
+    def spec(self) -> str:
+        """The text ``parse_steps`` reads back into this step."""
+        parts = []
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            v = getattr(self, f.name)
+            text = "none" if v is None else "/".join(map(_fmt, v)) if isinstance(v, tuple) else _fmt(v)
+            parts.append(f"{f.name}={text}")
+        return self.name + (":" + ",".join(parts) if parts else "")
+
+    def _check(self, ok: bool, message: str) -> None:
+        if not ok:
+            raise ConfigError(f"{self.name}: {message}")
+
+    def _check_int(self, field: str, low: int, high: int | None = None) -> None:
+        v = getattr(self, field)
+        ok = isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+        ok = ok and low <= v and (high is None or v <= high)
+        self._check(ok, f"{field} must be an integer {_range(low, high)}, got {v!r}")
+
+    def _check_float(self, field: str, low: float, high: float | None = None) -> None:
+        v = getattr(self, field)
+        ok = isinstance(v, (int, float, np.floating)) and not isinstance(v, bool) and math.isfinite(v)
+        ok = ok and low <= v and (high is None or v <= high)
+        self._check(ok, f"{field} must be a number {_range(low, high)}, got {v!r}")
+
+
+def _range(low, high) -> str:
+    return f"≥ {low}" + (f" and ≤ {high}" if high is not None else "")
+
+
+def _fmt(v) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def _head(sl: Shortlist, rows: np.ndarray, shortlist: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``shortlist`` entries' rows (Q×S×D) and validity (Q×S)."""
+    return F.gather(rows, sl.ranks[:, :shortlist])
+
+
+def _expansion_set(sl: Shortlist, rows: np.ndarray, n: int, shortlist: int) -> tuple[np.ndarray, np.ndarray]:
+    """The rows to expand a query with: its first n results, or, once a verification
+    step has run, its first n verified results within the shortlist → (Q×n×D, Q×n valid)."""
+    eligible = sl.ranks[:, :shortlist] >= 0
+    if sl.verified is not None:
+        eligible = eligible & sl.verified[:, :shortlist]
+    pick = np.argsort(~eligible, axis=1, kind="stable")[:, :n]
+    pos = np.where(np.take_along_axis(eligible, pick, 1), np.take_along_axis(sl.ranks, pick, 1), -1)
+    return F.gather(rows, pos)
+
+
+class _Expansion(Step):
+    """Shared by the query-expansion steps: expand, then re-score the shortlist."""
+
+    def _expand(self, q, nbr, valid):
+        raise NotImplementedError
+
+    def __call__(self, sl: Shortlist, rows: np.ndarray) -> Shortlist:
+        nbr, valid = _expansion_set(sl, rows, self.n, self.shortlist)
+        q = self._expand(sl.queries, nbr, valid)
+        cand, ok = _head(sl, rows, self.shortlist)
+        scores = np.where(ok, np.einsum("qd,qsd->qs", q, cand), -np.inf)
+        return sl.reorder_head(scores, queries=q)
+
+    def _validate_expansion(self):
+        self._check_int("n", 1)
+        self._check_int("shortlist", 1)
+
+
+@STEPS.register("aqe")
+@dataclass(frozen=True)
+class AlphaQE(_Expansion):
+    """αQE (Radenović et al. 2018): q' = L2(q + Σ_{i≤n} max(0, q·dᵢ)^α dᵢ) over the top n,
+    then the shortlist is scored against q'. α=0 is average query expansion."""
+
+    name: ClassVar[str] = "aqe"
+    n: int = 2
+    alpha: float = 3.0
+    shortlist: int = 100
+
+    def __post_init__(self):
+        self._validate_expansion()
+        self._check_float("alpha", 0.0, 100.0)
+
+    def _expand(self, q, nbr, valid):
+        return F.alpha_qe(q, nbr, valid, self.alpha)
+
+
+@STEPS.register("qe")
+@dataclass(frozen=True)
+class AverageQE(_Expansion):
+    """Average query expansion (Chum et al. 2007): q' = mean of q and its top n."""
+
+    name: ClassVar[str] = "qe"
+    n: int = 2
+    shortlist: int = 100
+
+    def __post_init__(self):
+        self._validate_expansion()
+
+    def _expand(self, q, nbr, valid):
+        return F.average_qe(q, nbr, valid)
+
+
+@STEPS.register("gfr")
+@dataclass(frozen=True)
+class GlobalFeatureRerank(Step):
+    """Global-feature re-ranking (Chen & Yao 2025): the query and each of the top
+    ``shortlist`` images become a weighted linear sum of themselves (``self_weight``)
+    and their own k top-ranked neighbours, then the shortlist is scored again.
+    Neighbour weights: ``weights`` by neighbour rank (k numbers, e.g. 1/0.5) when
+    given, else max(0, s)^α."""
+
+    name: ClassVar[str] = "gfr"
+    k: int = 2
+    alpha: float = 3.0
+    weights: tuple[float, ...] | None = None
+    self_weight: float = 1.0
+    shortlist: int = 100
+
+    def __post_init__(self):
+        self._check_int("k", 1)
+        self._check_int("shortlist", 2)
+        self._check_float("alpha", 0.0, 100.0)
+        self._check_float("self_weight", 0.0)
+        if self.weights is not None:
+            object.__setattr__(self, "weights", tuple(self.weights))
+            self._check(len(self.weights) == self.k, f"weights needs k={self.k} numbers, got {len(self.weights)}")
+            for w in self.weights:
+                self._check(isinstance(w, (int, float)) and math.isfinite(w) and w >= 0,
+                            f"weights must be finite numbers ≥ 0, got {self.weights}")
+            self._check(self.self_weight > 0 or sum(self.weights) > 0, "all weights are zero")
+
+    def __call__(self, sl: Shortlist, rows: np.ndarray) -> Shortlist:
+        cand, ok = _head(sl, rows, self.shortlist)
+        w = None if self.weights is None else np.asarray(self.weights, np.float32)
+        q, scores = F.refine_shortlist(sl.queries, cand, ok, self.k, self.alpha, w, self.self_weight)
+        return sl.reorder_head(scores, queries=q)
+
+
+@STEPS.register("kreciprocal")
+@dataclass(frozen=True)
+class KReciprocal(Step):
+    """k-reciprocal re-ranking (Zhong et al. 2017) of the top ``shortlist``: scores become
+    1 − ((1−lam)·Jaccard distance of k-reciprocal neighbourhoods + lam·(1 − cosine)).
+    lam=1 keeps the ranking."""
+
+    name: ClassVar[str] = "kreciprocal"
+    k1: int = 6
+    k2: int = 2
+    lam: float = 0.3
+    shortlist: int = 100
+
+    def __post_init__(self):
+        self._check_int("k1", 1)
+        self._check_int("k2", 1)
+        self._check_int("shortlist", 2)
+        self._check_float("lam", 0.0, 1.0)
+
+    def __call__(self, sl: Shortlist, rows: np.ndarray) -> Shortlist:
+        cand, ok = _head(sl, rows, self.shortlist)
+        return sl.reorder_head(F.k_reciprocal_scores(sl.queries, cand, ok, self.k1, self.k2, self.lam))
+
+
+@STEPS.register("dba")
+@dataclass(frozen=True)
+class DBA(Step):
+    """αDBA (Radenović et al. 2018): each database row becomes L2(dᵢ + Σ_{j≤k} max(0, sᵢⱼ)^α dⱼ)
+    over its k nearest other rows. Computed once over the database (an ``Index`` stores
+    it and updates it on add/remove); searches then compare queries with these rows."""
+
+    stage: ClassVar[str] = "database"
+    name: ClassVar[str] = "dba"
+    k: int = 2
+    alpha: float = 3.0
+
+    def __post_init__(self):
+        self._check_int("k", 1, 1000)
+        self._check_float("alpha", 0.0, 100.0)
+
+    def augment(self, rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows, np.float32)
+        nbr, sims = F.knn(rows, rows, self.k, exclude=np.arange(len(rows)))
+        return F.augment_rows(rows, nbr, sims, self.alpha)
+
+    def __call__(self, sl: Shortlist, rows: np.ndarray) -> Shortlist:
+        raise ConfigError("dba changes the database rows before the search; it cannot re-rank a shortlist")
+
+
+def _convert(cls: type[Step], key: str, text: str):
+    """A parameter's text → its declared type (int, float, tuple of floats, or None)."""
+    hint = typing.get_type_hints(cls)[key]
+    args = typing.get_args(hint)
+    optional = type(None) in args
+    if optional and text.lower() == "none":
+        return None
+    base = next((a for a in args if a is not type(None)), hint) if optional else hint
+    try:
+        if base is int:
+            return int(text)
+        if base is float:
+            v = float(text)
+            if not math.isfinite(v):
+                raise ValueError
+            return v
+        if typing.get_origin(base) is tuple:
+            return tuple(float(x) for x in text.split("/"))
+    except ValueError:
+        kind = {int: "an integer", float: "a number"}.get(base, "numbers separated by '/'")
+        raise ConfigError(f"{cls.name}: {key} must be {kind}, got {text!r}") from None
+    raise TypeError(f"{cls.__name__}.{key}: unsupported parameter type {hint}")
+
+
+def make_step(name: str, params: dict[str, str] | None = None) -> Step:
+    """A step by registered name, from text parameters (as the command line gives them)."""
+    if name not in STEPS:
+        raise ConfigError(f"unknown re-ranking step {name!r}; known: {', '.join(STEPS.names())}")
+    cls = STEPS.get(name)
+    allowed = [f.name for f in dataclasses.fields(cls)]
+    params = params or {}
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise ConfigError(f"{name}: unknown parameter {', '.join(unknown)}; allowed: {', '.join(allowed) or 'none'}")
+    return cls(**{k: _convert(cls, k, v) for k, v in params.items()})
+
+
+def parse_steps(spec: str) -> tuple[Step, ...]:
+    """'dba:k=5,aqe:n=3,alpha=3' → (DBA(k=5), AlphaQE(n=3, alpha=3.0)).
+
+    Comma-separated tokens: ``name`` or ``name:key=value`` starts a step, a lone
+    ``key=value`` adds a parameter to the step before it. Tuple values use '/'."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise ConfigError("empty re-ranking spec; give steps such as 'aqe' or 'dba:k=5,aqe:n=3,alpha=3'")
+    raw: list[tuple[str, dict[str, str]]] = []
+    for token in (t.strip() for t in spec.split(",")):
+        if not token:
+            raise ConfigError(f"empty item in re-ranking spec {spec!r}")
+        name, sep, param = token.partition(":")
+        if "=" in name:  # a parameter of the step before
+            if sep or not raw:
+                raise ConfigError(f"{token!r} in {spec!r}: a parameter must follow a step name, as in 'aqe:n=3'")
+            name, param = "", token
+        else:
+            name = name.strip().lower()
+            if not name:
+                raise ConfigError(f"{token!r} in {spec!r}: missing step name before ':'")
+            raw.append((name, {}))
+            if sep and not param.strip():
+                raise ConfigError(f"{token!r} in {spec!r}: nothing after ':'")
+        if param:
+            key, eq, value = (x.strip() for x in param.partition("="))
+            if not eq or not key or not value:
+                raise ConfigError(f"{param!r} in {spec!r}: parameters are key=value")
+            step_name, params = raw[-1]
+            if key in params:
+                raise ConfigError(f"{step_name}: parameter {key!r} given twice in {spec!r}")
+            params[key] = value
+    return tuple(make_step(n, p) for n, p in raw)

@@ -1,0 +1,131 @@
+"use strict";
+// The search page: pick or drop a photo, optionally drag a box, see ranked results.
+const $ = (id) => document.getElementById(id);
+const state = { file: null, image: null, box: null, drag: null, scale: 1 };
+
+async function loadInfo() {
+  try {
+    const r = await fetch("/info");
+    const info = await r.json();
+    $("status").textContent = `${info.images.toLocaleString()} images · preset ${info.preset} · ${info.dim}-d`;
+    if (info.rerank_steps && info.rerank_steps.length) {
+      for (const s of info.rerank_steps) $("rerank").add(new Option(s, s));
+      $("rerank-wrap").hidden = false;
+    }
+  } catch (e) { $("status").textContent = "service unreachable"; }
+}
+
+function showMessage(text) { const m = $("message"); m.textContent = text; m.hidden = !text; }
+
+function setFile(file) {
+  if (!file) return;
+  state.file = file; state.box = null;
+  const img = new Image();
+  img.onload = () => { state.image = img; drawPreview(); $("search").disabled = false; search(); };
+  // The server decodes more formats than browsers do (TIFF, 16-bit, CMYK): let it decide.
+  img.onerror = () => { state.image = null; $("preview").hidden = true; $("search").disabled = false; search(); };
+  img.src = URL.createObjectURL(file);
+  $("drop-hint").hidden = true;
+}
+
+function drawPreview() {
+  const c = $("preview"), img = state.image;
+  const maxW = c.parentElement.clientWidth - 16;
+  state.scale = Math.min(1, maxW / img.naturalWidth, 360 / img.naturalHeight);
+  c.width = Math.round(img.naturalWidth * state.scale); c.height = Math.round(img.naturalHeight * state.scale);
+  c.hidden = false;
+  const g = c.getContext("2d");
+  g.drawImage(img, 0, 0, c.width, c.height);
+  const b = state.box || state.drag;
+  if (b) {
+    g.fillStyle = "rgba(0,0,0,.45)";
+    const [x0, y0, x1, y1] = norm(b).map((v) => v * state.scale);
+    g.fillRect(0, 0, c.width, y0); g.fillRect(0, y1, c.width, c.height - y1);
+    g.fillRect(0, y0, x0, y1 - y0); g.fillRect(x1, y0, c.width - x1, y1 - y0);
+    g.strokeStyle = "#ffd23f"; g.lineWidth = 2; g.strokeRect(x0, y0, x1 - x0, y1 - y0);
+  }
+  $("clear-box").disabled = !state.box;
+}
+
+const norm = (b) => [Math.min(b[0], b[2]), Math.min(b[1], b[3]), Math.max(b[0], b[2]), Math.max(b[1], b[3])];
+
+function pointer(ev) {
+  const r = $("preview").getBoundingClientRect();
+  const sx = $("preview").width / r.width;
+  return [(ev.clientX - r.left) * sx / state.scale, (ev.clientY - r.top) * sx / state.scale];
+}
+
+async function search() {
+  if (!state.file) return;
+  const fd = new FormData();
+  fd.append("file", state.file);
+  fd.append("top", $("top").value);
+  if ($("rerank").value) fd.append("rerank", $("rerank").value);
+  if (state.box) fd.append("bbox", norm(state.box).map((v) => Math.round(v)).join(","));
+  $("search").disabled = true; showMessage("");
+  const t0 = performance.now();
+  try {
+    const r = await fetch("/search", { method: "POST", body: fd });
+    const body = await r.json();
+    if (!r.ok) { showMessage(typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail)); return; }
+    render(body);
+    $("status").textContent = `${body.images.toLocaleString()} images · query ${body.ms.toFixed(0)} ms on the server, ${(performance.now() - t0).toFixed(0)} ms in all`;
+  } catch (e) { showMessage(`search failed: ${e}`); }
+  finally { $("search").disabled = false; }
+}
+
+function render(body) {
+  const ol = $("results"); ol.replaceChildren();
+  for (const h of body.results) {
+    const li = document.createElement("li");
+    li.tabIndex = 0; li.dataset.id = h.id; li.className = "result";
+    li.innerHTML = `<img loading="lazy" alt=""><div class="meta"><span class="rank">#${h.rank}</span><span class="score">${h.score.toFixed(3)}</span></div><div class="name"></div>`;
+    li.querySelector("img").src = h.thumbnail;
+    li.querySelector(".name").textContent = h.name;
+    li.title = h.path;
+    li.onclick = li.onkeydown = (ev) => { if (ev.type === "click" || ev.key === "Enter") openDetail(h); };
+    ol.append(li);
+  }
+  if (!body.results.length) showMessage("The index is empty.");
+}
+
+function openDetail(h) {
+  $("detail-title").textContent = `#${h.rank} · ${h.name} · score ${h.score.toFixed(3)}`;
+  const c = $("detail-query"), img = state.image;
+  if (img) {
+    const b = state.box ? norm(state.box) : [0, 0, img.naturalWidth, img.naturalHeight];
+    c.width = Math.max(1, b[2] - b[0]); c.height = Math.max(1, b[3] - b[1]);
+    c.getContext("2d").drawImage(img, b[0], b[1], c.width, c.height, 0, 0, c.width, c.height);
+  }
+  $("detail-result").src = h.image;
+  $("detail-caption").textContent = h.path;
+  const extra = $("detail-extra"); extra.replaceChildren();
+  for (const [key, label] of [["matches", "matched keypoints"], ["attention", "attention"]]) {
+    if (h[key]) { const i = new Image(); i.alt = label; i.src = h[key]; extra.append(i); }
+  }
+  $("detail").showModal();
+}
+
+function init() {
+  const drop = $("drop");
+  $("file").addEventListener("change", (e) => setFile(e.target.files[0]));
+  ["dragenter", "dragover"].forEach((t) => drop.addEventListener(t, (e) => { e.preventDefault(); drop.classList.add("over"); }));
+  ["dragleave", "drop"].forEach((t) => drop.addEventListener(t, (e) => { e.preventDefault(); drop.classList.remove("over"); }));
+  drop.addEventListener("drop", (e) => setFile(e.dataTransfer.files[0]));
+  const c = $("preview");
+  c.addEventListener("pointerdown", (e) => { e.preventDefault(); const p = pointer(e); state.drag = [...p, ...p]; c.setPointerCapture(e.pointerId); });
+  c.addEventListener("pointermove", (e) => { if (state.drag) { const p = pointer(e); state.drag[2] = p[0]; state.drag[3] = p[1]; drawPreview(); } });
+  c.addEventListener("pointerup", () => {
+    const b = state.drag; state.drag = null;
+    if (b && Math.abs(b[2] - b[0]) > 8 && Math.abs(b[3] - b[1]) > 8) { state.box = b; search(); }
+    drawPreview();
+  });
+  c.addEventListener("click", (e) => e.preventDefault());  // a drag on the preview must not reopen the file picker
+  $("clear-box").onclick = () => { state.box = null; drawPreview(); search(); };
+  $("search").onclick = search;
+  $("top").onchange = search;
+  $("rerank").onchange = search;
+  window.addEventListener("resize", () => state.image && drawPreview());
+  loadInfo();
+}
+init();

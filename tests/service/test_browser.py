@@ -1,0 +1,122 @@
+"""End-to-end: the web page in headless Chromium (Debian's package), driven by Playwright.
+
+Screenshots go to the test's temporary folder, or to $IMRET_SCREENSHOTS when set.
+"""
+import os
+import shutil
+import socket
+import threading
+import time
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+if not os.path.exists(CHROMIUM):
+    if os.environ.get("CI"):
+        raise RuntimeError(f"{CHROMIUM} is missing: .ci/run must install Debian's chromium package")
+    pytest.skip("Debian's chromium is not installed (apt-get install chromium)", allow_module_level=True)
+
+from playwright.sync_api import sync_playwright  # noqa: E402
+
+from imret.index.store import Index  # noqa: E402
+from imret.presets import get_preset  # noqa: E402
+from imret.service.app import ServiceConfig, create_app  # noqa: E402
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(photoset, tmp_path_factory):
+    import uvicorn
+
+    root = tmp_path_factory.mktemp("browser")
+    photos = root / "photos"
+    photos.mkdir()
+    for p in photoset.db[:30]:
+        shutil.copy(p, photos)
+    index, _ = Index.build([photos], get_preset("fast"))
+    path = str(root / "web.index")
+    index.save(path)
+    app = create_app(ServiceConfig(index_path=path), index=index)
+    port = _free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    t = threading.Thread(target=srv.run, daemon=True)
+    t.start()
+    deadline = time.time() + 30
+    while not srv.started and time.time() < deadline:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    t.join(10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"])
+        yield b
+        b.close()
+
+
+def _shots(tmp_path):
+    d = os.environ.get("IMRET_SCREENSHOTS") or str(tmp_path)
+    os.makedirs(d, exist_ok=True)
+    return d
+
+
+@pytest.mark.parametrize("viewport", [{"width": 1280, "height": 800}, {"width": 390, "height": 844}],
+                         ids=["laptop", "phone"])
+def test_upload_a_photo_and_see_the_right_result_first(server, browser, photoset, tmp_path, viewport):
+    page = browser.new_page(viewport=viewport)
+    page.goto(server + "/")
+    page.wait_for_function("document.getElementById('status').textContent.includes('images')")
+    assert "30 images" in page.text_content("#status")
+    query = next(q for q in photoset.queries if os.path.basename(q) == "coffee__rotate.jpg")
+    page.set_input_files("#file", query)
+    page.wait_for_selector(".results li")
+    names = page.locator(".results .name").all_text_contents()
+    assert names[0] == "coffee.png"
+    assert len(names) == 20
+    assert "query" in page.text_content("#status")
+    name = viewport["width"]
+    page.screenshot(path=os.path.join(_shots(tmp_path), f"results-{name}.png"), full_page=False)
+    page.click(".results li >> nth=0")
+    page.wait_for_selector("#detail[open]")
+    page.wait_for_function("document.getElementById('detail-result').naturalWidth > 0")
+    assert "coffee.png" in page.text_content("#detail-title")
+    page.screenshot(path=os.path.join(_shots(tmp_path), f"detail-{name}.png"))
+    page.close()
+
+
+def test_drawing_a_box_searches_inside_it(server, browser, photoset):
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.goto(server + "/")
+    page.set_input_files("#file", os.path.join(photoset.root, "queries", "astronaut__paste.jpg"))
+    page.wait_for_selector(".results li")
+    box = page.locator("#preview").bounding_box()
+    # drag over the pasted astronaut's neighbourhood: the middle of the canvas
+    page.mouse.move(box["x"] + box["width"] * 0.2, box["y"] + box["height"] * 0.2)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.8, box["y"] + box["height"] * 0.8, steps=5)
+    with page.expect_response(lambda r: r.url.endswith("/search")) as resp:
+        page.mouse.up()
+    assert resp.value.json()["query"]["bbox"] is not None
+    assert not page.is_disabled("#clear-box")
+    page.close()
+
+
+def test_a_non_image_shows_a_message(server, browser, tmp_path):
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("not a photo")
+    page = browser.new_page()
+    page.goto(server + "/")
+    page.set_input_files("#file", str(bad))
+    page.wait_for_function("document.getElementById('message').textContent.includes('not an image')")
+    assert "notes.jpg" in page.text_content("#message")
+    page.close()
