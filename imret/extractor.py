@@ -94,7 +94,9 @@ class Extractor:
     def dim(self) -> int:
         return int(self.head.out_dim)
 
-    def _resize(self, img: np.ndarray, scale: float) -> torch.Tensor:
+    def image_tensor(self, img: np.ndarray, scale: float = 1.0) -> torch.Tensor:
+        """1×3×h×w float tensor (values 0–255, on the CPU) of an H×W×3 uint8 image
+        resized for ``scale``: what the backbone sees."""
         cfg = self.preset.extraction
         h, w = img.shape[:2]
         f = cfg.max_size * scale / max(h, w)
@@ -106,7 +108,7 @@ class Extractor:
     @torch.inference_mode()
     def feature_map(self, img: np.ndarray, scale: float = 1.0) -> torch.Tensor:
         """1×C×h×w backbone map of an H×W×3 uint8 image at one scale."""
-        return self.backbone(self._resize(img, scale).to(self.device))
+        return self.backbone(self.image_tensor(img, scale).to(self.device))
 
     @torch.inference_mode()
     def extract_array(self, img: np.ndarray) -> np.ndarray:

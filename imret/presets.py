@@ -57,3 +57,18 @@ def get_preset(name: str, weights: str | None = None) -> Preset:
 
 def list_presets() -> list[Preset]:
     return [PRESETS.get(n) for n in PRESETS.names()]
+
+
+# Attention heads. Their learnable parts start as the identity (DAGF, regional and
+# self-similarity then behave as their base pooling); train them on your photos
+# with 'imret train --preset NAME', then 'imret index --checkpoint FILE'.
+_lite0(HeadConfig("dagf", {"spatial": True, "channel": True, "scales": 3, "max_mask": True}), "lite0-dagf",
+       "EfficientNet-Lite0, DAGF: spatial + channel attention, scale filters, MAX-mask, GeM (train it first)")
+_lite0(HeadConfig("regional", {"levels": 3}), "lite0-regional",
+       "EfficientNet-Lite0, context-aware regional attention over R-MAC regions (untrained: R-MAC)")
+_lite0(HeadConfig("netvlad", {"attention": "icsa", "clusters": 16, "dim": 128}), "lite0-icsa-netvlad",
+       "EfficientNet-Lite0, ICSA attention + NetVLAD 16×128 (needs 'imret train': k-means clusters)")
+_lite0(HeadConfig("netvlad", {"attention": "ia", "clusters": 16, "dim": 128}), "lite0-ia-netvlad",
+       "EfficientNet-Lite0, IA attention + NetVLAD 16×128 (needs 'imret train': k-means clusters)")
+_lite0(HeadConfig("selfsim", {"window": 5, "fusion": "concat"}), "lite0-selfsim",
+       "EfficientNet-Lite0, self-similarity embedding fused with the features, GeM (untrained: GeM)")

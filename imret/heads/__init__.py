@@ -21,14 +21,25 @@ def check_params(name: str, params: dict) -> None:
     sig = inspect.signature(HEADS.get(name).__init__)
     allowed = [p for p in sig.parameters if p not in ("self", "in_channels")]
     unknown = set(params) - set(allowed)
-    if unknown:
-        from ..config import ConfigError
+    from ..config import ConfigError
 
+    if unknown:
         raise ConfigError(f"head {name!r}: unknown parameters {sorted(unknown)}; allowed: {allowed}")
+    validate = getattr(HEADS.get(name), "validate", None)
+    if validate is not None:
+        try:
+            validate(**params)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"head {name!r}: {exc}") from None
 
 
 def build_head(cfg, in_channels: int) -> nn.Module:
-    return HEADS.get(cfg.name)(in_channels, **cfg.params)
+    # Learnable heads draw their initial weights from a fixed seed, so that a config
+    # alone rebuilds the same untrained head in any process (an index made with an
+    # untrained head is searched with the same one).
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return HEADS.get(cfg.name)(in_channels, **cfg.params)
 
 
 class _Pooling(nn.Module):
@@ -90,3 +101,7 @@ class CroW(_Pooling):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return Fn.crow(x, self.a, self.b)
+
+
+# Attention heads register themselves on import.
+from . import dagf, netvlad, regional, selfsim  # noqa: E402,F401

@@ -27,13 +27,20 @@ def mac(x: torch.Tensor) -> torch.Tensor:
     return x.amax((2, 3))
 
 
-def gem(x: torch.Tensor, p: float | torch.Tensor = 3.0, eps: float = 1e-6) -> torch.Tensor:
+def gem(x: torch.Tensor, p: float | torch.Tensor = 3.0, eps: float = 1e-6,
+        mask: torch.Tensor | None = None) -> torch.Tensor:
     """Generalised mean (Radenović et al.): p=1 is average, p→∞ is max.
 
+    ``mask`` (B×1×H×W bool) restricts the mean to the positions it keeps.
     Computed relative to each channel's maximum so that large p cannot overflow."""
     x = x.clamp(min=eps)
-    peak = x.amax((2, 3), keepdim=True).detach()
-    return (x / peak).pow(p).mean((2, 3)).pow(1.0 / p) * peak[..., 0, 0]
+    if mask is None:
+        peak = x.amax((2, 3), keepdim=True).detach()
+        return (x / peak).pow(p).mean((2, 3)).pow(1.0 / p) * peak[..., 0, 0]
+    m = mask.to(x.dtype)
+    peak = (x * m).amax((2, 3), keepdim=True).detach().clamp(min=eps)
+    mean = ((x / peak).pow(p) * m).sum((2, 3)) / m.sum((2, 3)).clamp(min=1.0)
+    return mean.pow(1.0 / p) * peak[..., 0, 0]
 
 
 def rmac_regions(h: int, w: int, levels: int = 3, overlap: float = 0.4) -> list[tuple[int, int, int, int]]:
@@ -92,3 +99,40 @@ def crow(x: torch.Tensor, a: float = 2.0, b: float = 2.0, eps: float = 1e-6) -> 
 
 def l2n(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     return x / (x.norm(dim=-1, keepdim=True) + eps)
+
+
+def max_mask(x: torch.Tensor) -> torch.Tensor:
+    """B×C×H×W → B×1×H×W bool: the positions that hold the maximum (first argmax) of
+    at least one channel. Channels that are zero everywhere have no maximum and
+    vote for nothing; a map with no live channel keeps every position."""
+    b, c, h, w = x.shape
+    flat = x.flatten(2)
+    votes = torch.zeros(b, h * w, dtype=x.dtype, device=x.device)
+    votes.scatter_add_(1, flat.argmax(2), (flat.amax(2) > 0).to(x.dtype))
+    keep = votes > 0
+    keep |= ~keep.any(1, keepdim=True)
+    return keep.view(b, 1, h, w)
+
+
+def self_similarity(x: torch.Tensor, window: int = 5) -> torch.Tensor:
+    """B×C×H×W → B×window²×H×W: cosine similarity of each location's descriptor with
+    each location of the window×window box around it (0 where the box leaves the map)."""
+    if window < 1 or window % 2 == 0:
+        raise ValueError(f"self-similarity window must be odd and positive, got {window}")
+    r = window // 2
+    h, w = x.shape[-2:]
+    n = F.normalize(x, dim=1)
+    padded = F.pad(n, (r, r, r, r))
+    return torch.stack([(n * padded[:, :, dy:dy + h, dx:dx + w]).sum(1)
+                        for dy in range(window) for dx in range(window)], 1)
+
+
+def netvlad(x: torch.Tensor, centroids: torch.Tensor, assign_weight: torch.Tensor,
+            assign_bias: torch.Tensor) -> torch.Tensor:
+    """NetVLAD (Arandjelović et al.): B×C×H×W local descriptors, K×C centroids and
+    the K×C, K soft-assignment parameters → B×K×C, each cluster's residual sum
+    L2-normalised (intra-normalisation)."""
+    desc = x.flatten(2)
+    assign = torch.softmax(torch.einsum("kc,bcn->bkn", assign_weight, desc) + assign_bias[None, :, None], 1)
+    vlad = torch.einsum("bkn,bcn->bkc", assign, desc) - assign.sum(2)[..., None] * centroids[None]
+    return F.normalize(vlad, dim=2)

@@ -1,0 +1,215 @@
+"""Input-independent attention + NetVLAD (ICSA / IA), with SE and CBAM as the
+baseline modules in the same slot.
+
+feature map → per-location L2 → attention module (element-wise weights) →
+1×1 reduction to ``dim`` channels (0: none) → NetVLAD (soft assignment to K
+clusters, residual sums, intra-normalisation) → K·dim vector (L2 in the extractor).
+
+IA learns a C×S×S weight tensor, ICSA a C-vector times an S×S map; both are
+input-independent and are resized bilinearly to the actual map size, so maps of
+any size work (S, ``size``, is the grid they are learned on). The attention sits
+after the per-location L2 so that its spatial part survives as a location's
+weight in the residual sums. All modules start as the identity.
+
+The reduction and the clusters want data: ``init_from_features`` sets the
+reduction to the PCA of training descriptors and the clusters to their k-means,
+as NetVLAD does; ``imret train`` calls it before the first step. Untrained, the
+reduction is a fixed random orthogonal projection and the clusters fixed random
+points, which give a usable but weaker descriptor.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..registry import Registry
+from . import HEADS
+from . import functional as Fn
+from .common import AttentionHead, Reweighting, gate, ones_through_softplus, positive
+
+ATTENTION: Registry[type[nn.Module]] = Registry("attention module")
+
+
+def _fit_to(weights: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Resize a 1×c×S×S weight grid bilinearly to x's spatial size."""
+    if weights.shape[-2:] == x.shape[-2:]:
+        return weights
+    return F.interpolate(weights, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def _kmeans_pp(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """k-means++ seeds (Arthur & Vassilvitskii): each next seed drawn with probability
+    ∝ squared distance to the nearest seed so far. faiss seeds at random, which
+    often leaves two centroids in one group and one between two."""
+    seeds = [x[rng.integers(len(x))]]
+    d2 = ((x - seeds[0]) ** 2).sum(1)
+    for _ in range(1, k):
+        total = d2.sum()
+        i = rng.choice(len(x), p=d2 / total) if total > 0 else rng.integers(len(x))
+        seeds.append(x[i])
+        d2 = np.minimum(d2, ((x - x[i]) ** 2).sum(1))
+    return np.ascontiguousarray(np.stack(seeds), dtype=np.float32)
+
+
+@ATTENTION.register("none")
+class NoAttention(nn.Module):
+    def __init__(self, channels: int, size: int, reduction: int):
+        super().__init__()
+
+    def weights(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ones_like(x[:, :1])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+@ATTENTION.register("ia")
+class InputIndependentAttention(Reweighting):
+    """IA: a learned C×S×S weight tensor applied element-wise."""
+
+    def __init__(self, channels: int, size: int, reduction: int):
+        super().__init__()
+        self.theta = ones_through_softplus(channels, size, size)
+
+    def weights(self, x: torch.Tensor) -> torch.Tensor:
+        return _fit_to(positive(self.theta)[None], x)
+
+
+@ATTENTION.register("icsa")
+class ChannelSpatialAttention(Reweighting):
+    """ICSA: a learned C×1×1 channel vector times a learned 1×S×S spatial map."""
+
+    def __init__(self, channels: int, size: int, reduction: int):
+        super().__init__()
+        self.channel = ones_through_softplus(channels)
+        self.spatial = ones_through_softplus(size, size)
+
+    def weights(self, x: torch.Tensor) -> torch.Tensor:
+        return positive(self.channel)[None, :, None, None] * _fit_to(positive(self.spatial)[None, None], x)
+
+
+@ATTENTION.register("se")
+class SqueezeExcitation(Reweighting):
+    """SE (Hu et al.): channel weights from the channel means through a bottleneck."""
+
+    def __init__(self, channels: int, size: int, reduction: int):
+        super().__init__()
+        hidden = max(8, channels // reduction)
+        self.squeeze = nn.Linear(channels, hidden)
+        self.excite = nn.Linear(hidden, channels)
+        nn.init.zeros_(self.excite.weight)
+        nn.init.zeros_(self.excite.bias)
+
+    def weights(self, x: torch.Tensor) -> torch.Tensor:
+        return gate(self.excite(torch.relu(self.squeeze(x.mean((2, 3))))))[..., None, None]
+
+
+@ATTENTION.register("cbam")
+class CBAM(Reweighting):
+    """CBAM (Woo et al.): channel weights from mean- and max-pooled channels through a
+    shared bottleneck, then spatial weights from a 7×7 convolution of the per-location
+    channel mean and max."""
+
+    def __init__(self, channels: int, size: int, reduction: int):
+        super().__init__()
+        hidden = max(8, channels // reduction)
+        self.mlp = nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(), nn.Linear(hidden, channels))
+        self.spatial = nn.Conv2d(2, 1, 7, padding=3)
+        for layer in (self.mlp[2], self.spatial):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def channel_weights(self, x: torch.Tensor) -> torch.Tensor:
+        return gate(self.mlp(x.mean((2, 3))) + self.mlp(x.amax((2, 3))))[..., None, None]
+
+    def spatial_weights(self, x: torch.Tensor) -> torch.Tensor:
+        return gate(self.spatial(torch.cat([x.mean(1, keepdim=True), x.amax(1, keepdim=True)], 1)))
+
+    def weights(self, x: torch.Tensor) -> torch.Tensor:
+        c = self.channel_weights(x)
+        return c * self.spatial_weights(x * c)
+
+
+@HEADS.register("netvlad")
+class AttentiveNetVLAD(AttentionHead):
+    def __init__(self, in_channels: int, attention: str = "none", clusters: int = 16, dim: int = 128,
+                 size: int = 8, reduction: int = 16):
+        d = dim or in_channels
+        super().__init__(clusters * d)
+        self.attention = ATTENTION.get(attention)(in_channels, size, reduction)
+        self.reduce = None
+        if dim:
+            self.reduce = nn.Conv2d(in_channels, dim, 1)
+            nn.init.orthogonal_(self.reduce.weight)
+            nn.init.zeros_(self.reduce.bias)
+        # Untrained clusters: random points at the scale of projected unit vectors.
+        scale = math.sqrt(d / in_channels)
+        centroids = F.normalize(torch.randn(clusters, d), dim=1) * scale
+        self.centroids = nn.Parameter(centroids)
+        self.assign_weight = nn.Parameter(torch.empty(clusters, d))
+        self.assign_bias = nn.Parameter(torch.empty(clusters))
+        self._set_assignment(centroids, alpha=1.0 / scale**2)
+
+    @staticmethod
+    def validate(attention: str = "none", clusters: int = 16, dim: int = 128, size: int = 8,
+                 reduction: int = 16) -> None:
+        if attention not in ATTENTION:
+            raise ValueError(f"unknown attention module {attention!r}; known: {', '.join(ATTENTION.names())}")
+        for name, v, lo in (("clusters", clusters, 1), ("size", size, 1), ("reduction", reduction, 1),
+                            ("dim", dim, 0)):
+            if not (isinstance(v, int) and v >= lo):
+                raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
+
+    @torch.no_grad()
+    def _set_assignment(self, centroids: torch.Tensor, alpha: float) -> None:
+        # NetVLAD's initialisation: softmax_k(2α c_k·x − α|c_k|²) is the soft nearest centroid
+        self.centroids.copy_(centroids)
+        self.assign_weight.copy_(2 * alpha * centroids)
+        self.assign_bias.copy_(-alpha * centroids.pow(2).sum(1))
+
+    def local_descriptors(self, x: torch.Tensor) -> torch.Tensor:
+        """B×C×H×W → B×d×H×W descriptors that NetVLAD aggregates."""
+        x = self.attention(F.normalize(x, dim=1))
+        return self.reduce(x) if self.reduce is not None else x
+
+    def vlad(self, x: torch.Tensor) -> torch.Tensor:
+        """B×C×H×W → B×K×d intra-normalised residual sums."""
+        return Fn.netvlad(self.local_descriptors(x), self.centroids, self.assign_weight, self.assign_bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.vlad(x).flatten(1)
+
+    @torch.no_grad()
+    def init_from_features(self, maps: Sequence[torch.Tensor], seed: int = 0, max_samples: int = 50_000) -> None:
+        """PCA reduction and k-means clusters from the local descriptors of ``maps``
+        (1×C×h×w backbone maps of training images)."""
+        import faiss
+
+        x = torch.cat([self.attention(F.normalize(m.float(), dim=1)).flatten(2)[0].T.cpu() for m in maps])
+        g = torch.Generator().manual_seed(seed)
+        if len(x) > max_samples:
+            x = x[torch.randperm(len(x), generator=g)[:max_samples]]
+        x = x.double().cpu()
+        if self.reduce is not None:
+            mean = x.mean(0)
+            _, vecs = torch.linalg.eigh(torch.cov(x.T))
+            proj = vecs[:, -self.reduce.out_channels:].flip(1).T  # top components first
+            self.reduce.weight.copy_(proj[..., None, None].to(self.reduce.weight))
+            self.reduce.bias.copy_((-(proj @ mean)).to(self.reduce.bias))
+            x = x @ proj.T - proj @ mean
+        k = self.centroids.shape[0]
+        if len(x) < k:
+            raise ValueError(f"k-means for {k} clusters needs at least {k} local descriptors, got {len(x)}")
+        data = np.ascontiguousarray(x.float().numpy())
+        km = faiss.Kmeans(data.shape[1], k, niter=25, seed=seed, verbose=False)
+        km.train(data, init_centroids=_kmeans_pp(data, k, np.random.default_rng(seed)))
+        centroids = torch.from_numpy(km.centroids.copy())
+        # α such that the nearest cluster takes on average 100× the weight of the second
+        d2, _ = torch.cdist(torch.from_numpy(data), centroids).pow(2).topk(2, dim=1, largest=False)
+        alpha = math.log(100.0) / max(float((d2[:, 1] - d2[:, 0]).mean()), 1e-6)
+        self._set_assignment(centroids.to(self.centroids), alpha)

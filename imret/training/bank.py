@@ -1,0 +1,124 @@
+"""Training views of every image, and their feature maps.
+
+View 0 of an image is the photo itself, resized as extraction resizes it; views
+1…V-1 are strong augmentations (``augment.strong_view``), each fixed by
+(seed, image, view). With a frozen backbone the bank holds the views' feature
+maps, computed once, so that a training step costs only the head; otherwise it
+holds the resized view images and runs the backbone (with gradients) per use.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from ..errors import ImageLoadError
+from .augment import strong_view
+
+
+def _group_by_shape(tensors: Sequence[torch.Tensor]) -> dict[tuple, list[int]]:
+    groups: dict[tuple, list[int]] = {}
+    for i, t in enumerate(tensors):
+        groups.setdefault(tuple(t.shape), []).append(i)
+    return groups
+
+
+def describe(head: nn.Module, maps: Sequence[torch.Tensor], chunk: int = 64) -> torch.Tensor:
+    """N×D L2-normalised float32 descriptors of N 1×C×h×w maps, as single-scale
+    extraction gives them; maps of equal size go through the head together."""
+    rows: list[torch.Tensor | None] = [None] * len(maps)
+    for idx in _group_by_shape(maps).values():
+        for start in range(0, len(idx), chunk):
+            part = idx[start:start + chunk]
+            d = F.normalize(head(torch.cat([maps[i] for i in part]).float()).float(), dim=1)
+            for i, row in zip(part, d):
+                rows[i] = row
+    return torch.stack(rows)  # type: ignore[arg-type]
+
+
+def _shrink(img: np.ndarray, side: int) -> np.ndarray:
+    h, w = img.shape[:2]
+    if max(h, w) <= side:
+        return img
+    f = side / max(h, w)
+    return np.asarray(Image.fromarray(img).resize((max(1, round(w * f)), max(1, round(h * f))), Image.BILINEAR))
+
+
+class ViewBank:
+    """``items[k]`` = (image, view); ``labels[k]`` its instance label; ``maps(ks)``
+    the feature maps of items ``ks`` (with gradients when the backbone trains).
+
+    ``extractor``: an ``Extractor`` whose preset extracts at one scale, the
+    training size. ``cache``: hold feature maps (frozen backbone) in ``dtype``, else
+    hold the view images."""
+
+    def __init__(self, extractor, paths: Sequence[str], labels: Sequence[int], views: int, seed: int,
+                 cache: bool = True, dtype: torch.dtype = torch.float16, progress: bool = False,
+                 on_error: Callable[[str, str], None] | None = None):
+        self.extractor = extractor
+        self.cache = cache
+        self.views, self.seed = views, seed
+        self.items: list[tuple[int, int]] = []
+        self.labels: list[int] = []
+        self.paths: list[str] = []
+        self.skipped: list[tuple[str, str]] = []
+        self._store: list[torch.Tensor] = []
+        side = 2 * extractor.preset.extraction.max_size
+        previous = None
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(paths), unit="img", desc="views", dynamic_ncols=True)
+        for i, (path, label) in enumerate(zip(paths, labels)):
+            try:
+                img = extractor.load(path)
+            except ImageLoadError as exc:
+                self.skipped.append((path, exc.reason))
+                if on_error:
+                    on_error(path, exc.reason)
+                continue
+            finally:
+                if bar:
+                    bar.update(1)
+            small = _shrink(img, side)
+            image = len(self.paths)
+            self.paths.append(path)
+            for v in range(views):
+                view = img if v == 0 else strong_view(small, np.random.default_rng([seed, 0, i, v]), previous)
+                if cache:
+                    # a copy made outside inference mode is an ordinary tensor that autograd may save
+                    self._store.append(extractor.feature_map(view).to(dtype, copy=True))
+                else:
+                    self._store.append(extractor.image_tensor(view).to(torch.uint8))
+                self.items.append((image, v))
+                self.labels.append(int(label))
+            previous = small
+        if bar:
+            bar.close()
+        # labels renumbered 0…L-1 over the images that loaded
+        order = {lab: k for k, lab in enumerate(sorted(set(self.labels)))}
+        self.labels = [order[lab] for lab in self.labels]
+
+    @property
+    def n_labels(self) -> int:
+        return len(set(self.labels))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def maps(self, ks: Sequence[int]) -> list[torch.Tensor]:
+        device = self.extractor.device
+        if self.cache:
+            return [self._store[k].to(device, torch.float32) for k in ks]
+        images = [self._store[k] for k in ks]
+        out: list[torch.Tensor | None] = [None] * len(ks)
+        for idx in _group_by_shape(images).values():
+            fmap = self.extractor.backbone(torch.cat([images[i] for i in idx]).to(device, torch.float32))
+            for i, m in zip(idx, fmap.split(1)):
+                out[i] = m
+        return out  # type: ignore[return-value]

@@ -1,0 +1,242 @@
+"""Attention heads: shapes, their start state, the parts that can be checked by hand."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from imret.config import ConfigError, HeadConfig
+from imret.heads import build_head
+from imret.heads import functional as Fn
+from imret.heads.common import positive
+from imret.heads.netvlad import ATTENTION
+
+C = 16
+
+HEAD_CONFIGS = [
+    ("dagf", {}),
+    ("dagf", {"order": "channel-spatial", "scales": 1, "max_mask": False}),
+    ("regional", {"hidden": 8}),
+    ("netvlad", {"attention": "none", "clusters": 4, "dim": 8}),
+    ("netvlad", {"attention": "ia", "clusters": 4, "dim": 0, "size": 4}),
+    ("netvlad", {"attention": "icsa", "clusters": 4, "dim": 8, "size": 4}),
+    ("netvlad", {"attention": "se", "clusters": 4, "dim": 8, "reduction": 4}),
+    ("netvlad", {"attention": "cbam", "clusters": 4, "dim": 8, "reduction": 4}),
+    ("selfsim", {"window": 3, "hidden": 4, "channels": 6}),
+    ("selfsim", {"fusion": "add", "window": 5, "hidden": 4, "channels": 6}),
+]
+
+
+def _id(cfg):
+    return cfg[0] + "-" + "-".join(f"{k}={v}" for k, v in cfg[1].items())
+
+
+def fmap(b=2, c=C, h=6, w=9, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.relu(torch.randn(b, c, h, w, generator=g))
+
+
+def perturb(module, seed=1, scale=0.5):
+    """Move every parameter away from its start, so tests see a trained-like head."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=g))
+    return module
+
+
+@pytest.mark.parametrize("name,params", HEAD_CONFIGS, ids=map(_id, HEAD_CONFIGS))
+@pytest.mark.parametrize("size", [(6, 9), (11, 4), (1, 1)])
+def test_shapes_and_every_parameter_learns(name, params, size):
+    head = build_head(HeadConfig(name, params), C)
+    perturb(head)
+    x = fmap(h=size[0], w=size[1]).requires_grad_(True)
+    out = head(x)
+    assert out.shape == (2, head.out_dim) and out.dtype == torch.float32
+    assert torch.isfinite(out).all()
+    out.pow(2).sum().backward()
+    assert x.grad is not None
+    no_grad = [n for n, p in head.named_parameters() if p.grad is None]
+    assert not no_grad, f"parameters that get no gradient: {no_grad}"
+
+
+def test_untrained_heads_are_their_base_pooling():
+    x = fmap()
+    gem = Fn.gem(x, 3.0)
+    plain = build_head(HeadConfig("dagf", {"scales": 1, "max_mask": False}), C)
+    assert torch.allclose(plain(x), gem, atol=1e-5)
+    for fusion in ("concat", "add"):
+        ss = build_head(HeadConfig("selfsim", {"fusion": fusion, "hidden": 4, "channels": 6}), C)
+        assert torch.allclose(ss(x), gem, atol=1e-5)
+    regional = build_head(HeadConfig("regional", {"hidden": 8}), C)
+    assert torch.allclose(Fn.l2n(regional(x)), Fn.l2n(Fn.rmac(x)), atol=1e-5)
+    for name in ATTENTION.names():
+        module = ATTENTION.get(name)(C, 4, 4)
+        assert torch.allclose(module(x), x), name
+
+
+def test_trained_heads_differ_from_their_start():
+    x = fmap()
+    for name, params in HEAD_CONFIGS:
+        start = build_head(HeadConfig(name, params), C)
+        moved = perturb(build_head(HeadConfig(name, params), C))
+        assert not torch.allclose(start(x), moved(x), atol=1e-4), (name, params)
+
+
+def test_max_mask_keeps_exactly_the_argmax_positions():
+    x = fmap(b=3, c=7, h=5, w=6, seed=3)
+    x[0, 2] = 0  # a dead channel votes for nothing
+    x[1, :, 2, 3] = 10  # one position holds every channel's maximum
+    mask = Fn.max_mask(x)
+    assert mask.shape == (3, 1, 5, 6) and mask.dtype == torch.bool
+    a = x.numpy()
+    for b in range(3):
+        expect = np.zeros(30, bool)
+        for c in range(7):
+            if a[b, c].max() > 0:
+                expect[np.argmax(a[b, c])] = True  # numpy: first maximum
+        assert (mask[b, 0].numpy().ravel() == expect).all()
+    assert mask[1].sum() == 1
+    # ties in a channel: only its first maximum counts
+    t = torch.zeros(1, 1, 2, 2)
+    t[0, 0] = torch.tensor([[0.0, 6.0], [6.0, 6.0]])
+    assert Fn.max_mask(t)[0, 0].tolist() == [[False, True], [False, False]]
+    # nothing alive: nothing to choose, every position stays
+    assert Fn.max_mask(torch.zeros(1, 3, 2, 2)).all()
+
+
+def test_masked_gem_pools_only_the_kept_positions():
+    x = fmap(b=1, c=4, h=3, w=3) + 0.1
+    mask = torch.zeros(1, 1, 3, 3, dtype=torch.bool)
+    mask[0, 0, 0, 1] = mask[0, 0, 2, 2] = True
+    kept = torch.stack([x[0, :, 0, 1], x[0, :, 2, 2]], 1)
+    by_hand = kept.pow(3).mean(1).pow(1 / 3)
+    assert torch.allclose(Fn.gem(x, 3.0, mask=mask)[0], by_hand, atol=1e-5)
+    assert torch.allclose(Fn.gem(x, 3.0, mask=torch.ones_like(mask)), Fn.gem(x, 3.0), atol=1e-6)
+
+
+def test_dagf_mask_changes_the_descriptor_and_order_matters():
+    x = fmap()
+    on = perturb(build_head(HeadConfig("dagf", {"scales": 1}), C))
+    off = build_head(HeadConfig("dagf", {"scales": 1, "max_mask": False}), C)
+    off.load_state_dict(on.state_dict())
+    assert not torch.allclose(on(x), off(x), atol=1e-4)
+    sc = build_head(HeadConfig("dagf", {"order": "spatial-channel"}), C)
+    cs = build_head(HeadConfig("dagf", {"order": "channel-spatial"}), C)
+    perturb(sc)
+    cs.load_state_dict(sc.state_dict())
+    assert not torch.allclose(sc(x), cs(x), atol=1e-4)
+
+
+def test_attention_weights_are_positive():
+    x = fmap() * 3
+    dagf = perturb(build_head(HeadConfig("dagf"), C), scale=3.0)
+    assert (dagf.spatial.weights(x) > 0).all() and (dagf.channel.weights() > 0).all()
+    regional = perturb(build_head(HeadConfig("regional", {"hidden": 8}), C), scale=3.0)
+    _, w = regional.regions_and_weights(x)
+    assert w.shape[0] == 2 and (w > 0).all()
+    for name in ("ia", "icsa", "se", "cbam"):
+        module = perturb(ATTENTION.get(name)(C, 4, 4), scale=3.0)
+        w = module.weights(x)
+        assert (w > 0).all(), name
+        assert torch.allclose(module(x), x * w)
+
+
+def test_input_independent_attention_is_resized_to_the_map():
+    ia = ATTENTION.get("ia")(C, 4, 4)
+    with torch.no_grad():
+        ia.theta.copy_(torch.randn(C, 4, 4))
+    # on a map of the learned size the weights are the learned tensor itself
+    assert torch.allclose(ia.weights(fmap(h=4, w=4)), positive(ia.theta)[None])
+    # elsewhere, its bilinear resize
+    w = ia.weights(fmap(h=8, w=12))
+    assert w.shape == (1, C, 8, 12)
+    assert torch.allclose(w, F.interpolate(positive(ia.theta)[None], size=(8, 12), mode="bilinear",
+                                           align_corners=False))
+    icsa = perturb(ATTENTION.get("icsa")(C, 4, 4))
+    w = icsa.weights(fmap(h=7, w=3))
+    assert w.shape == (1, C, 7, 3)
+    # a channel vector times one spatial map: the channels' maps are proportional
+    assert torch.allclose(w[0, 1] / w[0, 0], (w[0, 1, 0, 0] / w[0, 0, 0, 0]).expand(7, 3), atol=1e-5)
+
+
+def test_netvlad_is_intra_normalised():
+    head = perturb(build_head(HeadConfig("netvlad", {"attention": "icsa", "clusters": 5, "dim": 8, "size": 4}), C))
+    v = head.vlad(fmap())
+    assert v.shape == (2, 5, 8)
+    assert torch.allclose(v.norm(dim=2), torch.ones(2, 5), atol=1e-5)
+    assert torch.equal(head(fmap()), v.flatten(1))
+
+
+def test_netvlad_by_hand():
+    x = torch.tensor([[[[1.0, 0.0]], [[0.0, 1.0]]]])  # 1×2×1×2: descriptors (1,0) and (0,1)
+    centroids = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    # hard assignment: each descriptor to its own centroid, residuals 0 → the
+    # normalised residual of an empty/zero cluster is 0
+    v = Fn.netvlad(x, centroids, 100 * centroids, torch.zeros(2))
+    assert torch.allclose(v, torch.zeros(1, 2, 2), atol=1e-6)
+    # uniform assignment: residual of cluster k = Σ_i ½(x_i − c_k)
+    v = Fn.netvlad(x, centroids, torch.zeros(2, 2), torch.zeros(2))
+    r0 = 0.5 * (torch.tensor([1.0, 0.0]) - centroids[0]) + 0.5 * (torch.tensor([0.0, 1.0]) - centroids[0])
+    assert torch.allclose(v[0, 0], r0 / r0.norm(), atol=1e-6)
+
+
+def test_netvlad_init_from_features_is_pca_and_kmeans():
+    g = torch.Generator().manual_seed(0)
+    # local descriptors from three well-separated groups
+    centres = torch.relu(torch.randn(3, C, generator=g)) * 4
+    maps = [torch.relu(centres[k % 3][None, :, None, None] + 0.05 * torch.randn(1, C, 3, 3, generator=g))
+            for k in range(12)]
+    head = build_head(HeadConfig("netvlad", {"clusters": 3, "dim": 4}), C)
+    head.init_from_features(maps, seed=0)
+    local = torch.cat([head.local_descriptors(m).flatten(2)[0].T for m in maps])
+    assert torch.allclose(local.mean(0), torch.zeros(4), atol=1e-4)  # PCA centres
+    cov = torch.cov(local.T)
+    assert torch.allclose(cov - torch.diag(torch.diag(cov)), torch.zeros(4, 4), atol=1e-3)  # and decorrelates
+    # each group falls to one cluster, almost surely
+    logits = local @ head.assign_weight.T + head.assign_bias
+    hard = logits.argmax(1).view(12, 9)
+    assert all(len(set(hard[k].tolist())) == 1 for k in range(12))
+    assert len(set(hard[:3, 0].tolist())) == 3
+    assert torch.softmax(logits, 1).amax(1).min() > 0.9
+
+
+def test_self_similarity_by_hand():
+    x = torch.ones(1, 3, 2, 2)
+    s = Fn.self_similarity(x, 3)
+    assert s.shape == (1, 9, 2, 2)
+    # offset (dy, dx) is channel 3·(dy+1)+(dx+1); neighbours off the map give 0
+    assert torch.allclose(s[0, 4], torch.ones(2, 2))
+    # up-left exists only for the bottom-right
+    assert torch.allclose(s[0, 0], torch.tensor([[0.0, 0.0], [0.0, 1.0]]))
+    y = torch.zeros(1, 2, 1, 2)
+    y[0, 0, 0, 0] = 1.0
+    y[0, 1, 0, 1] = 2.0  # orthogonal neighbours
+    assert Fn.self_similarity(y, 3)[0, 5, 0, 0] == 0.0
+    with pytest.raises(ValueError):
+        Fn.self_similarity(x, 4)
+
+
+def test_building_a_head_is_deterministic_and_leaves_the_global_rng_alone():
+    cfg = HeadConfig("netvlad", {"attention": "se", "clusters": 4, "dim": 8})
+    torch.manual_seed(123)
+    expect_next = torch.rand(1)
+    torch.manual_seed(123)
+    a = build_head(cfg, C).state_dict()
+    assert torch.equal(torch.rand(1), expect_next)
+    b = build_head(cfg, C).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("name,params,match", [
+    ("dagf", {"order": "sideways"}, "order"),
+    ("dagf", {"scales": 0}, "scales"),
+    ("dagf", {"spatial": "yes"}, "true or false"),
+    ("regional", {"levels": 9}, "levels"),
+    ("netvlad", {"attention": "transformer"}, "unknown attention"),
+    ("netvlad", {"clusters": 0}, "clusters"),
+    ("selfsim", {"window": 4}, "odd"),
+    ("selfsim", {"fusion": "multiply"}, "unknown fusion"),
+])
+def test_head_parameters_are_validated_in_the_config(name, params, match):
+    with pytest.raises(ConfigError, match=match):
+        HeadConfig(name, params)

@@ -1,0 +1,77 @@
+"""``imret train`` and ``imret index/eval --checkpoint`` through the real entry point."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from imret.extractor import Extractor
+from imret.index.store import Index
+from imret.training import load_checkpoint, model_from_checkpoint
+
+TRAIN = ["--preset", "lite0-dagf", "--steps", "3", "--batch", "2", "--negatives", "1", "--views", "2",
+         "--max-size", "96", "--checkpoint-every", "2", "--seed", "3", "-q"]
+
+
+def imret(*args, check=True):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "imret", *map(str, args)], capture_output=True, text=True,
+                          timeout=600, env=env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"imret {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def checkpoint(few_photos, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli-train") / "dagf.pt"
+    proc = imret("train", few_photos, "--out", out, *TRAIN)
+    assert "wrote" in proc.stderr and "loss" in proc.stderr
+    return str(out)
+
+
+def test_train_writes_a_checkpoint_and_resumes_only_when_asked(checkpoint, few_photos):
+    ck = load_checkpoint(checkpoint)
+    assert ck.step == 3 and ck.preset.name == "lite0-dagf" and ck.train.seed == 3 and ck.train.max_size == 96
+    again = imret("train", few_photos, "--out", checkpoint, *TRAIN, check=False)
+    assert again.returncode == 1 and "--resume" in again.stderr
+    bad = imret("train", few_photos, "--out", checkpoint + ".x", *TRAIN, "--loss", "hinge", check=False)
+    assert bad.returncode == 1 and "unknown loss" in bad.stderr
+    more = checkpoint + ".more"
+    shutil.copy(checkpoint, more)
+    imret("train", few_photos, "--out", more, *TRAIN[:3], "4", *TRAIN[4:], "--resume")
+    assert load_checkpoint(more).step == 4
+
+
+def test_index_with_a_checkpoint_searches_with_the_trained_head(checkpoint, few_photos, tmp_path):
+    out = tmp_path / "trained.index"
+    imret("index", few_photos, "--out", out, "--checkpoint", checkpoint, "-q")
+    index = Index.load(out)
+    ck = load_checkpoint(checkpoint)
+    assert index.preset.head.name == "dagf"
+    assert sorted(index.head_state) == sorted(ck.head)
+    assert all(torch.equal(index.head_state[k], ck.head[k]) for k in ck.head)
+    # the stored rows are the trained model's descriptors
+    preset, head_state = model_from_checkpoint(checkpoint)
+    ex = Extractor(preset, device="cpu", head_state=head_state)
+    k = 0
+    assert np.allclose(index.descriptors[k], ex.extract(index.paths[k]), atol=1e-5)
+    untrained = Extractor(preset, device="cpu")
+    assert not np.allclose(index.descriptors[k], untrained.extract(index.paths[k]), atol=1e-4)
+    hits = json.loads(imret("search", out, index.paths[1], "--json", "--top", "2").stdout)["results"]
+    assert hits[0]["path"] == index.paths[1] and hits[0]["score"] > 0.999
+
+
+def test_eval_with_a_checkpoint(checkpoint, few_photos, tmp_path):
+    root = tmp_path / "instances"
+    photos = sorted(os.listdir(few_photos))[:2]
+    for i, name in enumerate(photos):
+        (root / f"thing{i}").mkdir(parents=True)
+        shutil.copy(os.path.join(few_photos, name), root / f"thing{i}" / "a.png")
+        shutil.copy(os.path.join(few_photos, name), root / f"thing{i}" / "b.png")
+    res = json.loads(imret("eval", "--dataset", root, "--checkpoint", checkpoint, "--json", "-q").stdout)
+    assert res["figures"]["mAP"] == pytest.approx(100.0)

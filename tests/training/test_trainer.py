@@ -1,0 +1,117 @@
+"""The training loop on a few real photos: checkpoints, resuming, determinism, what trains."""
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from imret.config import ConfigError, ExtractionConfig, HeadConfig, Preset, WhiteningConfig
+from imret.errors import ImretError
+from imret.extractor import Extractor
+from imret.io.images import list_images
+from imret.training import TrainConfig, load_checkpoint, model_from_checkpoint, train
+from imret.training.bank import describe
+
+PRESET = Preset(name="tiny-dagf", head=HeadConfig("dagf", {"scales": 2}),
+                extraction=ExtractionConfig(max_size=96, scales=(1.0,)), whitening=WhiteningConfig(kind="none"))
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+CFG = TrainConfig(steps=6, batch=3, negatives=2, views=2, max_size=96, refresh_every=2, checkpoint_every=3, lr=1e-2)
+
+
+@pytest.fixture(scope="module")
+def trained(few_photos, tmp_path_factory, one_thread):
+    out = str(tmp_path_factory.mktemp("ckpt") / "model.pt")
+    return train(PRESET, CFG, few_photos, out=out), out
+
+
+def _photos(folder, n=3):
+    return sorted(list_images(folder))[:n]
+
+
+def test_checkpoint_round_trips_to_identical_descriptors(trained, few_photos):
+    res, out = trained
+    raw = torch.load(out, map_location="cpu", weights_only=True)
+    assert raw["meta"]["step"] == 6 and len(raw["meta"]["losses"]) == 6
+    assert "state_dict" not in raw  # a frozen backbone is not stored again
+    preset, head_state = model_from_checkpoint(out)
+    assert preset == PRESET
+    from_file = Extractor(preset, device="cpu", head_state=head_state)
+    in_memory = Extractor(PRESET, device="cpu", head_state=res.head_state)
+    untrained = Extractor(PRESET, device="cpu")
+    for p in _photos(few_photos):
+        d = from_file.extract(p)
+        assert d.dtype == np.float32 and abs(np.linalg.norm(d) - 1) < 1e-5
+        assert np.array_equal(d, in_memory.extract(p))
+        assert not np.allclose(d, untrained.extract(p), atol=1e-5)  # training moved the head
+
+
+def test_resume_takes_the_steps_an_uninterrupted_run_takes(trained, few_photos, tmp_path):
+    _, straight = trained
+    out = str(tmp_path / "cut.pt")
+    train(PRESET, CFG.replace(steps=3), few_photos, out=out)
+    assert load_checkpoint(out).step == 3
+    train(PRESET, CFG, few_photos, out=out, resume=True)
+    a, b = load_checkpoint(straight), load_checkpoint(out)
+    assert b.step == 6 and a.meta["losses"] == b.meta["losses"]
+    assert all(torch.equal(a.head[k], b.head[k]) for k in a.head)
+
+
+def test_same_seed_same_model_other_seed_another(trained, few_photos):
+    res, _ = trained
+    again = train(PRESET, CFG, few_photos)
+    assert all(torch.equal(res.head_state[k], again.head_state[k]) for k in res.head_state)
+    other = train(PRESET, CFG.replace(seed=1), few_photos)
+    assert not all(torch.equal(res.head_state[k], other.head_state[k]) for k in res.head_state)
+
+
+def test_an_existing_checkpoint_is_continued_only_on_request_and_unchanged(trained, few_photos):
+    _, out = trained
+    with pytest.raises(ImretError, match="--resume"):
+        train(PRESET, CFG, few_photos, out=out)
+    with pytest.raises(ImretError, match="preset"):
+        train(PRESET.replace(head=HeadConfig("dagf")), CFG, few_photos, out=out, resume=True)
+    with pytest.raises(ImretError, match="lr"):
+        train(PRESET, CFG.replace(lr=0.5), few_photos, out=out, resume=True)
+
+
+def test_a_head_with_nothing_to_learn_is_refused(few_photos):
+    with pytest.raises(ConfigError, match="nothing to train"):
+        train(PRESET.replace(head=HeadConfig("gem")), CFG, few_photos)
+
+
+def test_training_the_last_backbone_stage(few_photos, tmp_path):
+    out = str(tmp_path / "blocks.pt")
+    cfg = CFG.replace(steps=2, train_blocks=1)
+    res = train(PRESET, cfg, few_photos, out=out)
+    ck = load_checkpoint(out)
+    packaged = Extractor(PRESET, device="cpu").backbone.net.state_dict()
+    changed = {k for k in packaged if not torch.equal(packaged[k], ck.backbone[k])}
+    assert changed and all(k.startswith(("_conv_head.", "_bn1.")) for k in changed)
+    assert not any("running" in k for k in changed)  # batch-norm statistics stay as they were
+    preset, head_state = model_from_checkpoint(out)
+    assert preset.backbone.weights == os.path.abspath(out)  # the checkpoint is the backbone's weights file
+    by_hand = Extractor(PRESET, device="cpu", head_state=res.head_state)
+    by_hand.backbone.net.load_state_dict(ck.backbone)
+    from_file = Extractor(preset, device="cpu", head_state=head_state)
+    for p in _photos(few_photos, 2):
+        assert np.array_equal(from_file.extract(p), by_hand.extract(p))
+
+
+def test_netvlad_clusters_start_from_kmeans_of_training_features(few_photos):
+    preset = PRESET.replace(head=HeadConfig("netvlad", {"attention": "icsa", "clusters": 4, "dim": 16, "size": 3}))
+    res = train(preset, CFG.replace(steps=1), few_photos)
+    untrained = Extractor(preset, device="cpu").head.state_dict()
+    moved = (res.head_state["centroids"] - untrained["centroids"]).norm() / untrained["centroids"].norm()
+    assert moved > 0.5
+    assert not torch.allclose(res.head_state["reduce.weight"], untrained["reduce.weight"])
+
+
+def test_cached_maps_describe_as_the_extractor_does(trained, few_photos):
+    res, _ = trained
+    ex = Extractor(PRESET, device="cpu", head_state=res.head_state)
+    paths = _photos(few_photos, 4)
+    maps = [ex.feature_map(ex.load(p)) for p in paths]
+    with torch.no_grad():
+        got = describe(ex.head, maps).numpy()
+    assert np.allclose(got, np.stack([ex.extract(p) for p in paths]), atol=1e-6)
