@@ -1,0 +1,154 @@
+"""Local-feature benchmark: extraction speed, bytes per image, verification time, rank-1.
+
+    python benchmarks/bench_local.py [--data DIR] [--configs delf fast] [--preset fast]
+                                     [--shortlist 100] [--threads 1] [--train-steps 0]
+
+Photos: ``--data`` (any layout ``imret eval`` reads), by default the embedded photo set
+with 100 distractors (120 database images, so that a top-100 shortlist is full).
+Global descriptors (``--preset``) are extracted once; then, per local configuration:
+extraction ms per image (database and queries, decoding included), bytes per image
+(raw: float32 keypoints, scales, scores and 40-d descriptors; PQ: as stored; file: the
+HDF5 file over its images), verification ms per query for the top-``shortlist``
+(matching, RANSAC and PQ decoding of the candidates), and rank-1 / mAP of global search
+before and after ``sv`` re-ranking, with rank-1 per kind of query. ``--train-steps N``
+adds a row with an attention network trained N steps on the database photos
+(unsupervised: every photo its own instance, strong augmentations as views).
+Threads: ``--threads N`` sets torch, BLAS and OpenMP threads (default: the libraries').
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_spine import table  # noqa: E402
+
+from imret.evaluation.datasets import load_dataset  # noqa: E402
+from imret.evaluation.evaluate import describe, evaluate_descriptors  # noqa: E402
+from imret.extractor import Extractor  # noqa: E402
+from imret.local.config import LOCAL_CONFIGS  # noqa: E402
+from imret.local.evaluation import bind_dataset, describe_local  # noqa: E402
+from imret.local.extract import LocalExtractor  # noqa: E402
+from imret.presets import get_preset  # noqa: E402
+from imret.rerank import Shortlist  # noqa: E402
+
+
+def kind_of(path: str) -> str:
+    name = os.path.basename(path)
+    return name.split("__")[1].rsplit(".", 1)[0] if "__" in name else "query"
+
+
+def rank1_by_kind(dataset, ranks) -> str:
+    ok = np.array([r[0] in g["ok"] for r, g in zip(ranks, dataset.gnd)])
+    kinds = np.array([kind_of(q) for q in dataset.queries])
+    return " ".join(f"{k} {ok[kinds == k].sum()}/{(kinds == k).sum()}" for k in sorted(set(kinds)))
+
+
+class Recorder:
+    """A ``rerank`` for ``evaluate_descriptors`` that keeps the ranking it returns (the first
+    search's, or ``inner``'s re-ranking of it)."""
+
+    def __init__(self, inner=None):
+        self.inner, self.ranks = inner, None
+
+    def __call__(self, q, db, ranks):
+        self.ranks = ranks if self.inner is None else self.inner(q, db, ranks)
+        return self.ranks
+
+    def __str__(self):
+        return str(self.inner)
+
+
+def verification_ms(store, local_queries, first_ranks, spec: str, n: int = 20) -> float:
+    """Mean ms to verify one query's shortlist, over the first ``n`` queries."""
+    times = []
+    for i in range(min(n, len(local_queries))):
+        step = bind_dataset(spec, store, [local_queries[i]]).steps[0]
+        ranks = first_ranks[i:i + 1, :step.shortlist]
+        sl = Shortlist(np.zeros((1, 1), np.float32), ranks, np.zeros(ranks.shape, np.float32))
+        t = time.perf_counter()
+        step(sl, None)
+        times.append(1000 * (time.perf_counter() - t))
+    return float(np.mean(times))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", default=None, help="dataset folder (default: the embedded photo set)")
+    ap.add_argument("--configs", nargs="+", default=["fast", "delf"], choices=sorted(LOCAL_CONFIGS))
+    ap.add_argument("--preset", default="fast", help="global preset of the first search")
+    ap.add_argument("--shortlist", type=int, default=100)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--train-steps", type=int, default=0)
+    args = ap.parse_args(argv)
+
+    import torch
+
+    if args.threads:
+        from threadpoolctl import threadpool_limits
+
+        torch.set_num_threads(args.threads)
+        threadpool_limits(args.threads)
+    tmp = tempfile.mkdtemp(prefix="bench-local-")
+    if args.data is None:
+        from imret.evaluation.photoset import make_photoset
+
+        args.data = os.path.join(tmp, "photoset")
+        make_photoset(args.data, n_distractors=100)
+    ds = load_dataset(args.data)
+    print(f"{ds.name}: {len(ds.db)} database images, {len(ds.queries)} queries; "
+          f"torch threads {torch.get_num_threads()}; global preset {args.preset}")
+    t = time.perf_counter()
+    db, q, failures = describe(Extractor.from_preset(args.preset, device="cpu"), ds)
+    global_ms = 1000 * (time.perf_counter() - t) / (len(ds.db) + len(ds.queries))
+    wcfg = get_preset(args.preset).whitening
+    first = Recorder()
+    glob = evaluate_descriptors(ds, db, q, wcfg, first)
+    spec = f"sv:shortlist={args.shortlist}"
+
+    runs = [(name, LOCAL_CONFIGS[name], None) for name in args.configs]
+    if args.train_steps:
+        from imret.local.train import AttentionTrainConfig, train_attention
+
+        name = args.configs[0]
+        root = os.path.join(tmp, "train")
+        os.makedirs(root)
+        for p in ds.db:  # the database photos, as a folder of unlabeled photos
+            os.symlink(os.path.abspath(p), os.path.join(root, os.path.basename(p)))
+        res = train_attention(root, LOCAL_CONFIGS[name], AttentionTrainConfig(steps=args.train_steps))
+        runs.append((f"{name}+trained", LOCAL_CONFIGS[name], res.state))
+
+    speed, size, quality = [], [], [("global only", args.preset, "-", f"{glob['figures']['R@1']:.1f}",
+                                     f"{glob['figures']['mAP']:.1f}", rank1_by_kind(ds, first.ranks))]
+    for name, cfg, state in runs:
+        ex = LocalExtractor(cfg, state, device="cpu")
+        ex.extract(ex.load(ds.db[0]))  # warm-up
+        t = time.perf_counter()
+        store, local_queries = describe_local(ex, ds)
+        ms = 1000 * (time.perf_counter() - t) / (len(ds.db) + len(ds.queries))
+        b = store.bytes_per_image()
+        path = os.path.join(tmp, f"{name}.local.h5")
+        store.save(path)
+        speed.append((name, f"{cfg.max_size}", " ".join(f"{s:g}" for s in cfg.scales), f"{ms:.0f}",
+                      f"{global_ms:.0f}", f"{verification_ms(store, local_queries, first.ranks, spec):.0f}"))
+        size.append((name, f"{b['features']:.0f}", f"{b['raw'] / 1024:.1f}", f"{b['stored'] / 1024:.1f}",
+                     f"{os.path.getsize(path) / len(store) / 1024:.1f}"))
+        verified = Recorder(bind_dataset(spec, store, local_queries))
+        figs = evaluate_descriptors(ds, db, q, wcfg, verified)["figures"]
+        quality.append((f"+ {spec}", name, f"{min(args.shortlist, len(ds.db))}", f"{figs['R@1']:.1f}",
+                        f"{figs['mAP']:.1f}", rank1_by_kind(ds, verified.ranks)))
+    table("Speed (CPU; extraction per image incl. decoding; verification per query)",
+          ["local", "max side", "scales", "local ms/image", "global ms/image", f"verify top-{args.shortlist} ms"],
+          speed)
+    table("Storage per image", ["local", "features", "raw KiB", "PQ KiB", "file KiB"], size)
+    table("Retrieval", ["ranking", "local", "shortlist", "R@1", "mAP", "rank-1 by kind"], quality)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

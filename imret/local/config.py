@@ -1,0 +1,88 @@
+"""``LocalConfig``: how local features are extracted, reduced and stored (saved with them)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from ..config import BackboneConfig, ConfigError, _Config
+
+# The scale pyramid of DELF: 0.25 to 2.0 by factors of √2.
+DELF_SCALES = tuple(round(2 ** (k / 2), 4) for k in range(-4, 3))
+
+# The stride-16 stage (ResNet's conv4) that DELF reads local features from, per backbone.
+DEFAULT_STAGES = {"efficientnet-lite0": "stage5", "efficientnet-lite1": "stage5", "efficientnet-lite2": "stage5",
+                  "resnet50": "layer3", "resnet101": "layer3", "vgg16": "conv5"}
+
+
+@dataclass(frozen=True)
+class LocalConfig(_Config):
+    """``backbone``: the net and the stage the dense features come from (stage None: the
+    stride-16 stage of ``DEFAULT_STAGES``). ``max_size``: longest side of the image at
+    scale 1; ``scales``: the pyramid. ``max_features``: features kept per image, the
+    highest attention scores first; ``score_threshold``: none below it is kept.
+    ``nms_iou``: a feature is dropped as a duplicate when its cell (its map location's
+    stride-sized footprint in the image) overlaps a better one's, at another scale, by
+    more than this IoU (1 keeps all). ``pca_dim``: descriptors are L2-normalised, reduced
+    by PCA learned on the database to this size, and L2-normalised again.
+    ``storage``: 'pq' (product quantisation, ``pq_m`` bytes per descriptor), 'float16'
+    or 'float32'. ``attention_hidden``: width of the attention network's first layer."""
+
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    max_size: int = 512
+    scales: tuple[float, ...] = DELF_SCALES
+    max_features: int = 1000
+    score_threshold: float = 0.0
+    nms_iou: float = 0.45
+    pca_dim: int = 40
+    pca_images: int = 200
+    storage: str = "pq"
+    pq_m: int = 20
+    attention_hidden: int = 512
+
+    def __post_init__(self):
+        if self.backbone.stage is None:
+            stage = DEFAULT_STAGES.get(self.backbone.name)
+            if stage is None:
+                raise ConfigError(f"no default local-feature stage for backbone {self.backbone.name!r}; name one")
+            object.__setattr__(self, "backbone", self.backbone.replace(stage=stage))
+        object.__setattr__(self, "scales", tuple(sorted(float(s) for s in self.scales)))
+        if not self.scales or any(not (0 < s <= 4) or not math.isfinite(s) for s in self.scales):
+            raise ConfigError(f"scales must be non-empty and in (0, 4], got {self.scales}")
+        if not (32 <= int(self.max_size) <= 4096):
+            raise ConfigError(f"max_size must be in [32, 4096], got {self.max_size}")
+        if not (isinstance(self.max_features, int) and self.max_features >= 1):
+            raise ConfigError(f"max_features must be a positive integer, got {self.max_features!r}")
+        if not (0 < self.nms_iou <= 1):
+            raise ConfigError(f"nms_iou must be in (0, 1], got {self.nms_iou}")
+        if not (isinstance(self.pca_dim, int) and self.pca_dim >= 2):
+            raise ConfigError(f"pca_dim must be an integer >= 2, got {self.pca_dim!r}")
+        if not (isinstance(self.pca_images, int) and self.pca_images >= 1):
+            raise ConfigError(f"pca_images must be a positive integer, got {self.pca_images!r}")
+        if self.storage not in ("pq", "float16", "float32"):
+            raise ConfigError(f"storage must be 'pq', 'float16' or 'float32', got {self.storage!r}")
+        if self.storage == "pq" and not (isinstance(self.pq_m, int) and self.pq_m >= 1 and self.pca_dim % self.pq_m == 0):
+            raise ConfigError(f"pq_m must divide pca_dim={self.pca_dim}, got {self.pq_m!r}")
+        if not (isinstance(self.attention_hidden, int) and self.attention_hidden >= 2):
+            raise ConfigError(f"attention_hidden must be an integer >= 2, got {self.attention_hidden!r}")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "LocalConfig":
+        data = dict(data) if isinstance(data, Mapping) else data
+        if isinstance(data, dict) and isinstance(data.get("backbone"), Mapping):
+            data["backbone"] = BackboneConfig.from_dict(data["backbone"])
+        return super().from_dict(data)
+
+
+# Named local-feature configurations (``--local NAME``): the DELF pyramid at 512 px, and a
+# lighter one (3 scales at 384 px: 8× fewer pixels through the backbone) for CPU-bound collections.
+LOCAL_CONFIGS = {
+    "delf": LocalConfig(),
+    "fast": LocalConfig(max_size=384, scales=(0.5, 0.7071, 1.0)),
+}
+
+
+def get_local_config(name: str) -> LocalConfig:
+    if name not in LOCAL_CONFIGS:
+        raise ConfigError(f"unknown local-feature configuration {name!r}; known: {', '.join(LOCAL_CONFIGS)}")
+    return LOCAL_CONFIGS[name]

@@ -1,0 +1,88 @@
+"""Local features through the real ``imret`` entry point, in separate processes."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+# One thread per library in the child processes: on shared, busy cores two spinning threads
+# cost several times the work of one. The results do not depend on it.
+_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def imret(*args, ok=True):
+    proc = subprocess.run([sys.executable, "-m", "imret", *map(str, args)], capture_output=True, text=True,
+                          timeout=600, env=_ENV)
+    if ok and proc.returncode != 0:
+        raise AssertionError(f"imret {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def indexed(photoset, tmp_path_factory):
+    root = tmp_path_factory.mktemp("local-cli")
+    db = root / "db"
+    db.mkdir()
+    for name in ("astronaut", "coffee", "chelsea", "camera", "distractor_000", "distractor_001"):
+        src = next(p for p in photoset.db if os.path.basename(p).startswith(name + "."))
+        shutil.copy(src, db)
+    index = root / "my.index"
+    imret("index", db, "--out", index, "--preset", "fast", "--local", "fast", "-q")
+    query = next(q for q in photoset.queries if os.path.basename(q) == "coffee__occlude.jpg")
+    return root, db, index, query
+
+
+def test_index_local_and_search_rerank_sv(indexed):
+    root, db, index, query = indexed
+    assert os.path.exists(str(index) + ".local.h5")
+    info = imret("info", index).stdout
+    assert "local       6 images" in info and "pq (20 bytes each)" in info
+    out = json.loads(imret("search", index, query, "--rerank", "sv", "--top", "3", "--json").stdout)
+    assert out["rerank"].startswith("sv:")
+    top = out["results"][0]
+    assert os.path.basename(top["path"]) == "coffee.png"
+    assert top["inliers"] >= 50 and len(top["matches"]) == top["inliers"] and len(top["matches"][0]) == 4
+    assert all(r["inliers"] < 12 for r in out["results"][1:])
+    table = imret("search", index, query, "--rerank", "svh:shortlist=3", "--top", "2").stdout
+    assert "inliers" in table.splitlines()[0] and "coffee.png" in table.splitlines()[1]
+
+
+def test_search_rerank_sv_needs_local_features(indexed, tmp_path):
+    _, db, _, query = indexed
+    plain = tmp_path / "plain.index"
+    imret("index", db, "--out", plain, "--preset", "fast", "-q")
+    proc = imret("search", plain, query, "--rerank", "sv", ok=False)
+    assert proc.returncode == 1 and "imret index --local" in proc.stderr
+    bad = imret("search", plain, query, "--rerank", "sv:min_inliers=x", ok=False)
+    assert bad.returncode == 2 and "min_inliers must be an integer" in bad.stderr
+
+
+def test_show_matches_and_show_attention_write_pictures(indexed, tmp_path):
+    root, db, index, query = indexed
+    m = tmp_path / "m.png"
+    proc = imret("show-matches", query, db / "coffee.png", "--out", m, "--index", index)
+    assert "inliers of" in proc.stderr
+    with Image.open(m) as im:
+        assert im.width > 2 * 400 and im.height > 480  # two images side by side at 480 px, a caption above
+    a = tmp_path / "a.png"
+    proc = imret("show-attention", db / "astronaut.png", "--out", a, "--local", "fast")
+    assert "keypoints" in proc.stderr
+    with Image.open(a) as im:
+        assert im.size[1] > 480 and im.mode == "RGB"
+
+
+def test_train_local_then_index_with_the_trained_attention(indexed, tmp_path):
+    root, db, _, query = indexed
+    att = tmp_path / "att.pt"
+    proc = imret("train", db, "--local", "fast", "--steps", "10", "--batch", "4", "--views", "2",
+                 "--max-size", "160", "--out", att, "-q")
+    assert att.exists() and "loss" in proc.stderr
+    wrong = imret("train", db, "--local", "--loss", "triplet", "--out", tmp_path / "x.pt", ok=False)
+    assert wrong.returncode == 2 and "--loss" in wrong.stderr
+    index = tmp_path / "trained.index"
+    imret("index", db, "--out", index, "--preset", "fast", "--attention", att, "-q")
+    top = json.loads(imret("search", index, query, "--rerank", "sv", "--top", "1", "--json").stdout)["results"][0]
+    assert os.path.basename(top["path"]) == "coffee.png" and top["inliers"] >= 12
