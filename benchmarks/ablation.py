@@ -8,7 +8,8 @@ whitening, exact search. Data: ``--data`` (any layout ``imret eval`` reads), by
 default the embedded photo set (real photos from scikit-image/scikit-learn, 121
 Copydays-style altered queries). Heads with learnable parts are trained with
 ``imret train``'s unsupervised mode on the dataset's database images only (the
-queries are held apart), ``--steps`` steps from the same cached views; the
+queries are held apart), or on the photos in ``--train-on``, ``--steps`` steps from
+the same cached views; the
 'untrained' column is the same head before training (NetVLAD rows: with random
 clusters, before the k-means start that training makes). Figures follow the
 dataset's protocol (mAP and rank-1 in %). ms/image: the whole extraction of one
@@ -33,6 +34,7 @@ from imret.config import ExtractionConfig, HeadConfig, Preset, WhiteningConfig  
 from imret.evaluation.datasets import load_dataset  # noqa: E402
 from imret.extractor import Extractor  # noqa: E402
 from imret.heads import build_head  # noqa: E402
+from imret.index.store import collect_paths  # noqa: E402
 from imret.training import TrainConfig, train, training_extractor  # noqa: E402
 from imret.training.bank import ViewBank  # noqa: E402
 from imret.training.probe import dataset_maps, figures  # noqa: E402
@@ -90,6 +92,8 @@ def _head_ms(head, maps) -> float:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=None, help="dataset folder (default: the embedded photo set)")
+    ap.add_argument("--train-on", default=None, metavar="DIR",
+                    help="unlabeled photos to train on (default: the dataset's database images)")
     ap.add_argument("--steps", type=int, default=300, help="training steps of each learnable head")
     ap.add_argument("--max-size", type=int, default=256, help="longest image side, training and extraction")
     ap.add_argument("--views", type=int, default=3, help="views per training photo (the photo + augmentations)")
@@ -115,10 +119,14 @@ def main(argv=None):
           f"EfficientNet-Lite0 at {args.max_size} px, one scale, no whitening", flush=True)
     t = time.time()
     ex = training_extractor(base, cfg)
-    # One bank of training views for every head: the database photos, each its own instance.
-    bank = ViewBank(ex, dataset.db, list(range(len(dataset.db))), cfg.views, cfg.seed, dtype=torch.float32)
-    photo_maps = {bank.paths[i]: bank.maps([k])[0] for k, (i, v) in enumerate(bank.items) if v == 0}
-    maps = dataset_maps(ex, dataset, db=[photo_maps[p] for p in dataset.db])
+    # One bank of training views for every head, each photo its own instance.
+    train_paths = collect_paths([args.train_on]) if args.train_on else dataset.db
+    bank = ViewBank(ex, train_paths, list(range(len(train_paths))), cfg.views, cfg.seed, dtype=torch.float32)
+    db_maps = None
+    if not args.train_on:  # the database maps are the training views 0
+        photo_maps = {bank.paths[i]: bank.maps([k])[0] for k, (i, v) in enumerate(bank.items) if v == 0}
+        db_maps = [photo_maps[p] for p in dataset.db]
+    maps = dataset_maps(ex, dataset, db=db_maps)
     print(f"feature maps of {len(bank)} training views and {len(dataset.queries)} queries: "
           f"{time.time() - t:.0f} s", flush=True)
     timing_paths = dataset.queries[: args.timing_images]
