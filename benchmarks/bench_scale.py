@@ -41,9 +41,10 @@ def table(title, header, rows):
 
 
 def make_index(kind: str, dim: int, tmp: str) -> Index:
-    cfg = IndexConfig(kind=kind)
     if kind == "milvus-lite":
         cfg = IndexConfig(kind="milvus", milvus_uri=os.path.join(tmp, "vectors.db"))
+    else:
+        cfg = IndexConfig(kind=kind)
     return Index(Preset(index=cfg, whitening=WhiteningConfig(kind="none")), dim)
 
 
@@ -74,7 +75,8 @@ def bench_backends(sizes, dim, kinds, n_queries):
                 recall = np.mean([len({h.id for h in g} & set(truth[i].tolist())) / 10 for i, g in enumerate(got)])
                 f = os.path.join(tmp, "b.index")
                 idx.save(f)
-                structure = idx.backend.to_bytes().nbytes if idx.backend.needs_blob else (4 * dim * n if kind == "flat" else 0)
+                structure = (idx.backend.to_bytes().nbytes if idx.backend.needs_blob
+                             else 4 * dim * n if kind == "flat" else float("nan"))
                 rows.append((f"{n:,}", kind, f"{build:.1f}", f"{ms:.2f}", f"{recall:.3f}",
                              f"{structure / n:,.0f}", f"{os.path.getsize(f) / n:,.0f}"))
                 del idx
