@@ -107,8 +107,14 @@ def cmd_index(args) -> int:
     if local:
         from .local.commands import build_local
 
+        local_journal = Index.local_journal_path(journal)
+        if os.path.exists(local_journal):
+            from .local.journal import LocalJournal
+
+            _eprint(f"resuming the local features of {LocalJournal.count(local_journal)} images "
+                    f"recorded in {local_journal}")
         build_local(index, args.local or "delf", args.attention, device=args.device, progress=not args.quiet,
-                    on_error=_skip_logger(args.quiet))
+                    on_error=_skip_logger(args.quiet), journal_path=local_journal)
     index.save(args.out)
     Index.finish_journal(journal)
     log = _write_skip_log(args.out, report.skipped)
@@ -434,7 +440,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("index", help="index the photos in folders or files")
     p.add_argument("sources", nargs="+", help="folders (searched recursively) or image files")
     p.add_argument("--out", required=True, help="index file to write")
-    p.add_argument("--index-kind", choices=["auto", "flat", "hnsw", "ivfpq", "milvus"], default=None)
+    p.add_argument("--index-kind", choices=["auto", "flat", "hnsw", "hnsw-sq8", "ivfpq", "milvus"], default=None,
+                   help="search structure (default: the preset's; 'auto' picks by collection size)")
     p.add_argument("--milvus-uri", default=None,
                    help="keep the vectors in Milvus: a Milvus Lite file (./vectors.db) or http://host:19530")
     p.add_argument("--engine", choices=["local", "ray"], default="local",

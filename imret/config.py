@@ -139,6 +139,7 @@ class IndexConfig(_Config):
     ivf_lists: int | None = None
     pq_m: int | None = None
     nprobe: int = 16
+    rescore: int = 256  # candidates an approximate structure proposes for exact re-scoring
     milvus_uri: str | None = None  # 'milvus': a Milvus Lite file or http://host:19530
     milvus_collection: str = "imret"
 

@@ -18,3 +18,18 @@ def photoset(tmp_path_factory):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+def _copy_photos(paths, folder):
+    import shutil
+
+    os.makedirs(folder, exist_ok=True)
+    for p in paths:
+        shutil.copy(p, folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def copy_photos():
+    """(paths, folder) → folder, made if missing, holding copies of ``paths``."""
+    return _copy_photos

@@ -100,6 +100,26 @@ class HNSWBackend(Backend):
             self.add(rows)
 
 
+@BACKENDS.register("hnsw-sq8")
+class HNSWSQ8Backend(HNSWBackend):
+    """HNSW over 8-bit scalar-quantised rows (faiss ``HNSW32,SQ8``): the graph holds one
+    byte per dimension instead of four. With ``Index.load(mmap=True)`` the float32 rows,
+    read only to re-score the shortlist, stay on disk."""
+
+    name = "hnsw-sq8"
+
+    def _make(self, dim, cfg):
+        idx = faiss.IndexHNSWSQ(dim, faiss.ScalarQuantizer.QT_8bit, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        idx.hnsw.efConstruction = 80
+        idx.hnsw.efSearch = cfg.ef_search
+        return idx
+
+    def add(self, rows):
+        if not self.index.is_trained:  # per-dimension ranges, from the first rows received
+            self.index.train(np.ascontiguousarray(rows, dtype=np.float32))
+        super().add(rows)
+
+
 @BACKENDS.register("ivfpq")
 class IVFPQBackend(Backend):
     """Inverted file + 4-bit product quantisation with SIMD fast-scan (faiss ``PQmx4fs``);
@@ -152,8 +172,10 @@ def choose_kind(n: int) -> str:
     """The backend 'auto' picks for ``n`` descriptors: exact while it is fast enough."""
     if n < 200_000:
         return "flat"
-    if n < 2_000_000:
+    if n < 1_000_000:
         return "hnsw"
+    if n < 5_000_000:
+        return "hnsw-sq8"
     return "ivfpq"
 
 

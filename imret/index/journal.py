@@ -1,14 +1,15 @@
-"""An append-only journal of extracted descriptors, so that indexing can resume.
+"""Append-only journals of extracted features, so that indexing can resume.
 
-While ``imret index`` runs, every extracted descriptor is appended to
-``<index>.journal`` and flushed. If the process dies (even ``kill -9``), the next
-run of the same command reads the journal, skips the images already extracted,
-and goes on; the journal is deleted only after the finished index has been
-renamed into place. A torn last record (the process died mid-write) is detected
-by its CRC and dropped.
+While ``imret index`` runs, every extracted descriptor (and, with ``--local``, every
+image's local features) is appended to ``<index>.journal`` (``<index>.local.journal``)
+and flushed. If the process dies (even ``kill -9``), the next run of the same
+command reads the journal, skips the images already extracted, and goes on; the
+journal is deleted only after the finished index has been renamed into place. A
+torn last record (the process died mid-write) is detected by its CRC and dropped.
 
-Layout: ``MAGIC`` | u32 header length | header JSON (preset, raw dim) | records.
-Record: u32 path length | path bytes | dim×float32 | u32 CRC32 of the previous two.
+Layout: ``MAGIC`` | u32 header length | header JSON (settings) | records.
+Record: u32 path length | path bytes | u32 payload length | payload | u32 CRC32 of
+what precedes it in the record.
 """
 from __future__ import annotations
 
@@ -17,36 +18,46 @@ import os
 import struct
 import time
 import zlib
+from typing import Any
 
 import numpy as np
 
 from ..errors import IndexFileError
 
-MAGIC = b"IMRETJN1"
+MAGIC = b"IMRETJN2"
 _U32 = struct.Struct("<I")
 
 
-class Journal:
-    def __init__(self, path: str, header: dict, dim: int, fsync_every_s: float = 2.0):
+class RecordJournal:
+    """(path, value) records; subclasses say how a value becomes bytes and back."""
+
+    def __init__(self, path: str, header: dict, fsync_every_s: float = 2.0):
         self.path = path
-        self.dim = dim
         # Normalised through JSON so that it compares equal to what read() finds.
-        self.header = json.loads(json.dumps({**header, "dim": dim}, sort_keys=True))
+        self.header = json.loads(json.dumps(header, sort_keys=True))
         self._f = None
         self._fsync_every = fsync_every_s
         self._last_sync = time.monotonic()
+        self._valid_bytes: int | None = None
+
+    def encode(self, value: Any) -> bytes:
+        raise NotImplementedError
+
+    def decode(self, payload: bytes) -> Any:
+        raise NotImplementedError
 
     # -- reading ------------------------------------------------------------
-    def read(self) -> tuple[list[str], np.ndarray]:
-        """(paths, N×dim raw descriptors) recorded so far; empty when there is no journal.
-        A journal made with another configuration is an error: resuming it would mix
-        descriptors of two kinds."""
+    def records(self) -> tuple[list[str], list[Any]]:
+        """(paths, values) recorded so far; empty when there is no journal. A journal
+        made with other settings is an error: resuming it would mix features of two kinds."""
+        self._valid_bytes = None
         if not os.path.exists(self.path):
-            return [], np.zeros((0, self.dim), np.float32)
+            return [], []
         with open(self.path, "rb") as f:
             data = f.read()
         if data[:8] != MAGIC or len(data) < 12:
-            raise IndexFileError(self.path, "not an imret journal; delete it to start over")
+            raise IndexFileError(self.path, "not an imret journal (or one from an older version); "
+                                            "delete it to start over")
         (hlen,) = _U32.unpack_from(data, 8)
         try:
             header = json.loads(data[12:12 + hlen].decode("utf-8"))
@@ -55,36 +66,53 @@ class Journal:
         if header != self.header:
             raise IndexFileError(self.path, "this unfinished run used other settings (preset, weights or "
                                             "sources); rerun with the same options, or delete the journal")
-        paths, rows = [], []
-        off = 12 + hlen
-        rec_vec = 4 * self.dim
-        good_end = off
-        while off + 4 <= len(data):
+        paths, values = [], []
+        off = good_end = 12 + hlen
+        while off + 8 <= len(data):
             (plen,) = _U32.unpack_from(data, off)
-            end = off + 4 + plen + rec_vec + 4
-            if plen > 65536 or end > len(data):
+            if plen > 65536 or off + 8 + plen > len(data):
+                break
+            (vlen,) = _U32.unpack_from(data, off + 4 + plen)
+            end = off + 8 + plen + vlen + 4
+            if end > len(data):
                 break
             body = data[off:end - 4]
             (crc,) = _U32.unpack_from(data, end - 4)
             if zlib.crc32(body) != crc:
                 break
+            try:
+                value = self.decode(body[8 + plen:])
+            except ValueError:  # a payload that passed the CRC but does not fit these settings
+                break
             paths.append(os.fsdecode(body[4:4 + plen]))
-            rows.append(np.frombuffer(body[4 + plen:], dtype="<f4"))
+            values.append(value)
             off = good_end = end
         self._valid_bytes = good_end
-        desc = np.stack(rows).astype(np.float32) if rows else np.zeros((0, self.dim), np.float32)
-        return paths, desc
+        return paths, values
+
+    @classmethod
+    def count(cls, path: str) -> int:
+        """Complete records in the journal at ``path``, whatever its settings (0 when
+        there is none or it is unreadable): what a resumed run will take from it."""
+        try:
+            with open(path, "rb") as f:
+                head = f.read(1 << 16)
+            (hlen,) = _U32.unpack_from(head, 8)
+            j = cls.__new__(cls)
+            RecordJournal.__init__(j, path, json.loads(head[12:12 + hlen].decode("utf-8")))
+            j.decode = lambda payload: None  # only the framing is checked
+            return len(j.records()[0])
+        except (OSError, ValueError, struct.error, IndexFileError):
+            return 0
 
     # -- writing ------------------------------------------------------------
-    def open(self) -> "Journal":
+    def open(self) -> "RecordJournal":
         if os.path.exists(self.path):
-            valid = getattr(self, "_valid_bytes", None)
-            if valid is None:
-                self.read()
-                valid = self._valid_bytes
+            if self._valid_bytes is None:
+                self.records()
             self._f = open(self.path, "r+b")
-            self._f.truncate(valid)  # drop a torn last record before appending
-            self._f.seek(valid)
+            self._f.truncate(self._valid_bytes)  # drop a torn last record before appending
+            self._f.seek(self._valid_bytes)
         else:
             h = json.dumps(self.header, sort_keys=True).encode("utf-8")
             self._f = open(self.path, "wb")
@@ -92,9 +120,9 @@ class Journal:
             self._f.flush()
         return self
 
-    def append(self, path: str, raw: np.ndarray) -> None:
-        p = os.fsencode(path)
-        body = _U32.pack(len(p)) + p + np.asarray(raw, dtype="<f4").reshape(self.dim).tobytes()
+    def append(self, path: str, value: Any) -> None:
+        p, v = os.fsencode(path), self.encode(value)
+        body = _U32.pack(len(p)) + p + _U32.pack(len(v)) + v
         self._f.write(body + _U32.pack(zlib.crc32(body)))
         # A flush survives kill -9 (the data is in the kernel); fsync now and then
         # bounds what a power cut can take.
@@ -114,3 +142,25 @@ class Journal:
             os.unlink(self.path)
         except FileNotFoundError:
             pass
+
+
+class Journal(RecordJournal):
+    """Raw global descriptors: one float32 row of ``dim`` values per image."""
+
+    def __init__(self, path: str, header: dict, dim: int, fsync_every_s: float = 2.0):
+        super().__init__(path, {**header, "dim": dim}, fsync_every_s)
+        self.dim = dim
+
+    def encode(self, raw: np.ndarray) -> bytes:
+        return np.asarray(raw, dtype="<f4").reshape(self.dim).tobytes()
+
+    def decode(self, payload: bytes) -> np.ndarray:
+        if len(payload) != 4 * self.dim:
+            raise ValueError("descriptor of another size")
+        return np.frombuffer(payload, dtype="<f4")
+
+    def read(self) -> tuple[list[str], np.ndarray]:
+        """(paths, N×dim raw descriptors) recorded so far."""
+        paths, rows = self.records()
+        desc = np.stack(rows).astype(np.float32) if rows else np.zeros((0, self.dim), np.float32)
+        return paths, desc

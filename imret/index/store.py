@@ -226,13 +226,22 @@ class Index:
         return ok, raw
 
     @staticmethod
+    def local_journal_path(journal_path: str | None) -> str | None:
+        """Where the local features of the run journaled at ``journal_path`` are journaled."""
+        if not journal_path:
+            return None
+        stem = journal_path[:-len(".journal")] if journal_path.endswith(".journal") else journal_path
+        return stem + ".local.journal"
+
+    @staticmethod
     def finish_journal(journal_path: str | None) -> None:
-        """Delete the journal of a run whose index has been saved."""
-        if journal_path:
-            try:
-                os.unlink(journal_path)
-            except FileNotFoundError:
-                pass
+        """Delete the journals of a run whose index has been saved."""
+        for p in (journal_path, Index.local_journal_path(journal_path)):
+            if p:
+                try:
+                    os.unlink(p)
+                except FileNotFoundError:
+                    pass
 
     def _append(self, paths: list[str], raw: np.ndarray) -> None:
         if not paths:
@@ -268,7 +277,9 @@ class Index:
         self.add_roots(sources)
         self._append(ok, raw)
         if self.local is not None and ok:
-            self.local.add(ok, self.ids[-len(ok):], progress=progress, on_error=on_error)
+            self.local.add(ok, self.ids[-len(ok):], progress=progress, on_error=on_error,
+                           journal_path=self.local_journal_path(journal_path),
+                           journal_header={"mode": "add", "created": self.created})
         report.indexed = len(ok)
         report.seconds = time.time() - t0
         return report
@@ -351,7 +362,7 @@ class Index:
         else:
             # the approximate structure holds the plain rows: its candidates are re-scored
             # exactly against the rows searched (the augmented ones, with αDBA)
-            cand = self._candidates(q, max(4 * depth, 64))
+            cand = self._candidates(q, max(4 * depth, self.preset.index.rescore))
             safe = np.where(cand >= 0, cand, 0)
             exact = np.einsum("qd,qkd->qk", q, np.asarray(rows)[safe])
             exact = np.where(cand >= 0, exact, -np.inf)
@@ -374,8 +385,13 @@ class Index:
         _, found = self.backend.search(q, k)
         if not getattr(self.backend, "uses_ids", False):
             return found
-        pos_of_id = {int(i): p for p, i in enumerate(self.ids)}
-        return np.vectorize(lambda i: pos_of_id.get(int(i), -1), otypes=[np.int64])(found)
+        ids = np.asarray(self.ids)
+        if getattr(self, "_id_order", (None,))[0] is not ids:  # cached until the ids change
+            self._id_order = (ids, np.argsort(ids, kind="stable"))
+        order = self._id_order[1]
+        at = np.minimum(np.searchsorted(ids[order], found), len(ids) - 1)
+        pos = order[at]
+        return np.where((found >= 0) & (ids[pos] == found), pos, -1)
 
     def search_image(self, image, top: int = 10, bbox=None, rerank=None) -> list[Hit]:
         """A path or H×W×3 uint8 array (optionally cropped to ``bbox`` x0,y0,x1,y1) → ranked hits."""

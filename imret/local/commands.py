@@ -25,12 +25,14 @@ def local_extractor(name: str = "delf", attention: str | None = None, index: str
 
 
 def build_local(index, name: str = "delf", attention: str | None = None, device=None, progress: bool = False,
-                on_error: Callable[[str, str], None] | None = None) -> None:
-    """Extract and attach local features for every image of ``index`` (saved with it)."""
+                on_error: Callable[[str, str], None] | None = None, journal_path: str | None = None) -> None:
+    """Extract and attach local features for every image of ``index`` (saved with it);
+    with ``journal_path``, resumable after a crash (``Index.local_journal_path``)."""
     from .store import LocalStore
 
     ex, _ = local_extractor(name, attention, device=device)
-    index.local = LocalStore.build(index.paths, index.ids, ex, progress=progress, on_error=on_error)
+    index.local = LocalStore.build(index.paths, index.ids, ex, progress=progress, on_error=on_error,
+                                   journal_path=journal_path, journal_header={"mode": "build"})
 
 
 def show_matches(query: str, result: str, out: str, extractor: LocalExtractor, store=None,

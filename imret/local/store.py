@@ -158,13 +158,16 @@ class LocalStore:
     # -- building -----------------------------------------------------------
     @classmethod
     def build(cls, paths: Sequence[str], ids: Sequence[int], extractor: LocalExtractor, progress: bool = False,
-              on_error: Callable[[str, str], None] | None = None) -> "LocalStore":
+              on_error: Callable[[str, str], None] | None = None, journal_path: str | None = None,
+              journal_header: dict | None = None) -> "LocalStore":
         """Extract the local features of ``paths`` (stored under ``ids``). The codec is
         learned on the first ``config.pca_images`` images, then features are encoded
-        as they come. A file that fails is reported through ``on_error`` and left out."""
+        as they come. A file that fails is reported through ``on_error`` and left out.
+        ``journal_path``: resumable, as ``add``."""
         store = cls(extractor.config, extractor.attention_state())
         store._extractor = extractor
-        store.add(paths, ids, progress=progress, on_error=on_error)
+        store.add(paths, ids, progress=progress, on_error=on_error, journal_path=journal_path,
+                  journal_header=journal_header)
         return store
 
     def extractor(self, device=None) -> LocalExtractor:
@@ -174,9 +177,31 @@ class LocalStore:
         return self._extractor
 
     def add(self, paths: Sequence[str], ids: Sequence[int], progress: bool = False,
-            on_error: Callable[[str, str], None] | None = None) -> list[int]:
-        """Extract and store the features of more images; returns the ids stored."""
-        ex = self.extractor()
+            on_error: Callable[[str, str], None] | None = None, journal_path: str | None = None,
+            journal_header: dict | None = None) -> list[int]:
+        """Extract and store the features of more images; returns the ids stored.
+
+        With ``journal_path`` every image's features are journaled as they are extracted,
+        and the features a killed run journaled are taken from there instead of being
+        extracted again (``journal_header``: what else must match, e.g. the index's
+        creation time). The caller deletes the journal once the store is saved."""
+        from .journal import LocalJournal, attention_digest
+
+        journal, resumed = None, {}
+        if journal_path:
+            header = {"local": self.config.to_dict(), "attention": attention_digest(self.attention_state),
+                      **(journal_header or {})}
+            journal = LocalJournal(journal_path, header)
+            resumed = dict(zip(*journal.records()))
+            journal.open()
+        try:
+            return self._add(paths, ids, progress, on_error, journal, resumed)
+        finally:
+            if journal:
+                journal.close()
+
+    def _add(self, paths, ids, progress, on_error, journal, resumed) -> list[int]:
+        ex = self.extractor() if any(p not in resumed for p in paths) else None
         bar = None
         if progress:
             from tqdm import tqdm
@@ -185,8 +210,12 @@ class LocalStore:
         pending: list[tuple[int, LocalFeatures]] = []
         done = []
         for p, i in zip(paths, ids):
+            f = resumed.get(p)
             try:
-                f = ex.extract(p)
+                if f is None:
+                    f = ex.extract(p)
+                    if journal:
+                        journal.append(p, f)
             except ImageLoadError as exc:
                 if on_error:
                     on_error(p, exc.reason)

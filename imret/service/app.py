@@ -21,6 +21,7 @@ from importlib import resources
 
 import numpy as np
 from fastapi import FastAPI, File, Form, Header, HTTPException, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from PIL import Image
 
@@ -162,18 +163,20 @@ def create_app(config: ServiceConfig, index: Index | None = None) -> FastAPI:
         idx = holder.index
         t0 = time.perf_counter()
         if file is not None and file.filename:
-            img = decode(await read_upload(file), file.filename, box)
+            img = await run_in_threadpool(decode, await read_upload(file), file.filename, box)
             name = file.filename
         elif id is not None:
             try:
                 path = idx.path_of(id)
             except KeyError:
                 raise HTTPException(404, f"no image with id {id} in the index") from None
-            img = load_image(path, max_pixels=config.max_pixels, bbox=box)
+            img = await run_in_threadpool(load_image, path, max_pixels=config.max_pixels, bbox=box)
             name = os.path.basename(path)
         else:
             raise HTTPException(422, "send an image file ('file') or the id of an indexed image ('id')")
-        hits = _search(idx, img, top, rerank)
+        # CPU-bound work runs on worker threads (torch and faiss release the GIL): on the
+        # event loop it would stall every other request, an add's extraction most of all
+        hits = await run_in_threadpool(_search, idx, img, top, rerank)
         ms = (time.perf_counter() - t0) * 1000
         return {"query": {"name": name, "width": int(img.shape[1]), "height": int(img.shape[0]), "bbox": box},
                 "ms": round(ms, 1), "images": len(idx), "results": [hit_json(h) for h in hits]}
@@ -233,7 +236,7 @@ def create_app(config: ServiceConfig, index: Index | None = None) -> FastAPI:
             safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)[:80] or "upload"
             dest = os.path.join(folder, f"{len(saved) + len(rejected):04d}-{safe}{ext}")
             try:
-                decode(data, base)
+                await run_in_threadpool(decode, data, base)
             except HTTPException as exc:
                 rejected.append({"name": base, "reason": exc.detail})
                 continue
@@ -244,14 +247,14 @@ def create_app(config: ServiceConfig, index: Index | None = None) -> FastAPI:
             shutil.rmtree(folder, ignore_errors=True)
             raise HTTPException(415, {"message": "no image could be read", "rejected": rejected})
         extractor = holder.index.extractor()
-        res = extractor.extract_paths(saved)  # the slow part, outside the write lock
+        res = await run_in_threadpool(extractor.extract_paths, saved)  # the slow part, outside the write lock
         ids_before = holder.index.next_id
 
         def change(idx: Index):
             idx.add_roots([folder])
             idx.add_descriptors(res.paths, res.descriptors)
 
-        new = holder.update(change)
+        new = await run_in_threadpool(holder.update, change)
         added = [{"id": int(i), "name": os.path.basename(p)} for i, p in zip(new.ids, new.paths) if i >= ids_before]
         return {"added": added, "rejected": rejected + [{"name": os.path.basename(p), "reason": r}
                                                         for p, r in res.failures], "images": len(new)}

@@ -73,13 +73,8 @@ def test_milvus_server(milvus_server, tmp_path):
     _check_backend(milvus_server, tmp_path, "server")
 
 
-def test_cli_with_milvus_lite(tmp_path, photoset):
-    import shutil
-
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for p in photoset.db[:6]:
-        shutil.copy(p, photos)
+def test_cli_with_milvus_lite(tmp_path, photoset, copy_photos):
+    photos = copy_photos(photoset.db[:6], tmp_path / "photos")
     out = tmp_path / "m.index"
     run = lambda *a: subprocess.run([sys.executable, "-m", "imret", *map(str, a)], capture_output=True,  # noqa: E731
                                     text=True, timeout=600)

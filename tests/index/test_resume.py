@@ -31,7 +31,7 @@ def test_kill_9_then_resume_equals_a_clean_build(folder, tmp_path):
     journal = str(out) + ".journal"
     proc = subprocess.Popen(_cmd("index", folder, "--out", out, "--preset", "fast", "-q"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    record = 4 + len(os.fsencode(str(folder / "distractor_000.jpg"))) + 4 * 1280 + 4
+    record = 8 + len(os.fsencode(str(folder / "distractor_000.jpg"))) + 4 * 1280 + 4
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         if os.path.exists(journal) and os.path.getsize(journal) > 10 * record:
@@ -69,7 +69,7 @@ def test_journal_drops_a_torn_last_record(tmp_path):
         j.append(f"/p/{i}.jpg", r)
     j.close()
     with open(j.path, "ab") as f:  # a record cut short by the kill
-        f.write(b"\x09\x00\x00\x00/p/3.jpg" + b"\x00" * 5)
+        f.write(b"\x08\x00\x00\x00/p/3.jpg\x10\x00\x00\x00" + b"\x00" * 5)
     j2 = _journal(tmp_path)
     paths, desc = j2.read()
     assert paths == ["/p/0.jpg", "/p/1.jpg", "/p/2.jpg"]

@@ -39,7 +39,7 @@ def test_ids_are_stable_across_removals(rng):
         idx.path_of(3)
 
 
-@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivfpq"])
+@pytest.mark.parametrize("kind", ["flat", "hnsw", "hnsw-sq8", "ivfpq"])
 def test_add_remove_matches_fresh_build(kind, rng, tmp_path):
     paths, x = _data(rng, 2000)
     a = _index(kind)
@@ -72,7 +72,7 @@ def test_approximate_backends_recall(rng):
     exact.add_descriptors(paths, x)
     q = rng.normal(size=(50, 64)).astype(np.float32)
     truth = [{h.path for h in r} for r in exact.search(q, top=10)]
-    for kind, floor in (("hnsw", 0.8), ("ivfpq", 0.3)):
+    for kind, floor in (("hnsw", 0.8), ("hnsw-sq8", 0.8), ("ivfpq", 0.3)):
         idx = _index(kind, 64)
         idx.add_descriptors(paths, x)
         got = idx.search(q, top=10)
