@@ -109,18 +109,20 @@ def bench_ray(data, n_images, workers):
     else:
         from imret.evaluation.photoset import make_photoset
 
-        paths = make_photoset(tempfile.mkdtemp()).db[:n_images]
+        ps = make_photoset(tempfile.mkdtemp())
+        paths = (ps.db + ps.queries)[:n_images]
     preset = get_preset("fast")
     ex = Extractor(preset, device="cpu")
     t = time.perf_counter()
     ex.extract_paths(paths)
     local = time.perf_counter() - t
     shards = tempfile.mkdtemp()
+    cfg = RayConfig(workers=workers, shard_size=max(1, len(paths) // (4 * workers)))
     t = time.perf_counter()
-    extract_with_ray(paths, preset, shards, RayConfig(workers=workers, shard_size=max(1, len(paths) // (4 * workers))))
+    extract_with_ray(paths, preset, shards, cfg)
     ray_s = time.perf_counter() - t
     t = time.perf_counter()
-    again = extract_with_ray(paths, preset, shards, RayConfig(workers=workers))
+    again = extract_with_ray(paths, preset, shards, cfg)
     resume = time.perf_counter() - t
     shutil.rmtree(shards, ignore_errors=True)
     table(f"Extraction of {len(paths)} photos, preset 'fast'", ["engine", "seconds", "images/s"],
@@ -131,16 +133,18 @@ def bench_ray(data, n_images, workers):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    ap.add_argument("--sizes", type=int, nargs="*", default=[10_000, 100_000, 1_000_000],
+                    help="collection sizes (none: only the extraction comparison)")
     ap.add_argument("--dim", type=int, default=256, help="descriptor size (PCA-reduced descriptors are typical)")
     ap.add_argument("--kinds", nargs="+", default=["flat", "hnsw", "hnsw-sq8", "ivfpq", "milvus-lite"])
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--ray", action="store_true", help="also compare local and Ray extraction")
     ap.add_argument("--data", default=None)
-    ap.add_argument("--images", type=int, default=60)
+    ap.add_argument("--images", type=int, default=200)
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args(argv)
-    bench_backends(args.sizes, args.dim, args.kinds, args.queries)
+    if args.sizes:
+        bench_backends(args.sizes, args.dim, args.kinds, args.queries)
     if args.ray:
         bench_ray(args.data, args.images, args.workers)
     print(f"\npeak memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MB")

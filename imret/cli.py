@@ -57,6 +57,9 @@ def _apply_overrides(p, args):
     if getattr(args, "index_kind", None) or getattr(args, "milvus_uri", None):
         kind = args.index_kind or ("milvus" if args.milvus_uri else p.index.kind)
         p = p.replace(index=p.index.replace(kind=kind, milvus_uri=args.milvus_uri or p.index.milvus_uri))
+    tuning = {k: getattr(args, k) for k in ("ef_search", "nprobe", "rescore") if getattr(args, k, None) is not None}
+    if tuning:
+        p = p.replace(index=p.index.replace(**tuning))
     if getattr(args, "no_whitening", False):
         p = p.replace(whitening=p.whitening.replace(kind="none"))
     return p
@@ -141,7 +144,7 @@ def _index_with_ray(args, preset, head_state=None, dba=None) -> int:
     shards_dir = args.out + ".shards"
     stats = extract_with_ray(paths, preset, shards_dir, cfg, head_state=head_state, progress=not args.quiet)
     dim = Extractor(preset, device="cpu", head_state=head_state).dim
-    ok, raw, failures = merge_shards(paths, shards_dir, cfg.shard_size, dim)
+    ok, raw, failures = merge_shards(paths, shards_dir, cfg.shard_size, dim, preset, head_state)
     for p, reason in failures:
         record(p, reason)
     index = Index.from_raw(preset, dim, ok, raw, args.sources)
@@ -442,6 +445,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="index file to write")
     p.add_argument("--index-kind", choices=["auto", "flat", "hnsw", "hnsw-sq8", "ivfpq", "milvus"], default=None,
                    help="search structure (default: the preset's; 'auto' picks by collection size)")
+    p.add_argument("--ef-search", type=int, default=None, help="hnsw: beam width of a search (recall vs time)")
+    p.add_argument("--nprobe", type=int, default=None, help="ivfpq: inverted lists visited per search")
+    p.add_argument("--rescore", type=int, default=None,
+                   help="approximate backends: candidates re-scored exactly per search (default 256)")
     p.add_argument("--milvus-uri", default=None,
                    help="keep the vectors in Milvus: a Milvus Lite file (./vectors.db) or http://host:19530")
     p.add_argument("--engine", choices=["local", "ray"], default="local",

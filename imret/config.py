@@ -152,6 +152,9 @@ class IndexConfig(_Config):
                 raise ConfigError("index kind 'milvus' needs milvus_uri (a Milvus Lite file or http://host:19530)")
         if self.kind != "auto" and self.kind not in BACKENDS:
             raise ConfigError(f"unknown index kind {self.kind!r}; known: auto, {', '.join(BACKENDS.names())}")
+        for name in ("hnsw_m", "ef_search", "nprobe", "rescore"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"index {name} must be at least 1, not {getattr(self, name)}")
 
 
 @dataclass(frozen=True)

@@ -94,6 +94,12 @@ class Extractor:
     def dim(self) -> int:
         return int(self.head.out_dim)
 
+    def head_digest(self) -> str:
+        """Fingerprint of the head's weights (trained heads differ under one preset)."""
+        from .index.journal import state_digest
+
+        return state_digest(self.head.state_dict())
+
     def image_tensor(self, img: np.ndarray, scale: float = 1.0) -> torch.Tensor:
         """1×3×h×w float tensor (values 0–255, on the CPU) of an H×W×3 uint8 image
         resized for ``scale``: what the backbone sees."""

@@ -97,6 +97,25 @@ def test_bbox_query(folders):
     assert imret("search", root / "a.index", originals[1], "--bbox", "5,5,1,1", check=False).returncode == 2
 
 
+def test_backend_and_its_tuning_are_chosen_on_the_command_line_and_kept(folders, photoset):
+    root, photos, _, originals, _ = folders
+    out = root / "sq8.index"
+    imret("index", photos, "--out", out, "--preset", "fast", "-q", "--index-kind", "hnsw-sq8",
+          "--ef-search", "40", "--rescore", "30")
+    info = json.loads(imret("info", out, "--json").stdout)
+    assert info["backend"] == "hnsw-sq8"
+    assert info["preset"]["index"]["ef_search"] == 40 and info["preset"]["index"]["rescore"] == 30
+    name = os.path.basename(originals[2])
+    query = next(q for q in photoset.queries if os.path.basename(q).startswith(name[:-4] + "__crop"))
+    exact = json.loads(imret("search", root / "a.index", query, "--top", "5", "--json").stdout)["results"]
+    approx = json.loads(imret("search", out, query, "--top", "5", "--json").stdout)["results"]
+    # ten images: the shortlist holds them all, and its exact re-scoring gives the exact ranking
+    assert [r["path"] for r in approx] == [r["path"] for r in exact]
+    assert np.allclose([r["score"] for r in approx], [r["score"] for r in exact], atol=1e-5)
+    bad = imret("index", photos, "--out", root / "x.index", "--nprobe", "0", check=False)
+    assert bad.returncode != 0 and "nprobe must be at least 1" in bad.stderr
+
+
 def test_add_and_remove_match_a_fresh_build(folders, photoset):
     root, photos, more, originals, _ = folders
     inc = root / "inc.index"

@@ -2,12 +2,16 @@
 
 The image list is cut into shards; each Ray worker builds the extractor once and
 writes one file per shard (paths + raw descriptors, no pickle) to ``shards_dir``,
-atomically. A re-run skips the shards already written, so an interrupted run
-resumes. ``merge_shards`` reads them back in order for the final index.
+atomically. A shard's file name carries a fingerprint of its images and of the
+extraction settings, so a re-run skips exactly the shards already written with the
+same settings (an interrupted run resumes; a run with another preset, head or shard
+size starts afresh). ``merge_shards`` reads them back in order for the final index.
 """
 from __future__ import annotations
 
 import glob
+import hashlib
+import json
 import os
 import tempfile
 from dataclasses import dataclass
@@ -17,7 +21,7 @@ import numpy as np
 from ..config import Preset
 from ..index.fileformat import decode_paths, encode_paths
 
-SHARD_PATTERN = "shard-{:06d}.npz"
+SHARD_PATTERN = "shard-{:06d}-{}.npz"
 
 
 @dataclass(frozen=True)
@@ -65,10 +69,9 @@ class _ShardWorker:
 
     def __call__(self, batch: dict) -> dict:
         done = []
-        for shard, paths in zip(batch["shard"], batch["paths"]):
+        for shard, name, paths in zip(batch["shard"], batch["name"], batch["paths"]):
             res = self.extractor.extract_paths(list(paths))
-            _write_shard(os.path.join(self.shards_dir, SHARD_PATTERN.format(int(shard))), res.paths,
-                         res.descriptors, res.failures)
+            _write_shard(os.path.join(self.shards_dir, str(name)), res.paths, res.descriptors, res.failures)
             done.append(int(shard))
         return {"shard": np.array(done, np.int64)}
 
@@ -77,15 +80,32 @@ def plan_shards(paths: list[str], shard_size: int) -> list[list[str]]:
     return [paths[i:i + shard_size] for i in range(0, len(paths), shard_size)]
 
 
+def settings_key(preset: Preset, head_state=None) -> str:
+    """What makes two runs' descriptors interchangeable: the preset and the head's weights."""
+    from ..index.journal import state_digest
+
+    return json.dumps({"preset": preset.to_dict(), "head": state_digest(head_state)}, sort_keys=True)
+
+
+def shard_files(paths: list[str], shard_size: int, key: str) -> list[tuple[str, list[str]]]:
+    """(file name, images) of each shard of ``paths`` under the settings ``key``."""
+    out = []
+    for i, shard in enumerate(plan_shards(paths, shard_size)):
+        h = hashlib.sha256(key.encode())
+        for p in shard:
+            h.update(os.fsencode(p) + b"\0")
+        out.append((SHARD_PATTERN.format(i, h.hexdigest()[:16]), shard))
+    return out
+
+
 def extract_with_ray(paths: list[str], preset: Preset, shards_dir: str, cfg: RayConfig = RayConfig(),
                      head_state=None, progress: bool = False) -> dict:
     """Write every missing shard of ``paths`` to ``shards_dir``; returns counts."""
     import ray
 
     os.makedirs(shards_dir, exist_ok=True)
-    shards = plan_shards(paths, cfg.shard_size)
-    todo = [i for i in range(len(shards))
-            if not os.path.exists(os.path.join(shards_dir, SHARD_PATTERN.format(i)))]
+    shards = shard_files(paths, cfg.shard_size, settings_key(preset, head_state))
+    todo = [i for i, (name, _) in enumerate(shards) if not os.path.exists(os.path.join(shards_dir, name))]
     stats = {"shards": len(shards), "skipped_shards": len(shards) - len(todo), "extracted_shards": len(todo)}
     if not todo:
         return stats
@@ -103,7 +123,7 @@ def extract_with_ray(paths: list[str], preset: Preset, shards_dir: str, cfg: Ray
 
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = progress
-        items = [{"shard": i, "paths": shards[i]} for i in todo]
+        items = [{"shard": i, "name": shards[i][0], "paths": shards[i][1]} for i in todo]
         ds = ray.data.from_items(items, override_num_blocks=len(items))
         out = ds.map_batches(_ShardWorker, batch_size=1,
                              fn_constructor_args=(preset.to_dict(), os.path.abspath(shards_dir),
@@ -118,12 +138,13 @@ def extract_with_ray(paths: list[str], preset: Preset, shards_dir: str, cfg: Ray
     return stats
 
 
-def merge_shards(paths: list[str], shards_dir: str, shard_size: int, dim: int
+def merge_shards(paths: list[str], shards_dir: str, shard_size: int, dim: int, preset: Preset, head_state=None
                  ) -> tuple[list[str], np.ndarray, list[tuple[str, str]]]:
-    """(extracted paths, N×dim raw descriptors, failures) in the order of ``paths``."""
+    """(extracted paths, N×dim raw descriptors, failures) in the order of ``paths``, from
+    the shards ``extract_with_ray`` wrote with the same arguments."""
     ok, rows, failures = [], [], []
-    for i, expected in enumerate(plan_shards(paths, shard_size)):
-        p, raw, f = read_shard(os.path.join(shards_dir, SHARD_PATTERN.format(i)))
+    for i, (name, expected) in enumerate(shard_files(paths, shard_size, settings_key(preset, head_state))):
+        p, raw, f = read_shard(os.path.join(shards_dir, name))
         if set(p) - set(expected):
             raise RuntimeError(f"shard {i} in {shards_dir} was made from other images; delete the folder")
         ok += p

@@ -94,6 +94,16 @@ class HNSWBackend(Backend):
     def _configure(self):
         self.index.hnsw.efSearch = self.cfg.ef_search
 
+    def search(self, queries, k):
+        if self.ntotal == 0:
+            return super().search(queries, k)
+        # faiss does not widen the beam to k by itself: asking for more candidates than
+        # efSearch would return a shortlist no better than efSearch's
+        params = faiss.SearchParametersHNSW()
+        params.efSearch = max(self.cfg.ef_search, k)
+        k = min(k, self.ntotal)
+        return self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k, params=params)
+
     def reset(self, rows):
         self.index = self._make(self.dim, self.cfg)
         if len(rows):

@@ -176,7 +176,8 @@ class Index:
         report = IndexReport()
         extractor = extractor or Extractor(preset)
         paths = collect_paths(sources, on_error=report.failed(on_error))
-        header = {"mode": "build", "preset": preset.to_dict(), "sources": sorted(os.path.abspath(s) for s in sources)}
+        header = {"mode": "build", "preset": preset.to_dict(), "head": extractor.head_digest(),
+                  "sources": sorted(os.path.abspath(s) for s in sources)}
         ok, raw = cls._extract_journaled(extractor, paths, journal_path, header, report, progress, on_error)
         train = None
         if preset.whitening.kind == "pca" and whitening_sources is not None:
@@ -271,7 +272,8 @@ class Index:
         paths = collect_paths(sources, on_error=report.failed(on_error))
         new = [p for p in paths if p not in self._pos_of]
         report.already = len(paths) - len(new)
-        header = {"mode": "add", "preset": self.preset.to_dict(), "created": self.created,
+        header = {"mode": "add", "preset": self.preset.to_dict(), "head": self.extractor().head_digest(),
+                  "created": self.created,
                   "sources": sorted(os.path.abspath(s) for s in sources)}
         ok, raw = self._extract_journaled(self.extractor(), new, journal_path, header, report, progress, on_error)
         self.add_roots(sources)

@@ -3,7 +3,6 @@ extracted (see ``imret.index.journal``), so a killed ``imret index --local`` run
 extracts only what it had not finished."""
 from __future__ import annotations
 
-import hashlib
 import struct
 
 import numpy as np
@@ -12,15 +11,6 @@ from ..index.journal import RecordJournal
 from .features import LocalFeatures
 
 _HEAD = struct.Struct("<IIii")  # features, descriptor width, image height, width
-
-
-def attention_digest(state: dict) -> str:
-    """A short fingerprint of attention weights: a journal made with other weights is refused."""
-    h = hashlib.sha256()
-    for k in sorted(state):
-        h.update(k.encode())
-        h.update(np.ascontiguousarray(state[k].numpy()).tobytes())
-    return h.hexdigest()[:16]
 
 
 class LocalJournal(RecordJournal):

@@ -185,11 +185,12 @@ class LocalStore:
         and the features a killed run journaled are taken from there instead of being
         extracted again (``journal_header``: what else must match, e.g. the index's
         creation time). The caller deletes the journal once the store is saved."""
-        from .journal import LocalJournal, attention_digest
+        from ..index.journal import state_digest
+        from .journal import LocalJournal
 
         journal, resumed = None, {}
         if journal_path:
-            header = {"local": self.config.to_dict(), "attention": attention_digest(self.attention_state),
+            header = {"local": self.config.to_dict(), "attention": state_digest(self.attention_state),
                       **(journal_header or {})}
             journal = LocalJournal(journal_path, header)
             resumed = dict(zip(*journal.records()))

@@ -49,10 +49,17 @@ def test_finished_shards_are_not_extracted_again(photoset, tmp_path):
     cfg = RayConfig(workers=1, shard_size=2)
     first = extract_with_ray(paths, get_preset("fast"), str(shards), cfg)
     assert first["extracted_shards"] == 3
-    os.unlink(shards / "shard-000001.npz")  # as if the run died before this shard was written
-    before = os.path.getmtime(shards / "shard-000000.npz")
+    (second_shard,) = shards.glob("shard-000001-*.npz")
+    second_shard.unlink()  # as if the run died before this shard was written
+    (first_shard,) = shards.glob("shard-000000-*.npz")
+    before = os.path.getmtime(first_shard)
     second = extract_with_ray(paths, get_preset("fast"), str(shards), cfg)
     assert second == {"shards": 3, "skipped_shards": 2, "extracted_shards": 1}
-    assert os.path.getmtime(shards / "shard-000000.npz") == before
-    ok, raw, failures = merge_shards(paths, str(shards), 2, 1280)
+    assert os.path.getmtime(first_shard) == before
+    ok, raw, failures = merge_shards(paths, str(shards), 2, 1280, get_preset("fast"))
     assert ok == paths and raw.shape == (6, 1280) and not failures
+    # shards written with other settings are never taken for this run's
+    other_size = extract_with_ray(paths, get_preset("fast"), str(shards), RayConfig(workers=1, shard_size=3))
+    assert other_size == {"shards": 2, "skipped_shards": 0, "extracted_shards": 2}
+    other_preset = extract_with_ray(paths[:2], get_preset("lite0-mac"), str(shards), cfg)
+    assert other_preset["extracted_shards"] == 1
