@@ -125,12 +125,13 @@ def main(argv=None):
         rows = []
         for label, add in (("searches only", None), ("searches + add of 20 images", extra)):
             r = run_load(url, queries, args.clients, args.requests, "bench-token", add)
+            images = httpx.get(url + "/info").json()["images"]
             rows.append((label, r["requests"], len(r["wrong"]), f"{r['qps']:.1f}", f"{r['p50_ms']:.0f}",
-                         f"{r['p99_ms']:.0f}"))
+                         f"{r['p99_ms']:.0f}", f"{len(r['added'].get('added', []))} → {images}"))
         print(f"\nimret serve, preset 'fast', {args.clients} clients, uploads of real photos, {os.cpu_count()} cores")
-        print(f"{'load':30s} {'requests':>8s} {'wrong':>6s} {'q/s':>6s} {'p50 ms':>7s} {'p99 ms':>7s}")
+        print(f"{'load':30s} {'requests':>8s} {'wrong':>6s} {'q/s':>6s} {'p50 ms':>7s} {'p99 ms':>7s}  added → images")
         for row in rows:
-            print(f"{row[0]:30s} {row[1]:>8} {row[2]:>6} {row[3]:>6} {row[4]:>7} {row[5]:>7}")
+            print(f"{row[0]:30s} {row[1]:>8} {row[2]:>6} {row[3]:>6} {row[4]:>7} {row[5]:>7}  {row[6]}")
     finally:
         proc.terminate()
         proc.wait(10)
