@@ -43,7 +43,7 @@ def table(title, header, rows):
 class Streamed:
     """A table whose rows are printed as they are measured (long runs show progress)."""
 
-    def __init__(self, title, header, width=14):
+    def __init__(self, title, header, width=18):
         self.w = [max(width, len(h)) for h in header]
         print(f"\n{title}")
         print("  ".join(h.ljust(x) for h, x in zip(header, self.w)))
@@ -61,7 +61,7 @@ def make_index(kind: str, dim: int, tmp: str) -> Index:
     return Index(Preset(index=cfg, whitening=WhiteningConfig(kind="none")), dim)
 
 
-def bench_backends(sizes, dim, kinds, n_queries):
+def bench_backends(sizes, dim, kinds, n_queries, sweep=()):
     out = Streamed(f"Index backends ({dim}-d, top-10, one query at a time, {os.cpu_count()} cores)",
                    ["N", "backend", "build s", "ms/query", "recall@10", "search bytes/img", "file bytes/img"])
     for n in sizes:
@@ -72,6 +72,14 @@ def bench_backends(sizes, dim, kinds, n_queries):
         q /= np.linalg.norm(q, axis=1, keepdims=True)
         truth = np.argpartition(-(q @ x.T), 10, axis=1)[:, :10]  # the exact top-10, as a set
         paths = [f"/bench/{i:08d}.jpg" for i in range(n)]
+
+        def timed_search(idx):
+            idx.search(q[:3], top=10)
+            t = time.perf_counter()
+            got = [idx.search(q[i:i + 1], top=10)[0] for i in range(n_queries)]
+            ms = 1000 * (time.perf_counter() - t) / n_queries
+            return ms, np.mean([len({h.id for h in g} & set(truth[i].tolist())) / 10 for i, g in enumerate(got)])
+
         for kind in kinds:
             if kind == "milvus-lite" and n > 100_000:
                 out.row(f"{n:,}", kind, "-", "-", "-", "-", "skipped: Milvus Lite is for small collections")
@@ -82,17 +90,18 @@ def bench_backends(sizes, dim, kinds, n_queries):
                 t = time.perf_counter()
                 idx.add_descriptors(paths, x)
                 build = time.perf_counter() - t
-                idx.search(q[:3], top=10)
-                t = time.perf_counter()
-                got = [idx.search(q[i:i + 1], top=10)[0] for i in range(n_queries)]
-                ms = 1000 * (time.perf_counter() - t) / n_queries
-                recall = np.mean([len({h.id for h in g} & set(truth[i].tolist())) / 10 for i, g in enumerate(got)])
+                ms, recall = timed_search(idx)
                 f = os.path.join(tmp, "b.index")
                 idx.save(f)
                 structure = (idx.backend.to_bytes().nbytes if idx.backend.needs_blob
                              else 4 * dim * n if kind == "flat" else float("nan"))
                 out.row(f"{n:,}", kind, f"{build:.1f}", f"{ms:.2f}", f"{recall:.3f}",
                         f"{structure / n:,.0f}", f"{os.path.getsize(f) / n:,.0f}")
+                if kind in ("hnsw", "hnsw-sq8", "ivfpq"):
+                    for r in sweep:  # a wider shortlist on the same structure: recall bought with time
+                        idx.preset = idx.preset.replace(index=idx.preset.index.replace(rescore=r))
+                        ms, recall = timed_search(idx)
+                        out.row(f"{n:,}", f"{kind} rescore={r}", "", f"{ms:.2f}", f"{recall:.3f}", "", "")
                 del idx
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -138,13 +147,15 @@ def main(argv=None):
     ap.add_argument("--dim", type=int, default=256, help="descriptor size (PCA-reduced descriptors are typical)")
     ap.add_argument("--kinds", nargs="+", default=["flat", "hnsw", "hnsw-sq8", "ivfpq", "milvus-lite"])
     ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--sweep", type=int, nargs="*", default=[1024],
+                    help="also search the approximate backends with these shortlist sizes")
     ap.add_argument("--ray", action="store_true", help="also compare local and Ray extraction")
     ap.add_argument("--data", default=None)
     ap.add_argument("--images", type=int, default=200)
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args(argv)
     if args.sizes:
-        bench_backends(args.sizes, args.dim, args.kinds, args.queries)
+        bench_backends(args.sizes, args.dim, args.kinds, args.queries, args.sweep)
     if args.ray:
         bench_ray(args.data, args.images, args.workers)
     print(f"\npeak memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MB")

@@ -1,6 +1,6 @@
 """Load on ``imret serve``: concurrent searches (by upload) while images are added.
 
-    python benchmarks/bench_service.py [--clients 4] [--requests 25] [--data DIR]
+    python benchmarks/bench_service.py [--clients 4] [--requests 25]
 
 Starts a real ``imret serve`` process on 127.0.0.1 (loopback only), sends a bounded
 number of requests, checks every answer, and prints sustained queries/second and
