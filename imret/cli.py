@@ -93,10 +93,7 @@ def cmd_index(args) -> int:
     dba = None if args.dba is None else _rerank("dba" + (f":{args.dba}" if args.dba else "")).database_step
     local = args.local is not None or args.attention is not None
     if args.engine == "ray":
-        if local:
-            _eprint("imret: error: --local is not available with --engine ray yet; index with --engine local")
-            return 1
-        return _index_with_ray(args, preset, head_state, dba)
+        return _index_with_ray(args, preset, head_state, dba, local)
     ex = Extractor(preset, device=args.device, head_state=head_state)
     journal = args.out + ".journal"
     if os.path.exists(journal):
@@ -108,16 +105,7 @@ def cmd_index(args) -> int:
         index.set_dba(dba)
     index.head_state = head_state
     if local:
-        from .local.commands import build_local
-
-        local_journal = Index.local_journal_path(journal)
-        if os.path.exists(local_journal):
-            from .local.journal import LocalJournal
-
-            _eprint(f"resuming the local features of {LocalJournal.count(local_journal)} images "
-                    f"recorded in {local_journal}")
-        build_local(index, args.local or "delf", args.attention, device=args.device, progress=not args.quiet,
-                    on_error=_skip_logger(args.quiet), journal_path=local_journal)
+        _attach_local(args, index, journal)
     index.save(args.out)
     Index.finish_journal(journal)
     log = _write_skip_log(args.out, report.skipped)
@@ -125,8 +113,24 @@ def cmd_index(args) -> int:
     return 0 if report.indexed or not report.skipped else 1
 
 
-def _index_with_ray(args, preset, head_state=None, dba=None) -> int:
-    """Extraction spread over Ray workers in shards (resumable), then one merge."""
+def _attach_local(args, index, journal: str) -> None:
+    """Local features for every image of ``index`` (journaled beside ``journal``: resumable)."""
+    from .index.store import Index
+    from .local.commands import build_local
+
+    local_journal = Index.local_journal_path(journal)
+    if os.path.exists(local_journal):
+        from .local.journal import LocalJournal
+
+        _eprint(f"resuming the local features of {LocalJournal.count(local_journal)} images "
+                f"recorded in {local_journal}")
+    build_local(index, args.local or "delf", args.attention, device=args.device, progress=not args.quiet,
+                on_error=_skip_logger(args.quiet), journal_path=local_journal)
+
+
+def _index_with_ray(args, preset, head_state=None, dba=None, local=False) -> int:
+    """Extraction spread over Ray workers in shards (resumable), then one merge. Local
+    features, with ``local``, are extracted afterwards by this process (journaled)."""
     try:
         from .engines.ray_engine import RayConfig, clear_shards, extract_with_ray, merge_shards
     except ImportError as exc:
@@ -151,7 +155,10 @@ def _index_with_ray(args, preset, head_state=None, dba=None) -> int:
     if dba is not None:
         index.set_dba(dba)
     index.head_state = head_state
+    if local:
+        _attach_local(args, index, args.out + ".journal")
     index.save(args.out)
+    Index.finish_journal(args.out + ".journal")
     clear_shards(shards_dir)
     report.indexed = len(ok)
     report.seconds = time.time() - t0

@@ -76,6 +76,8 @@ def _uploads_dir(index_path: str) -> str:
 def create_app(config: ServiceConfig, index: Index | None = None) -> FastAPI:
     index = index if index is not None else Index.load(config.index_path)
     index.extractor(device=config.device)
+    if index.local is not None:  # built now, not by the first requests at once
+        index.local.extractor(device=config.device)
     holder = IndexHolder(index, config.index_path)
     thumbs: OrderedDict[tuple[int, int], bytes] = OrderedDict()
     thumbs_lock = threading.Lock()
@@ -126,8 +128,12 @@ def create_app(config: ServiceConfig, index: Index | None = None) -> FastAPI:
         return tuple(vals)
 
     def hit_json(h):
-        return {"rank": h.rank, "score": round(h.score, 6), "id": h.id, "name": os.path.basename(h.path),
-                "path": h.path, "image": f"/images/{h.id}", "thumbnail": f"/thumbnails/{h.id}"}
+        out = {"rank": h.rank, "score": round(h.score, 6), "id": h.id, "name": os.path.basename(h.path),
+               "path": h.path, "image": f"/images/{h.id}", "thumbnail": f"/thumbnails/{h.id}"}
+        if h.inliers is not None:  # spatially verified: inlier matches, query x, y → result x, y in pixels
+            out["inliers"] = int(h.inliers)
+            out["matches"] = np.round(np.asarray(h.matches, np.float64), 1).tolist() if h.matches is not None else []
+        return out
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page():
@@ -152,7 +158,7 @@ def create_app(config: ServiceConfig, index: Index | None = None) -> FastAPI:
         return {"images": i["images"], "dim": i["dim"], "backend": i["backend"], "preset": i["preset"]["name"],
                 "description": i["preset"]["description"], "whitening": i["whitening"] is not None,
                 "writable": config.token is not None, "version": __version__,
-                "max_upload_bytes": config.max_upload_bytes, "rerank_steps": _rerank_names()}
+                "max_upload_bytes": config.max_upload_bytes, "rerank_steps": _rerank_names(idx)}
 
     @app.post("/search")
     async def search(file: UploadFile | None = File(None), id: int | None = Form(None),
@@ -248,11 +254,16 @@ def create_app(config: ServiceConfig, index: Index | None = None) -> FastAPI:
             raise HTTPException(415, {"message": "no image could be read", "rejected": rejected})
         extractor = holder.index.extractor()
         res = await run_in_threadpool(extractor.extract_paths, saved)  # the slow part, outside the write lock
+        local = holder.index.local
+        local_features = [] if local is None else await run_in_threadpool(
+            lambda: [local.extractor().extract(p) for p in res.paths])
         ids_before = holder.index.next_id
 
         def change(idx: Index):
             idx.add_roots([folder])
             idx.add_descriptors(res.paths, res.descriptors)
+            if local_features:
+                idx.local.add_features(zip(idx.ids[-len(res.paths):].tolist(), local_features))
 
         new = await run_in_threadpool(holder.update, change)
         added = [{"id": int(i), "name": os.path.basename(p)} for i, p in zip(new.ids, new.paths) if i >= ids_before]
@@ -272,17 +283,22 @@ def create_app(config: ServiceConfig, index: Index | None = None) -> FastAPI:
     return app
 
 
-def _rerank_names() -> list[str]:
+def _rerank_names(idx: Index) -> list[str]:
+    """The re-ranking steps this index can run (verification needs its local features)."""
+    from .. import local  # noqa: F401  (registers sv, svh)
     from ..rerank import STEPS
 
-    return STEPS.names()
+    return [n for n in STEPS.names() if idx.local is not None or n not in ("sv", "svh")]
 
 
 def _search(idx: Index, img: np.ndarray, top: int, rerank: str | None):
-    q = idx.extractor().extract(img)[None]
-    if rerank:
-        try:
-            return idx.search(q, top=top, rerank=rerank)[0]
-        except (ValueError, KeyError) as exc:
-            raise HTTPException(422, str(exc)) from None
-    return idx.search(q, top=top)[0]
+    """Ranked hits for an H×W×3 image; with 'sv'/'svh' the hits carry inliers and matches."""
+    from ..local import needs_local
+
+    try:
+        if needs_local(rerank or None) and idx.local is None:
+            raise HTTPException(422, "this index holds no local features for spatial verification: "
+                                     "build it with 'imret index --local'")
+        return idx.search_image(img, top=top, rerank=rerank or None)
+    except (ValueError, KeyError) as exc:
+        raise HTTPException(422, str(exc)) from None

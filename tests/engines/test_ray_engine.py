@@ -32,13 +32,16 @@ def test_ray_index_equals_local_index_and_resumes(photoset, tmp_path):
     assert run("index", photos, "--out", local, "--preset", "fast", "-q").returncode == 0
     distributed = tmp_path / "ray.index"
     r = run("index", photos, "--out", distributed, "--preset", "fast", "-q", "--engine", "ray",
-            "--workers", "2", "--shard-size", "3")
+            "--workers", "2", "--shard-size", "3", "--local", "fast")
     assert r.returncode == 0, r.stderr
     assert "4 shards extracted" in r.stderr and "broken.jpg" in r.stderr
     a, b = Index.load(local), Index.load(distributed)
     assert a.paths == b.paths and len(a) == 10
     assert np.allclose(a.descriptors, b.descriptors, atol=1e-5)
     assert not os.path.exists(str(distributed) + ".shards")
+    # local features, asked for with the Ray engine, come for every image
+    assert b.local is not None and b.local.ids == b.ids.tolist() and len(b.local.features(int(b.ids[0]))) > 50
+    assert not os.path.exists(str(distributed) + ".local.journal")
 
 
 def test_finished_shards_are_not_extracted_again(photoset, tmp_path):

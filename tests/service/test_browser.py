@@ -31,8 +31,6 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(photoset, tmp_path_factory):
-    import uvicorn
-
     root = tmp_path_factory.mktemp("browser")
     photos = root / "photos"
     photos.mkdir()
@@ -41,7 +39,19 @@ def server(photoset, tmp_path_factory):
     index, _ = Index.build([photos], get_preset("fast"))
     path = str(root / "web.index")
     index.save(path)
-    app = create_app(ServiceConfig(index_path=path), index=index)
+    yield from _serve(create_app(ServiceConfig(index_path=path), index=index))
+
+
+@pytest.fixture(scope="module")
+def local_server(local_index):
+    path = local_index[0]
+    yield from _serve(create_app(ServiceConfig(index_path=path), index=Index.load(path)))
+
+
+def _serve(app):
+    """The app on a free loopback port, in a thread, for as long as the generator runs."""
+    import uvicorn
+
     port = _free_port()
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     t = threading.Thread(target=srv.run, daemon=True)
@@ -119,4 +129,27 @@ def test_a_non_image_shows_a_message(server, browser, tmp_path):
     page.set_input_files("#file", str(bad))
     page.wait_for_function("document.getElementById('message').textContent.includes('not an image')")
     assert "notes.jpg" in page.text_content("#message")
+    page.close()
+
+
+def test_verified_results_show_inliers_and_their_matches(local_server, browser, photoset, tmp_path):
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.goto(local_server + "/")
+    page.wait_for_function("[...document.getElementById('rerank').options].some(o => o.value === 'sv')")
+    page.select_option("#rerank", "sv")
+    page.set_input_files("#file", os.path.join(photoset.root, "queries", "coffee__occlude.jpg"))
+    page.wait_for_selector(".results li .inliers")
+    assert page.locator(".results .name").first.text_content() == "coffee.png"
+    inliers = int(page.locator(".results .inliers").first.text_content().split()[0])
+    assert inliers >= 20
+    page.click(".results li >> nth=0")
+    page.wait_for_selector("#detail-extra canvas.matches")
+    assert page.get_attribute("#detail-extra canvas.matches", "aria-label") == f"{inliers} inlier matches"
+    # the picture is drawn: its pixels are not all one colour
+    spread = page.evaluate("""() => { const c = document.querySelector('#detail-extra canvas.matches');
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let lo = 255, hi = 0; for (let i = 1; i < d.length; i += 4 * 97) { lo = Math.min(lo, d[i]); hi = Math.max(hi, d[i]); }
+        return hi - lo; }""")
+    assert spread > 50
+    page.screenshot(path=os.path.join(_shots(tmp_path), "matches.png"))
     page.close()

@@ -1,7 +1,7 @@
 "use strict";
 // The search page: pick or drop a photo, optionally drag a box, see ranked results.
 const $ = (id) => document.getElementById(id);
-const state = { file: null, image: null, box: null, drag: null, scale: 1 };
+const state = { file: null, image: null, box: null, drag: null, scale: 1, query: null };
 
 async function loadInfo() {
   try {
@@ -68,6 +68,7 @@ async function search() {
     const r = await fetch("/search", { method: "POST", body: fd });
     const body = await r.json();
     if (!r.ok) { showMessage(typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail)); return; }
+    state.query = body.query;
     render(body);
     $("status").textContent = `${body.images.toLocaleString()} images · query ${body.ms.toFixed(0)} ms on the server, ${(performance.now() - t0).toFixed(0)} ms in all`;
   } catch (e) { showMessage(`search failed: ${e}`); }
@@ -80,6 +81,11 @@ function render(body) {
     const li = document.createElement("li");
     li.tabIndex = 0; li.dataset.id = h.id; li.className = "result";
     li.innerHTML = `<img loading="lazy" alt=""><div class="meta"><span class="rank">#${h.rank}</span><span class="score">${h.score.toFixed(3)}</span></div><div class="name"></div>`;
+    if (h.inliers !== undefined) {
+      const v = document.createElement("span");
+      v.className = "inliers"; v.textContent = `${h.inliers} inliers`;
+      li.querySelector(".meta").append(v);
+    }
     li.querySelector("img").src = h.thumbnail;
     li.querySelector(".name").textContent = h.name;
     li.title = h.path;
@@ -100,10 +106,36 @@ function openDetail(h) {
   $("detail-result").src = h.image;
   $("detail-caption").textContent = h.path;
   const extra = $("detail-extra"); extra.replaceChildren();
-  for (const [key, label] of [["matches", "matched keypoints"], ["attention", "attention"]]) {
-    if (h[key]) { const i = new Image(); i.alt = label; i.src = h[key]; extra.append(i); }
+  if (h.matches && h.matches.length && img) {
+    const result = new Image();
+    result.onload = () => extra.append(drawMatches(h, c, result));
+    result.src = h.image;
   }
   $("detail").showModal();
+}
+
+// Query (as searched: the box, at the size the server decoded) and result side by side,
+// with a line for each inlier match of the spatial verification.
+function drawMatches(h, query, result) {
+  const H = 360, gap = 8;
+  const sq = H / query.height, sr = H / result.naturalHeight;
+  const wq = Math.round(query.width * sq), wr = Math.round(result.naturalWidth * sr);
+  const k = state.query && state.query.width ? query.width / state.query.width : 1;
+  const c = document.createElement("canvas");
+  c.width = wq + gap + wr; c.height = H; c.className = "matches";
+  c.setAttribute("aria-label", `${h.inliers} inlier matches`);
+  const g = c.getContext("2d");
+  g.drawImage(query, 0, 0, wq, H);
+  g.drawImage(result, wq + gap, 0, wr, H);
+  g.lineWidth = 1.5; g.strokeStyle = "rgba(60, 220, 90, 0.85)";
+  for (const [qx, qy, rx, ry] of h.matches) {
+    g.beginPath(); g.moveTo(qx * k * sq, qy * k * sq); g.lineTo(wq + gap + rx * sr, ry * sr); g.stroke();
+  }
+  const fig = document.createElement("figure");
+  const cap = document.createElement("figcaption");
+  cap.textContent = `${h.inliers} inlier matches (spatial verification)`;
+  fig.append(c, cap);
+  return fig;
 }
 
 function init() {
