@@ -455,7 +455,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ef-search", type=int, default=None, help="hnsw: beam width of a search (recall vs time)")
     p.add_argument("--nprobe", type=int, default=None, help="ivfpq: inverted lists visited per search")
     p.add_argument("--rescore", type=int, default=None,
-                   help="approximate backends: candidates re-scored exactly per search (default 256)")
+                   help="approximate backends: candidates re-scored exactly per search "
+                        "(default: 256 for hnsw, 1024 for ivfpq)")
     p.add_argument("--milvus-uri", default=None,
                    help="keep the vectors in Milvus: a Milvus Lite file (./vectors.db) or http://host:19530")
     p.add_argument("--engine", choices=["local", "ray"], default="local",

@@ -139,7 +139,7 @@ class IndexConfig(_Config):
     ivf_lists: int | None = None
     pq_m: int | None = None
     nprobe: int = 16
-    rescore: int = 256  # candidates an approximate structure proposes for exact re-scoring
+    rescore: int | None = None  # candidates proposed for exact re-scoring (None: the backend's default)
     milvus_uri: str | None = None  # 'milvus': a Milvus Lite file or http://host:19530
     milvus_collection: str = "imret"
 
@@ -153,7 +153,7 @@ class IndexConfig(_Config):
         if self.kind != "auto" and self.kind not in BACKENDS:
             raise ConfigError(f"unknown index kind {self.kind!r}; known: auto, {', '.join(BACKENDS.names())}")
         for name in ("hnsw_m", "ef_search", "nprobe", "rescore"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"index {name} must be at least 1, not {getattr(self, name)}")
 
 

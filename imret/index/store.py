@@ -364,7 +364,7 @@ class Index:
         else:
             # the approximate structure holds the plain rows: its candidates are re-scored
             # exactly against the rows searched (the augmented ones, with αDBA)
-            cand = self._candidates(q, max(4 * depth, self.preset.index.rescore))
+            cand = self._candidates(q, max(4 * depth, self.preset.index.rescore or self.backend.rescore))
             safe = np.where(cand >= 0, cand, 0)
             exact = np.einsum("qd,qkd->qk", q, np.asarray(rows)[safe])
             exact = np.where(cand >= 0, exact, -np.inf)

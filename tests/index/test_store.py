@@ -114,3 +114,20 @@ def test_config_and_version_travel_with_the_index(rng, tmp_path):
     meta, _ = read_container(tmp_path / "i.index")
     assert meta["imret_version"] == __version__
     assert Preset.from_dict(meta["preset"]) == idx.preset
+
+
+def test_auto_choice_by_size_and_each_backends_shortlist(rng, monkeypatch):
+    from imret.index import choose_kind
+
+    assert [choose_kind(n) for n in (0, 199_999, 200_000, 999_999, 1_000_000, 50_000_000)] == \
+        ["flat", "flat", "hnsw", "hnsw", "ivfpq", "ivfpq"]
+    paths, x = _data(rng, 3000)
+    asked = []
+    for kind, cfg, want in (("hnsw", {}, 256), ("ivfpq", {}, 1024), ("ivfpq", {"rescore": 77}, 77)):
+        idx = Index(Preset(index=IndexConfig(kind=kind, **cfg), whitening=WhiteningConfig(kind="none")), 32)
+        idx.add_descriptors(paths, x)
+        real = idx.backend.search
+        monkeypatch.setattr(idx.backend, "search", lambda q, k, real=real: (asked.append(k), real(q, k))[1])
+        hits = idx.search(x[:2], top=10)[0]
+        assert asked[-1] == want and hits[0].path == paths[0]
+        assert idx.search(x[:1], top=300)[0][0].path == paths[0] and asked[-1] == max(want, 1200)
