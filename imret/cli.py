@@ -53,11 +53,14 @@ def _model_from_args(args):
     return _preset_from_args(args), None
 
 
+TUNING = ("ef_search", "nprobe", "rescore")  # search settings of the approximate backends
+
+
 def _apply_overrides(p, args):
     if getattr(args, "index_kind", None) or getattr(args, "milvus_uri", None):
         kind = args.index_kind or ("milvus" if args.milvus_uri else p.index.kind)
         p = p.replace(index=p.index.replace(kind=kind, milvus_uri=args.milvus_uri or p.index.milvus_uri))
-    tuning = {k: getattr(args, k) for k in ("ef_search", "nprobe", "rescore") if getattr(args, k, None) is not None}
+    tuning = {k: getattr(args, k) for k in TUNING if getattr(args, k, None) is not None}
     if tuning:
         p = p.replace(index=p.index.replace(**tuning))
     if getattr(args, "no_whitening", False):
@@ -200,6 +203,9 @@ def cmd_search(args) -> int:
 
     index = Index.load(args.index)
     index.extractor(device=args.device)
+    tuning = {k: getattr(args, k) for k in TUNING if getattr(args, k) is not None}
+    if tuning:
+        index.tune(**tuning)
     step = args.rerank.database_step if args.rerank else None
     if step is not None and (index.dba is None or index.dba.step != step):
         stored = f"stores {index.dba.step.spec()}" if index.dba else "stores no αDBA"
@@ -439,6 +445,13 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--version", action="version", version=f"imret {__version__}")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    def tuning_options(p, when="saved in the index"):
+        p.add_argument("--ef-search", type=int, default=None, help=f"hnsw: beam width of a search; {when}")
+        p.add_argument("--nprobe", type=int, default=None, help=f"ivfpq: inverted lists visited per search; {when}")
+        p.add_argument("--rescore", type=int, default=None,
+                       help=f"approximate backends: candidates re-scored exactly per search "
+                            f"(256 for hnsw, 1024 for ivfpq unless set); {when}")
+
     def common(p, preset=True):
         p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda when available)")
         p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -452,11 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="index file to write")
     p.add_argument("--index-kind", choices=["auto", "flat", "hnsw", "hnsw-sq8", "ivfpq", "milvus"], default=None,
                    help="search structure (default: the preset's; 'auto' picks by collection size)")
-    p.add_argument("--ef-search", type=int, default=None, help="hnsw: beam width of a search (recall vs time)")
-    p.add_argument("--nprobe", type=int, default=None, help="ivfpq: inverted lists visited per search")
-    p.add_argument("--rescore", type=int, default=None,
-                   help="approximate backends: candidates re-scored exactly per search "
-                        "(default: 256 for hnsw, 1024 for ivfpq)")
+    tuning_options(p)
     p.add_argument("--milvus-uri", default=None,
                    help="keep the vectors in Milvus: a Milvus Lite file (./vectors.db) or http://host:19530")
     p.add_argument("--engine", choices=["local", "ray"], default="local",
@@ -486,6 +495,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bbox", type=_bbox, default=None, help="crop the query: x0,y0,x1,y1 in pixels")
     p.add_argument("--rerank", type=_rerank, default=None, metavar="STEPS", help=RERANK_HELP)
     p.add_argument("--json", action="store_true")
+    tuning_options(p, "for this search (default: as the index was built)")
     common(p, preset=False)
     p.set_defaults(func=cmd_search)
 

@@ -114,6 +114,10 @@ def test_backend_and_its_tuning_are_chosen_on_the_command_line_and_kept(folders,
     assert np.allclose([r["score"] for r in approx], [r["score"] for r in exact], atol=1e-5)
     bad = imret("index", photos, "--out", root / "x.index", "--nprobe", "0", check=False)
     assert bad.returncode != 0 and "nprobe must be at least 1" in bad.stderr
+    wide = json.loads(imret("search", out, query, "--top", "5", "--json", "--ef-search", "200").stdout)["results"]
+    assert [r["path"] for r in wide] == [r["path"] for r in exact]
+    bad = imret("search", out, query, "--rescore", "0", check=False)
+    assert bad.returncode != 0 and "rescore must be at least 1" in bad.stderr
 
 
 def test_add_and_remove_match_a_fresh_build(folders, photoset):

@@ -335,6 +335,18 @@ class Index:
     def __len__(self) -> int:
         return len(self.paths)
 
+    def tune(self, **settings) -> None:
+        """Change search settings of the approximate backends (``ef_search``, ``nprobe``,
+        ``rescore``) for this object's later searches; saved with the index if it is saved."""
+        allowed = {"ef_search", "nprobe", "rescore"}
+        if set(settings) - allowed:
+            raise ValueError(f"only {', '.join(sorted(allowed))} can be tuned, not {sorted(set(settings) - allowed)}")
+        cfg = self.preset.index.replace(**settings)  # validated here
+        self.preset = self.preset.replace(index=cfg)
+        self.backend.cfg = cfg
+        if getattr(self.backend, "index", None) is not None:
+            self.backend._configure()
+
     def search(self, query_raw: np.ndarray, top: int = 10, rerank=None, query_local=None) -> list[list[Hit]]:
         """Q×raw_dim raw query descriptors (as the extractor gives them) → per query, ranked hits."""
         q = self.postprocess(query_raw)

@@ -131,3 +131,23 @@ def test_auto_choice_by_size_and_each_backends_shortlist(rng, monkeypatch):
         hits = idx.search(x[:2], top=10)[0]
         assert asked[-1] == want and hits[0].path == paths[0]
         assert idx.search(x[:1], top=300)[0][0].path == paths[0] and asked[-1] == max(want, 1200)
+
+
+def test_tune_changes_search_settings_of_a_built_index(rng, tmp_path):
+    import faiss
+
+    from imret.config import ConfigError
+
+    paths, x = _data(rng, 3000)
+    idx = _index("ivfpq")
+    idx.add_descriptors(paths, x)
+    idx.tune(nprobe=3, rescore=40)
+    assert faiss.extract_index_ivf(idx.backend.index).nprobe == 3
+    assert idx.preset.index.rescore == 40
+    idx.save(tmp_path / "t.index")
+    back = Index.load(tmp_path / "t.index")  # kept by a save, and applied on load
+    assert faiss.extract_index_ivf(back.backend.index).nprobe == 3 and back.preset.index.rescore == 40
+    with pytest.raises(ConfigError, match="nprobe must be at least 1"):
+        idx.tune(nprobe=0)
+    with pytest.raises(ValueError, match="can be tuned"):
+        idx.tune(kind="flat")
