@@ -151,3 +151,24 @@ def test_tune_changes_search_settings_of_a_built_index(rng, tmp_path):
         idx.tune(nprobe=0)
     with pytest.raises(ValueError, match="can be tuned"):
         idx.tune(kind="flat")
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "ivfpq"])
+def test_a_mapped_index_searches_changes_and_saves_like_a_loaded_one(kind, rng, tmp_path):
+    paths, x = _data(rng, 2500)
+    idx = _index(kind)
+    idx.add_descriptors(paths[:2000], x[:2000])
+    f = tmp_path / "m.index"
+    idx.save(f)
+    mapped, loaded = Index.load(f, mmap=True), Index.load(f)
+    assert isinstance(mapped.descriptors, np.memmap)
+    q = x[:40:4]
+    assert [[h.path for h in r] for r in mapped.search(q)] == [[h.path for h in r] for r in loaded.search(q)]
+    for index in (mapped, loaded):  # changes never write into the read-only map
+        index.add_descriptors(paths[2000:], x[2000:])
+        index.remove(paths[:10])
+    mapped.save(f)  # over the file it maps: written aside and renamed, the map stays valid
+    again = Index.load(f)
+    assert again.paths == loaded.paths
+    assert np.array_equal(again.descriptors, loaded.descriptors)
+    assert [h.path for h in again.search(x[2400:2401])[0][:1]] == [paths[2400]]
