@@ -103,7 +103,7 @@ class RecordJournal:
 
     @classmethod
     def count(cls, path: str) -> int:
-        """Complete records in the journal at ``path``, whatever its settings (0 when
+        """Images recorded in the journal at ``path``, whatever its settings (0 when
         there is none or it is unreadable): what a resumed run will take from it."""
         try:
             with open(path, "rb") as f:
@@ -112,7 +112,7 @@ class RecordJournal:
             j = cls.__new__(cls)
             RecordJournal.__init__(j, path, json.loads(head[12:12 + hlen].decode("utf-8")))
             j.decode = lambda payload: None  # only the framing is checked
-            return len(j.records()[0])
+            return sum(1 for p in j.records()[0] if not p.startswith("\0"))  # NUL-led keys: not images
         except (OSError, ValueError, struct.error, IndexFileError):
             return 0
 

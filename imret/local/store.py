@@ -131,6 +131,12 @@ def _pq(dim: int, m: int):
     return pq
 
 
+def row_dtype(codec: LocalCodec) -> np.dtype:
+    """The structured layout of one stored feature with ``codec``'s codes."""
+    return np.dtype([("x", "<f4"), ("y", "<f4"), ("scale", "u1"), ("score", "<f2"),
+                     ("code", codec.code_dtype, codec.code_shape)])
+
+
 class Stored(NamedTuple):
     """One image's stored rows (a structured array, fields x, y, scale, score, code) and
     its (height, width)."""
@@ -186,14 +192,17 @@ class LocalStore:
         extracted again (``journal_header``: what else must match, e.g. the index's
         creation time). The caller deletes the journal once the store is saved."""
         from ..index.journal import state_digest
-        from .journal import LocalJournal
+        from .journal import CODEC_KEY, LocalJournal
 
         journal, resumed = None, {}
         if journal_path:
             header = {"local": self.config.to_dict(), "attention": state_digest(self.attention_state),
                       **(journal_header or {})}
-            journal = LocalJournal(journal_path, header)
+            journal = LocalJournal(journal_path, header, codec=self.codec)
             resumed = dict(zip(*journal.records()))
+            codec = resumed.pop(CODEC_KEY, None)
+            if codec is not None and self.codec is None:  # learned by the killed run: its stored rows use it
+                self.codec = codec
             journal.open()
         try:
             return self._add(paths, ids, progress, on_error, journal, resumed)
@@ -215,6 +224,8 @@ class LocalStore:
             try:
                 if f is None:
                     f = ex.extract(p)
+                    if self.codec is not None:
+                        f = self._encode(f)  # journaled, and kept, in the compact form
                     if journal:
                         journal.append(p, f)
             except ImageLoadError as exc:
@@ -225,15 +236,17 @@ class LocalStore:
                 if bar:
                     bar.update(1)
             done.append(int(i))
-            if self.codec is None:
+            if isinstance(f, Stored):
+                self._rows[int(i)] = f
+            elif self.codec is None:
                 pending.append((int(i), f))
                 if len(pending) >= self.config.pca_images:
-                    self._learn_codec(pending)
+                    self._learn_codec(pending, journal)
                     pending = []
             else:
                 self.put(int(i), f)
         if pending:
-            self._learn_codec(pending)
+            self._learn_codec(pending, journal)
         if bar:
             bar.close()
         return done
@@ -248,9 +261,13 @@ class LocalStore:
             for i, f in items:
                 self.put(i, f)
 
-    def _learn_codec(self, items: list[tuple[int, LocalFeatures]]) -> None:
+    def _learn_codec(self, items: list[tuple[int, LocalFeatures]], journal=None) -> None:
         if self.codec is None:
             self.codec = LocalCodec.fit(np.concatenate([f.descriptors for _, f in items]), self.config)
+            if journal is not None:  # before any row encoded with it
+                from .journal import CODEC_KEY
+
+                journal.append(CODEC_KEY, self.codec)
         for i, f in items:
             self.put(i, f)
 
@@ -259,8 +276,7 @@ class LocalStore:
         self._rows[int(image_id)] = self._encode(f)
 
     def _row_dtype(self) -> np.dtype:
-        return np.dtype([("x", "<f4"), ("y", "<f4"), ("scale", "u1"), ("score", "<f2"),
-                         ("code", self.codec.code_dtype, self.codec.code_shape)])
+        return row_dtype(self.codec)
 
     def _encode(self, f: LocalFeatures) -> Stored:
         rows = np.zeros(len(f), self._row_dtype())

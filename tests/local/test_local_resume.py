@@ -48,7 +48,8 @@ class _Crash(Exception):
     pass
 
 
-def test_store_resumes_from_its_journal(local_extractor, photos, tmp_path, one_thread, monkeypatch):
+@pytest.mark.parametrize("pca_images", [200, 2], ids=["crash-before-the-codec", "crash-after-the-codec"])
+def test_store_resumes_from_its_journal(pca_images, local_extractor, photos, tmp_path, one_thread, monkeypatch):
     names = ["astronaut", "coffee", "chelsea", "camera", "rocket", "china"]
     paths = []
     for n in names:
@@ -59,6 +60,11 @@ def test_store_resumes_from_its_journal(local_extractor, photos, tmp_path, one_t
         paths.append(str(p))
     ids = list(range(10, 16))
     journal = str(tmp_path / "db.local.journal")
+    if pca_images != local_extractor.config.pca_images:  # the codec is learned, and journaled, after 2 images
+        from imret.local.extract import LocalExtractor
+
+        local_extractor = LocalExtractor(local_extractor.config.replace(pca_images=pca_images),
+                                         local_extractor.attention_state(), device="cpu")
     calls = []
     real = type(local_extractor).extract
 
@@ -75,6 +81,10 @@ def test_store_resumes_from_its_journal(local_extractor, photos, tmp_path, one_t
             LocalStore.build(paths, ids, local_extractor, journal_path=journal)
         crash[0] = False
         calls.clear()
+        if pca_images == 2:  # raw features of 2 images, the codec, then 1 image in the compact stored form
+            assert LocalJournal.count(journal) == 3
+            raw_bytes = len(LocalJournal(journal, {}).encode(real(local_extractor, paths[0])))
+            assert os.path.getsize(journal) < 2.5 * raw_bytes
         resumed = LocalStore.build(paths, ids, local_extractor, journal_path=journal)
         assert calls == paths[3:]  # the three journaled images are not extracted again
         clean = LocalStore.build(paths, ids, local_extractor)
