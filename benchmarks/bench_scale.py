@@ -14,6 +14,7 @@ import argparse
 import os
 import resource
 import shutil
+import sys
 import tempfile
 import time
 
@@ -22,6 +23,9 @@ import numpy as np
 from imret.config import IndexConfig, Preset, WhiteningConfig
 from imret.index.store import Index
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_spine import table  # noqa: E402
+
 
 def clustered(n: int, dim: int, seed: int = 0) -> np.ndarray:
     """Unit-norm rows around 1000 centres: closer to real descriptors than uniform noise."""
@@ -29,15 +33,6 @@ def clustered(n: int, dim: int, seed: int = 0) -> np.ndarray:
     centres = rng.normal(size=(1000, dim)).astype(np.float32)
     x = centres[rng.integers(0, 1000, n)] + 0.6 * rng.normal(size=(n, dim)).astype(np.float32)
     return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-
-def table(title, header, rows):
-    print(f"\n{title}")
-    w = [max(len(str(h)), *(len(str(r[i])) for r in rows)) for i, h in enumerate(header)]
-    print("  ".join(str(h).ljust(x) for h, x in zip(header, w)))
-    print("  ".join("-" * x for x in w))
-    for r in rows:
-        print("  ".join(str(c).ljust(x) for c, x in zip(r, w)), flush=True)
 
 
 class Streamed:

@@ -73,7 +73,7 @@ def bench_search(sizes, dim, kinds, n_queries=200):
             idx.search(q[:5], top=10)
             t = time.perf_counter()
             for i in range(n_queries):
-                got = idx.search(q[i:i + 1], top=10)
+                idx.search(q[i:i + 1], top=10)
             single = 1000 * (time.perf_counter() - t) / n_queries
             res = idx.search(q, top=10)
             ids = [[h.id for h in r] for r in res]

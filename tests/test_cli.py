@@ -2,21 +2,17 @@
 import json
 import os
 import shutil
-import subprocess
-import sys
 import zlib
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from imret_cli import run_imret
+
 
 def imret(*args, check=True):
-    proc = subprocess.run([sys.executable, "-m", "imret", *map(str, args)], capture_output=True, text=True,
-                          timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"imret {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr}")
-    return proc
+    return run_imret(*args, check=check)
 
 
 def _huge_png(path):

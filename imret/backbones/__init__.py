@@ -41,13 +41,10 @@ class Backbone(nn.Module):
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Tensors of a torchvision/timm/imret checkpoint, without unpickling arbitrary objects."""
+    from ..io.torchfile import load_torch_file
+
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise WeightsError(path, "no such weights file")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for foreign or broken files
-        raise WeightsError(path, f"not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})") from None
+    obj = load_torch_file(path, "weights", "PyTorch checkpoint")
     for key in ("state_dict", "model", "model_state"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]

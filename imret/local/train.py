@@ -138,12 +138,11 @@ def save_attention(path: str | os.PathLike, state: dict[str, torch.Tensor], conf
 def load_attention(path: str | os.PathLike) -> tuple[LocalConfig, dict[str, torch.Tensor]]:
     """(the local config it was trained for, the attention state) of a file ``save_attention`` wrote."""
     from ..errors import WeightsError
+    from ..io.torchfile import load_torch_file
 
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise WeightsError(path, "no such attention file")
+    obj = load_torch_file(path, "attention", "imret attention file")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
         if obj.get("format") != FORMAT:
             raise ValueError(f"format {obj.get('format')!r}")
         return LocalConfig.from_dict(obj["local"]), dict(obj["state"])

@@ -22,6 +22,7 @@ import torch
 from .. import __version__
 from ..config import Preset
 from ..errors import WeightsError
+from ..io.torchfile import load_torch_file
 from .config import TrainConfig
 
 FORMAT = "imret-checkpoint"
@@ -76,12 +77,7 @@ def save_checkpoint(path: str | os.PathLike, ck: Checkpoint) -> None:
 
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise WeightsError(path, "no such checkpoint file")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for foreign or broken files
-        raise WeightsError(path, f"not a readable checkpoint ({type(exc).__name__}: {exc})") from None
+    obj = load_torch_file(path, "checkpoint")
     meta = obj.get("meta") if isinstance(obj, dict) else None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise WeightsError(path, "not an imret training checkpoint (made by 'imret train')")

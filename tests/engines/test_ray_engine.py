@@ -1,9 +1,6 @@
 """Distributed extraction with Ray: same index as the local loop; finished shards are skipped."""
-import json
 import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -12,6 +9,8 @@ pytest.importorskip("ray")
 
 from imret.engines.ray_engine import RayConfig, extract_with_ray, merge_shards, plan_shards  # noqa: E402
 from imret.index.store import Index  # noqa: E402
+
+from imret_cli import run_imret  # noqa: E402
 
 
 def test_plan_shards_keeps_order():
@@ -26,13 +25,11 @@ def test_ray_index_equals_local_index_and_resumes(photoset, tmp_path):
     for p in photoset.db[:10]:
         shutil.copy(p, photos)
     (photos / "broken.jpg").write_bytes(b"\xff\xd8 nope")
-    run = lambda *a: subprocess.run([sys.executable, "-m", "imret", *map(str, a)], capture_output=True,  # noqa: E731
-                                    text=True, timeout=900)
     local = tmp_path / "local.index"
-    assert run("index", photos, "--out", local, "--preset", "fast", "-q").returncode == 0
+    assert run_imret("index", photos, "--out", local, "--preset", "fast", "-q", timeout=900).returncode == 0
     distributed = tmp_path / "ray.index"
-    r = run("index", photos, "--out", distributed, "--preset", "fast", "-q", "--engine", "ray",
-            "--workers", "2", "--shard-size", "3", "--local", "fast")
+    r = run_imret("index", photos, "--out", distributed, "--preset", "fast", "-q", "--engine", "ray",
+                  "--workers", "2", "--shard-size", "3", "--local", "fast", timeout=900)
     assert r.returncode == 0, r.stderr
     assert "4 shards extracted" in r.stderr and "broken.jpg" in r.stderr
     a, b = Index.load(local), Index.load(distributed)

@@ -5,14 +5,14 @@ starts it on a free port and stops it afterwards.
 """
 import os
 import socket
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from imret.config import IndexConfig, Preset, WhiteningConfig
 from imret.index.store import Index
+
+from imret_cli import run_imret
 
 pytest.importorskip("pymilvus")
 
@@ -76,13 +76,11 @@ def test_milvus_server(milvus_server, tmp_path):
 def test_cli_with_milvus_lite(tmp_path, photoset, copy_photos):
     photos = copy_photos(photoset.db[:6], tmp_path / "photos")
     out = tmp_path / "m.index"
-    run = lambda *a: subprocess.run([sys.executable, "-m", "imret", *map(str, a)], capture_output=True,  # noqa: E731
-                                    text=True, timeout=600)
-    r = run("index", photos, "--out", out, "--preset", "fast", "--milvus-uri", tmp_path / "v.db", "-q")
+    r = run_imret("index", photos, "--out", out, "--preset", "fast", "--milvus-uri", tmp_path / "v.db", "-q")
     assert r.returncode == 0, r.stderr
-    r = run("search", out, photoset.db[3], "--top", "2", "--json")
+    r = run_imret("search", out, photoset.db[3], "--top", "2", "--json")
     assert r.returncode == 0, r.stderr
     import json
 
     assert os.path.basename(json.loads(r.stdout)["results"][0]["path"]) == os.path.basename(photoset.db[3])
-    assert "milvus" in run("info", out).stdout
+    assert "milvus" in run_imret("info", out).stdout

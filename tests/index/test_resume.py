@@ -2,7 +2,6 @@
 import os
 import shutil
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -12,9 +11,7 @@ from imret.errors import IndexFileError
 from imret.index.journal import Journal
 from imret.index.store import Index
 
-
-def _cmd(*args):
-    return [sys.executable, "-m", "imret", *map(str, args)]
+from imret_cli import command
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +26,7 @@ def folder(photoset, tmp_path_factory):
 def test_kill_9_then_resume_equals_a_clean_build(folder, tmp_path):
     out = tmp_path / "killed.index"
     journal = str(out) + ".journal"
-    proc = subprocess.Popen(_cmd("index", folder, "--out", out, "--preset", "fast", "-q"),
+    proc = subprocess.Popen(command("index", folder, "--out", out, "--preset", "fast", "-q"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     record = 8 + len(os.fsencode(str(folder / "distractor_000.jpg"))) + 4 * 1280 + 4
     deadline = time.time() + 300
@@ -42,7 +39,7 @@ def test_kill_9_then_resume_equals_a_clean_build(folder, tmp_path):
     proc.wait()
     assert not out.exists()
     # resume with the same command
-    done = subprocess.run(_cmd("index", folder, "--out", out, "--preset", "fast", "-q"),
+    done = subprocess.run(command("index", folder, "--out", out, "--preset", "fast", "-q"),
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert "resuming the interrupted run" in done.stderr
@@ -50,7 +47,7 @@ def test_kill_9_then_resume_equals_a_clean_build(folder, tmp_path):
     assert 10 <= resumed < 36
     assert not os.path.exists(journal)
     clean = tmp_path / "clean.index"
-    subprocess.run(_cmd("index", folder, "--out", clean, "--preset", "fast", "-q"), check=True,
+    subprocess.run(command("index", folder, "--out", clean, "--preset", "fast", "-q"), check=True,
                    capture_output=True, timeout=600)
     a, b = Index.load(out), Index.load(clean)
     assert a.paths == b.paths and len(a) == 36

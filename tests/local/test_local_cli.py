@@ -2,23 +2,15 @@
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 from PIL import Image
 
-# One thread per library in the child processes: on shared, busy cores two spinning threads
-# cost several times the work of one. The results do not depend on it.
-_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+from imret_cli import ONE_THREAD, run_imret
 
 
 def imret(*args, ok=True):
-    proc = subprocess.run([sys.executable, "-m", "imret", *map(str, args)], capture_output=True, text=True,
-                          timeout=600, env=_ENV)
-    if ok and proc.returncode != 0:
-        raise AssertionError(f"imret {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr}")
-    return proc
+    return run_imret(*args, check=ok, env=ONE_THREAD)
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -13,6 +12,8 @@ from imret.index.store import Index
 from imret.local.features import LocalFeatures
 from imret.local.journal import LocalJournal
 from imret.local.store import LocalStore
+
+from imret_cli import ONE_THREAD, command
 
 
 def _features(rng, n, dim=112):
@@ -94,19 +95,12 @@ def test_store_resumes_from_its_journal(pca_images, local_extractor, photos, tmp
         assert np.array_equal(a.xy, b.xy) and np.allclose(a.descriptors, b.descriptors, atol=1e-6)
 
 
-_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-
-
-def _cmd(*args):
-    return [sys.executable, "-m", "imret", *map(str, args)]
-
-
 def test_kill_9_during_local_extraction_then_resume(photoset, copy_photos, tmp_path):
     folder = copy_photos(photoset.db[:10], tmp_path / "photos")
     out = tmp_path / "killed.index"
     local_journal = str(tmp_path / "killed.index.local.journal")
     args = ("index", folder, "--out", out, "--preset", "fast", "--local", "fast", "-q")
-    proc = subprocess.Popen(_cmd(*args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_ENV)
+    proc = subprocess.Popen(command(*args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ONE_THREAD)
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         if LocalJournal.count(local_journal) >= 3:
@@ -116,12 +110,12 @@ def test_kill_9_during_local_extraction_then_resume(photoset, copy_photos, tmp_p
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not out.exists()
-    done = subprocess.run(_cmd(*args), capture_output=True, text=True, timeout=600, env=_ENV)
+    done = subprocess.run(command(*args), capture_output=True, text=True, timeout=600, env=ONE_THREAD)
     assert done.returncode == 0, done.stderr
     assert "resuming the local features of " in done.stderr
     assert not os.path.exists(local_journal) and not os.path.exists(str(out) + ".journal")
     clean = tmp_path / "clean.index"
-    subprocess.run(_cmd(*args[:3], clean, *args[4:]), check=True, capture_output=True, timeout=600, env=_ENV)
+    subprocess.run(command(*args[:3], clean, *args[4:]), check=True, capture_output=True, timeout=600, env=ONE_THREAD)
     a, b = Index.load(out), Index.load(clean)
     assert a.paths == b.paths and a.local.ids == b.local.ids and len(a.local) == 10
     for i in a.local.ids:

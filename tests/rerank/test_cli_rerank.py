@@ -2,15 +2,14 @@
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 
+from imret_cli import run_imret
+
 
 def run(*args):
-    return subprocess.run([sys.executable, "-m", "imret", *map(str, args)], capture_output=True, text=True,
-                          timeout=600)
+    return run_imret(*args, check=False)
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ import pytest
 
 from imret.descriptor.whitening import l2_normalize
 from imret.rerank import DBA, AlphaQE, AugmentedRows, AverageQE, GlobalFeatureRerank, KReciprocal, Pipeline, Shortlist
-from imret.rerank import functional as F
 
 
 def unit(*rows):

@@ -4,7 +4,6 @@ import os
 import shutil
 import threading
 
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -81,7 +80,6 @@ def test_search_by_id_and_with_box(client):
 
 
 def test_images_and_thumbnails(client, setup):
-    originals = setup[2]
     first = client.post("/search", data={"id": 0, "top": 1}).json()["results"][0]
     raw = client.get(first["image"])
     assert raw.status_code == 200 and raw.content == open(first["path"], "rb").read()

@@ -2,8 +2,6 @@
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -13,17 +11,14 @@ from imret.extractor import Extractor
 from imret.index.store import Index
 from imret.training import load_checkpoint, model_from_checkpoint
 
+from imret_cli import run_imret
+
 TRAIN = ["--preset", "lite0-dagf", "--steps", "3", "--batch", "2", "--negatives", "1", "--views", "2",
          "--max-size", "96", "--checkpoint-every", "2", "--seed", "3", "-q"]
 
 
 def imret(*args, check=True):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "imret", *map(str, args)], capture_output=True, text=True,
-                          timeout=600, env=env)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"imret {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr}")
-    return proc
+    return run_imret(*args, check=check, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
 @pytest.fixture(scope="module")
