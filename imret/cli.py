@@ -53,16 +53,17 @@ def _model_from_args(args):
     return _preset_from_args(args), None
 
 
-TUNING = ("ef_search", "nprobe", "rescore")  # search settings of the approximate backends
+def _tuning(args) -> dict:
+    """The search settings of the approximate backends given on the command line."""
+    return {k: getattr(args, k) for k in ("ef_search", "nprobe", "rescore") if getattr(args, k, None) is not None}
 
 
 def _apply_overrides(p, args):
     if getattr(args, "index_kind", None) or getattr(args, "milvus_uri", None):
         kind = args.index_kind or ("milvus" if args.milvus_uri else p.index.kind)
         p = p.replace(index=p.index.replace(kind=kind, milvus_uri=args.milvus_uri or p.index.milvus_uri))
-    tuning = {k: getattr(args, k) for k in TUNING if getattr(args, k, None) is not None}
-    if tuning:
-        p = p.replace(index=p.index.replace(**tuning))
+    if _tuning(args):
+        p = p.replace(index=p.index.replace(**_tuning(args)))
     if getattr(args, "no_whitening", False):
         p = p.replace(whitening=p.whitening.replace(kind="none"))
     return p
@@ -203,9 +204,8 @@ def cmd_search(args) -> int:
 
     index = Index.load(args.index)
     index.extractor(device=args.device)
-    tuning = {k: getattr(args, k) for k in TUNING if getattr(args, k) is not None}
-    if tuning:
-        index.tune(**tuning)
+    if _tuning(args):
+        index.tune(**_tuning(args))
     step = args.rerank.database_step if args.rerank else None
     if step is not None and (index.dba is None or index.dba.step != step):
         stored = f"stores {index.dba.step.spec()}" if index.dba else "stores no αDBA"
@@ -218,7 +218,7 @@ def cmd_search(args) -> int:
         print(json.dumps({"query": args.query, "bbox": args.bbox, "ms": round(ms, 1),
                           "rerank": str(args.rerank) if args.rerank else None,
                           "results": [{"rank": h.rank, "score": round(h.score, 6), "id": h.id, "path": h.path,
-                                       **_verification_json(h)} for h in hits]}, indent=1))
+                                       **h.verification()} for h in hits]}, indent=1))
         return 0
     verified = any(h.inliers is not None for h in hits)
     print(f"{'rank':>4}  {'score':>7}  " + (f"{'inliers':>7}  " if verified else "") + "path")
@@ -227,13 +227,6 @@ def cmd_search(args) -> int:
         print(f"{h.rank:>4}  {h.score:7.4f}  {inl}{h.path}")
     _eprint(f"{len(hits)} results in {ms:.0f} ms")
     return 0
-
-
-def _verification_json(hit) -> dict:
-    """A verified hit's inlier count and inlier matches [query x, y, result x, y] in pixels."""
-    if hit.inliers is None:
-        return {}
-    return {"inliers": hit.inliers, "matches": [[round(float(v), 1) for v in m] for m in hit.matches]}
 
 
 def cmd_info(args) -> int:

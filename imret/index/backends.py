@@ -53,8 +53,12 @@ class Backend:
         if self.ntotal == 0:
             q = len(queries)
             return np.full((q, k), -np.inf, np.float32), np.full((q, k), -1, np.int64)
-        s, i = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+        s, i = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k, **self._search_options(k))
         return s, i
+
+    def _search_options(self, k: int) -> dict:
+        """Per-call options of the faiss search for ``k`` results."""
+        return {}
 
     def to_bytes(self) -> np.ndarray:
         return faiss.serialize_index(self.index)
@@ -89,23 +93,23 @@ class HNSWBackend(Backend):
     needs_blob = True
 
     def _make(self, dim, cfg):
-        idx = faiss.IndexHNSWFlat(dim, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        idx = self._graph(dim, cfg)
         idx.hnsw.efConstruction = 80
         idx.hnsw.efSearch = cfg.ef_search
         return idx
 
+    def _graph(self, dim, cfg):
+        return faiss.IndexHNSWFlat(dim, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+
     def _configure(self):
         self.index.hnsw.efSearch = self.cfg.ef_search
 
-    def search(self, queries, k):
-        if self.ntotal == 0:
-            return super().search(queries, k)
+    def _search_options(self, k):
         # faiss does not widen the beam to k by itself: asking for more candidates than
         # efSearch would return a shortlist no better than efSearch's
         params = faiss.SearchParametersHNSW()
         params.efSearch = max(self.cfg.ef_search, k)
-        k = min(k, self.ntotal)
-        return self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k, params=params)
+        return {"params": params}
 
     def reset(self, rows):
         self.index = self._make(self.dim, self.cfg)
@@ -121,11 +125,8 @@ class HNSWSQ8Backend(HNSWBackend):
 
     name = "hnsw-sq8"
 
-    def _make(self, dim, cfg):
-        idx = faiss.IndexHNSWSQ(dim, faiss.ScalarQuantizer.QT_8bit, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        idx.hnsw.efConstruction = 80
-        idx.hnsw.efSearch = cfg.ef_search
-        return idx
+    def _graph(self, dim, cfg):
+        return faiss.IndexHNSWSQ(dim, faiss.ScalarQuantizer.QT_8bit, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
 
     def add(self, rows):
         if not self.index.is_trained:  # per-dimension ranges, from the first rows received

@@ -40,7 +40,7 @@ def state_digest(state: dict | None) -> str:
 
 
 class RecordJournal:
-    """(path, value) records; subclasses say how a value becomes bytes and back."""
+    """(path, bytes) records; subclasses say how their values become bytes and back."""
 
     def __init__(self, path: str, header: dict, fsync_every_s: float = 2.0):
         self.path = path
@@ -52,10 +52,10 @@ class RecordJournal:
         self._valid_bytes: int | None = None
 
     def encode(self, value: Any) -> bytes:
-        raise NotImplementedError
+        return bytes(value)
 
     def decode(self, payload: bytes) -> Any:
-        raise NotImplementedError
+        return payload
 
     # -- reading ------------------------------------------------------------
     def records(self) -> tuple[list[str], list[Any]]:
@@ -101,18 +101,16 @@ class RecordJournal:
         self._valid_bytes = good_end
         return paths, values
 
-    @classmethod
-    def count(cls, path: str) -> int:
+    @staticmethod
+    def count(path: str) -> int:
         """Images recorded in the journal at ``path``, whatever its settings (0 when
         there is none or it is unreadable): what a resumed run will take from it."""
         try:
             with open(path, "rb") as f:
                 head = f.read(1 << 16)
             (hlen,) = _U32.unpack_from(head, 8)
-            j = cls.__new__(cls)
-            RecordJournal.__init__(j, path, json.loads(head[12:12 + hlen].decode("utf-8")))
-            j.decode = lambda payload: None  # only the framing is checked
-            return sum(1 for p in j.records()[0] if not p.startswith("\0"))  # NUL-led keys: not images
+            plain = RecordJournal(path, json.loads(head[12:12 + hlen].decode("utf-8")))  # checks only the framing
+            return sum(1 for p in plain.records()[0] if not p.startswith("\0"))  # NUL-led keys: not images
         except (OSError, ValueError, struct.error, IndexFileError):
             return 0
 

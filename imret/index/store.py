@@ -37,6 +37,14 @@ class Hit:
     inliers: int | None = None
     matches: np.ndarray | None = field(default=None, repr=False, compare=False)
 
+    def verification(self) -> dict:
+        """What spatial verification found, for JSON: {} when it did not run on this hit, else
+        the inlier count and the inlier matches [query x, y, result x, y] in pixels (0.1 px)."""
+        if self.inliers is None:
+            return {}
+        m = np.zeros((0, 4)) if self.matches is None else np.asarray(self.matches, np.float64)
+        return {"inliers": int(self.inliers), "matches": np.round(m, 1).tolist()}
+
 
 @dataclass
 class IndexReport:

@@ -275,11 +275,8 @@ class LocalStore:
         """Store one image's features (raw descriptors: reduced and encoded here)."""
         self._rows[int(image_id)] = self._encode(f)
 
-    def _row_dtype(self) -> np.dtype:
-        return row_dtype(self.codec)
-
     def _encode(self, f: LocalFeatures) -> Stored:
-        rows = np.zeros(len(f), self._row_dtype())
+        rows = np.zeros(len(f), row_dtype(self.codec))
         rows["x"], rows["y"] = f.xy[:, 0], f.xy[:, 1]
         scales = np.asarray(self.config.scales, np.float32)
         rows["scale"] = np.abs(f.scales[:, None] - scales[None]).argmin(1) if len(f) else 0
@@ -344,7 +341,7 @@ class LocalStore:
         code) and 'raw' (float32 keypoints, scales, scores and pca_dim descriptors)."""
         counts = [len(s.rows) for s in self.rows(self.ids).values()]
         n = float(np.mean(counts)) if counts else 0.0
-        return {"features": n, "stored": n * self._row_dtype().itemsize,
+        return {"features": n, "stored": n * row_dtype(self.codec).itemsize,
                 "raw": n * (4 * 2 + 4 + 4 + 4 * self.codec.dim)}
 
     def info(self) -> dict:
@@ -354,7 +351,7 @@ class LocalStore:
                 "scales": list(c.scales), "max_size": c.max_size, "max_features": c.max_features,
                 "dim": None if self.codec is None else self.codec.dim,
                 "storage": None if self.codec is None else self.codec.kind,
-                "code_bytes": None if self.codec is None else int(self._row_dtype().fields["code"][0].itemsize)}
+                "code_bytes": None if self.codec is None else int(row_dtype(self.codec).fields["code"][0].itemsize)}
 
     def copy(self) -> "LocalStore":
         other = LocalStore(self.config, self.attention_state, self.codec)

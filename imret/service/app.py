@@ -128,12 +128,8 @@ def create_app(config: ServiceConfig, index: Index | None = None) -> FastAPI:
         return tuple(vals)
 
     def hit_json(h):
-        out = {"rank": h.rank, "score": round(h.score, 6), "id": h.id, "name": os.path.basename(h.path),
-               "path": h.path, "image": f"/images/{h.id}", "thumbnail": f"/thumbnails/{h.id}"}
-        if h.inliers is not None:  # spatially verified: inlier matches, query x, y → result x, y in pixels
-            out["inliers"] = int(h.inliers)
-            out["matches"] = np.round(np.asarray(h.matches, np.float64), 1).tolist() if h.matches is not None else []
-        return out
+        return {"rank": h.rank, "score": round(h.score, 6), "id": h.id, "name": os.path.basename(h.path),
+                "path": h.path, "image": f"/images/{h.id}", "thumbnail": f"/thumbnails/{h.id}", **h.verification()}
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page():
