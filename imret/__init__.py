@@ -7,7 +7,7 @@
 """
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from .core import __version__
 
 # Heavy modules (torch, faiss) load on first use, so 'imret --help' stays quick.
 _LAZY = {
@@ -22,10 +22,10 @@ _LAZY = {
     "load_image": ("imret.io.images", "load_image"),
     "load_dataset": ("imret.evaluation.datasets", "load_dataset"),
     "evaluate": ("imret.evaluation.evaluate", "evaluate"),
-    "ImretError": ("imret.errors", "ImretError"),
-    "ImageLoadError": ("imret.errors", "ImageLoadError"),
-    "IndexFileError": ("imret.errors", "IndexFileError"),
-    "WeightsError": ("imret.errors", "WeightsError"),
+    "ImretError": ("imret.core.errors", "ImretError"),
+    "ImageLoadError": ("imret.core.errors", "ImageLoadError"),
+    "IndexFileError": ("imret.core.errors", "IndexFileError"),
+    "WeightsError": ("imret.core.errors", "WeightsError"),
 }
 
 __all__ = ["__version__", *_LAZY]

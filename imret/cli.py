@@ -7,8 +7,8 @@ import os
 import sys
 import time
 
-from . import __version__
-from .errors import ImretError
+from .core import __version__
+from .core.errors import ImretError
 
 
 def _eprint(*a):
@@ -16,19 +16,17 @@ def _eprint(*a):
 
 
 def _bbox(text: str) -> tuple[float, float, float, float]:
+    from .core.bbox import parse_bbox
+
     try:
-        vals = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"bbox must be x0,y0,x1,y1 numbers, got {text!r}") from None
-    if len(vals) != 4 or vals[2] <= vals[0] or vals[3] <= vals[1]:
-        raise argparse.ArgumentTypeError(f"bbox must be x0,y0,x1,y1 with x1>x0 and y1>y0, got {text!r}")
-    return vals  # type: ignore[return-value]
+        return parse_bbox(text)
+    except ImretError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _rerank(text: str):
     """--rerank STEPS → a re-ranking Pipeline; a bad spec is a usage error naming the problem."""
-    from . import local  # noqa: F401  (registers the spatial-verification steps sv, svh)
-    from .config import ConfigError
+    from .core.errors import ConfigError
     from .rerank import Pipeline
 
     try:
@@ -141,7 +139,8 @@ def _index_with_ray(args, preset, head_state=None, dba=None, local=False) -> int
         _eprint(f"imret: error: --engine ray needs its extra: pip install 'imret[ray]' ({exc})")
         return 1
     from .extractor import Extractor
-    from .index.store import Index, IndexReport, collect_paths
+    from .core.paths import collect_paths
+    from .index.store import Index, IndexReport
 
     t0 = time.time()
     report = IndexReport()

@@ -7,15 +7,33 @@ config is saved beside every index and checkpoint.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from .errors import ImretError
+from .core.errors import ConfigError
+from .core.registry import BACKBONES, BACKENDS, HEADS
+
+__all__ = ["BackboneConfig", "ConfigError", "ExtractionConfig", "HeadConfig", "IndexConfig", "Preset",
+           "WhiteningConfig", "check_params"]
 
 
-class ConfigError(ImretError, ValueError):
-    pass
+def check_params(name: str, params: Mapping[str, Any]) -> None:
+    """ConfigError unless ``params`` are keyword parameters the head ``name`` accepts (and
+    its ``validate``, where it has one, accepts their values)."""
+    head = HEADS.get(name)
+    sig = inspect.signature(head.__init__)
+    allowed = [p for p in sig.parameters if p not in ("self", "in_channels")]
+    unknown = set(params) - set(allowed)
+    if unknown:
+        raise ConfigError(f"head {name!r}: unknown parameters {sorted(unknown)}; allowed: {allowed}")
+    validate = getattr(head, "validate", None)
+    if validate is not None:
+        try:
+            validate(**params)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"head {name!r}: {exc}") from None
 
 
 class _Config:
@@ -65,8 +83,6 @@ class BackboneConfig(_Config):
     stage: str | None = None
 
     def __post_init__(self):
-        from .backbones import BACKBONES
-
         if self.name not in BACKBONES:
             raise ConfigError(f"unknown backbone {self.name!r}; known: {', '.join(BACKBONES.names())}")
 
@@ -79,8 +95,6 @@ class HeadConfig(_Config):
     params: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
-        from .heads import HEADS, check_params
-
         if self.name not in HEADS:
             raise ConfigError(f"unknown head {self.name!r}; known: {', '.join(HEADS.names())}")
         object.__setattr__(self, "params", dict(self.params))
@@ -144,10 +158,7 @@ class IndexConfig(_Config):
     milvus_collection: str = "imret"
 
     def __post_init__(self):
-        from .index import BACKENDS
-
         if self.kind == "milvus":
-            from .index import milvus  # noqa: F401  (registers the optional backend)
             if not self.milvus_uri:
                 raise ConfigError("index kind 'milvus' needs milvus_uri (a Milvus Lite file or http://host:19530)")
         if self.kind != "auto" and self.kind not in BACKENDS:

@@ -17,7 +17,7 @@ from PIL import Image
 
 from .backbones import build_backbone
 from .config import Preset
-from .errors import ImageLoadError
+from .core.errors import ImageLoadError
 from .heads import build_head
 from .io.images import DEFAULT_MAX_PIXELS, load_image
 from .presets import get_preset
@@ -96,7 +96,7 @@ class Extractor:
 
     def head_digest(self) -> str:
         """Fingerprint of the head's weights (trained heads differ under one preset)."""
-        from .index.journal import state_digest
+        from .core.digest import state_digest
 
         return state_digest(self.head.state_dict())
 

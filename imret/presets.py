@@ -6,7 +6,7 @@ part with ``preset.replace(...)`` or from the CLI (``--weights``, ``--index-kind
 from __future__ import annotations
 
 from .config import BackboneConfig, ExtractionConfig, HeadConfig, IndexConfig, Preset
-from .registry import Registry
+from .core.registry import Registry
 
 PRESETS: Registry[Preset] = Registry("preset")
 

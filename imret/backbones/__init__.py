@@ -13,12 +13,11 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..errors import WeightsError
-from ..registry import Registry
+from ..core.errors import WeightsError
+from ..core.registry import BACKBONES
 from .efficientnet_lite import EfficientNetLite
 from .resnet_vgg import VGG16, ResNet
 
-BACKBONES: Registry[Callable[..., "Backbone"]] = Registry("backbone")
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)

@@ -13,12 +13,12 @@ import glob
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..config import Preset
+from ..core.atomic import atomic_write
 from ..index.fileformat import decode_paths, encode_paths
 
 SHARD_PATTERN = "shard-{:06d}-{}.npz"
@@ -38,13 +38,10 @@ class RayConfig:
 
 
 def _write_shard(path: str, paths: list[str], raw: np.ndarray, failures: list[tuple[str, str]]) -> None:
-    folder = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(prefix=".shard-", suffix=".npz", dir=folder)
-    os.close(fd)
-    np.savez(tmp, paths=encode_paths(paths), n=np.array(len(paths)), raw=raw.astype(np.float32),
-             failed=encode_paths([p for p, _ in failures]), reasons=encode_paths([r for _, r in failures]),
-             nfailed=np.array(len(failures)))
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: np.savez(
+        tmp, paths=encode_paths(paths), n=np.array(len(paths)), raw=raw.astype(np.float32),
+        failed=encode_paths([p for p, _ in failures]), reasons=encode_paths([r for _, r in failures]),
+        nfailed=np.array(len(failures))), prefix=".shard-", suffix=".npz")
 
 
 def read_shard(path: str) -> tuple[list[str], np.ndarray, list[tuple[str, str]]]:
@@ -82,7 +79,7 @@ def plan_shards(paths: list[str], shard_size: int) -> list[list[str]]:
 
 def settings_key(preset: Preset, head_state=None) -> str:
     """What makes two runs' descriptors interchangeable: the preset and the head's weights."""
-    from ..index.journal import state_digest
+    from ..core.digest import state_digest
 
     return json.dumps({"preset": preset.to_dict(), "head": state_digest(head_state)}, sort_keys=True)
 

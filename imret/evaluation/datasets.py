@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DatasetError
+from ..core.errors import DatasetError
 from ..io.images import IMAGE_EXTENSIONS
 
 

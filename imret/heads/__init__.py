@@ -6,31 +6,12 @@ backbone's channel count first, then its own keyword parameters, which a
 """
 from __future__ import annotations
 
-import inspect
-
 import torch
 from torch import nn
 
-from ..registry import Registry
+from ..config import check_params  # noqa: F401  (moved to imret.config)
+from ..core.registry import HEADS
 from . import functional as Fn
-
-HEADS: Registry[type[nn.Module]] = Registry("head")
-
-
-def check_params(name: str, params: dict) -> None:
-    sig = inspect.signature(HEADS.get(name).__init__)
-    allowed = [p for p in sig.parameters if p not in ("self", "in_channels")]
-    unknown = set(params) - set(allowed)
-    from ..config import ConfigError
-
-    if unknown:
-        raise ConfigError(f"head {name!r}: unknown parameters {sorted(unknown)}; allowed: {allowed}")
-    validate = getattr(HEADS.get(name), "validate", None)
-    if validate is not None:
-        try:
-            validate(**params)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"head {name!r}: {exc}") from None
 
 
 def build_head(cfg, in_channels: int) -> nn.Module:

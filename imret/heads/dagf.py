@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import HEADS
+from ..core.registry import HEADS
 from . import functional as Fn
 from .common import AttentionHead, Reweighting, identity_score, ones_through_softplus, positive
 

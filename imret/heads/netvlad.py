@@ -27,8 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..registry import Registry
-from . import HEADS
+from ..core.registry import HEADS, Registry
 from . import functional as Fn
 from .common import AttentionHead, Reweighting, gate, ones_through_softplus, positive
 

@@ -14,8 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..registry import Registry
-from . import HEADS
+from ..core.registry import HEADS, Registry
 from . import functional as Fn
 from .common import AttentionHead
 

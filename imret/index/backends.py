@@ -11,9 +11,8 @@ import math
 import faiss
 import numpy as np
 
-from ..registry import Registry
+from ..core.registry import BACKENDS
 
-BACKENDS: Registry[type["Backend"]] = Registry("index backend")
 
 
 class Backend:

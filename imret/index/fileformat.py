@@ -13,12 +13,12 @@ import hashlib
 import json
 import os
 import struct
-import tempfile
 from typing import Any
 
 import numpy as np
 
-from ..errors import IndexFileError
+from ..core.atomic import atomic_write
+from ..core.errors import IndexFileError
 
 MAGIC = b"IMRETIDX"
 FORMAT_VERSION = 1
@@ -33,7 +33,6 @@ def _sha256(buf) -> str:
 
 def write_container(path: str | os.PathLike, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
     prepared = {}
     for name, a in arrays.items():
         shape = np.shape(a)
@@ -51,33 +50,17 @@ def write_container(path: str | os.PathLike, meta: dict[str, Any], arrays: dict[
         offset += -(-a.nbytes // _ALIGN) * _ALIGN
     header = json.dumps({"meta": meta, "sections": sections}, ensure_ascii=True).encode("ascii")
     data_start = -(-(_PREFIX.size + len(header)) // _ALIGN) * _ALIGN
-    fd, tmp = tempfile.mkstemp(prefix=".imret-", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
             f.write(_PREFIX.pack(MAGIC, FORMAT_VERSION, len(header)))
             f.write(header)
             f.write(b"\0" * (data_start - _PREFIX.size - len(header)))
-            for name, a in prepared.items():
+            for a in prepared.values():
                 f.write(memoryview(a).cast("B") if a.nbytes else b"")
-                pad = -(-a.nbytes // _ALIGN) * _ALIGN - a.nbytes
-                f.write(b"\0" * pad)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:
-        dfd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
+                f.write(b"\0" * (-(-a.nbytes // _ALIGN) * _ALIGN - a.nbytes))
+
+    atomic_write(path, write)
 
 
 def read_container(path: str | os.PathLike, mmap: bool = False, verify: bool = True

@@ -13,7 +13,6 @@ what precedes it in the record.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import struct
@@ -23,20 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import IndexFileError
+from ..core.errors import IndexFileError
 
 MAGIC = b"IMRETJN2"
 _U32 = struct.Struct("<I")
-
-
-def state_digest(state: dict | None) -> str:
-    """A short fingerprint of a module's weights (``state_dict()``): work journaled with
-    other weights is never mixed with this run's."""
-    h = hashlib.sha256()
-    for k in sorted(state or {}):
-        h.update(k.encode())
-        h.update(np.ascontiguousarray(state[k].detach().cpu().numpy()).tobytes())
-    return h.hexdigest()[:16]
 
 
 class RecordJournal:

@@ -14,11 +14,11 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from .. import __version__
+from ..core import __version__
 from ..config import Preset
 from ..descriptor.whitening import PCAWhitening, l2_normalize
-from ..errors import ImretError, IndexFileError
-from ..io.images import list_images
+from ..core.errors import ImretError, IndexFileError
+from ..core.paths import collect_paths
 from ..rerank import DBA, AugmentedRows, Pipeline, Shortlist
 from ..rerank.functional import knn
 from .backends import BACKENDS, Backend, make_backend
@@ -77,18 +77,6 @@ class IndexReport:
                 reasons[key] = reasons.get(key, 0) + 1
             s += " [" + "; ".join(f"{n}× {r}" for r, n in sorted(reasons.items(), key=lambda kv: -kv[1])) + "]"
         return s + f" ({self.seconds:.1f} s)"
-
-
-def collect_paths(sources: Iterable[str | os.PathLike], on_error=None) -> list[str]:
-    """Absolute image paths from files and folders, in order, without duplicates."""
-    seen, out = set(), []
-    for src in sources:
-        for p in list_images(src, on_error=on_error):
-            ap = os.path.abspath(p)
-            if ap not in seen:
-                seen.add(ap)
-                out.append(ap)
-    return out
 
 
 class Index:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Iterator
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from ..errors import ImageLoadError
+from ..core.errors import ImageLoadError
+from ..core.paths import IMAGE_EXTENSIONS, list_images  # noqa: F401  (moved to the core)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 DEFAULT_MAX_PIXELS = 100_000_000  # 10k×10k; beyond that a photo is more likely a decompression bomb
 
 # Truncated files are errors here, never silently grey-padded images.
@@ -107,49 +106,3 @@ def crop(arr: np.ndarray, bbox, path: str = "<image>") -> np.ndarray:
     if x1 - x0 < 1 or y1 - y0 < 1:
         raise ImageLoadError(path, f"bounding box {tuple(bbox)} is empty inside the {w}×{h} image")
     return arr[y0:y1, x0:x1]
-
-
-def list_images(root: str | os.PathLike, extensions=IMAGE_EXTENSIONS,
-                on_error=None) -> Iterator[str]:
-    """Image files under ``root`` by extension, sorted, symlink loops skipped.
-
-    ``on_error(path, reason)`` hears about folders that could not be read.
-    """
-    root = os.fspath(root)
-    if os.path.isfile(root):
-        yield root
-        return
-    if not os.path.isdir(root):
-        raise FileNotFoundError(f"{root}: no such file or folder")
-    seen: set[tuple[int, int]] = set()
-
-    def walk(folder: str) -> Iterator[str]:
-        try:
-            st = os.stat(folder)
-        except OSError as exc:
-            if on_error:
-                on_error(folder, f"cannot read folder ({exc.strerror})")
-            return
-        key = (st.st_dev, st.st_ino)
-        if key in seen:
-            if on_error:
-                on_error(folder, "symlink loop, folder already visited")
-            return
-        seen.add(key)
-        try:
-            entries = sorted(os.scandir(folder), key=lambda e: e.name)
-        except OSError as exc:
-            if on_error:
-                on_error(folder, f"cannot list folder ({exc.strerror})")
-            return
-        for e in entries:
-            try:
-                is_dir = e.is_dir()
-            except OSError:
-                is_dir = False
-            if is_dir:
-                yield from walk(e.path)
-            elif e.name.lower().endswith(tuple(extensions)):
-                yield e.path
-
-    yield from walk(root)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ..errors import WeightsError
+from ..core.errors import WeightsError
 
 
 def load_torch_file(path: str | os.PathLike, what: str, readable_as: str | None = None) -> Any:

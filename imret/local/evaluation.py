@@ -6,7 +6,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import ImageLoadError
+from ..core.errors import ImageLoadError
 from .extract import LocalExtractor
 from .features import LocalFeatures
 from .steps import bind_pipeline

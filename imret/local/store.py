@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from typing import Callable, Iterable, NamedTuple, Sequence
 
@@ -25,7 +24,8 @@ import numpy as np
 import torch
 
 from ..descriptor.whitening import PCAWhitening, l2_normalize
-from ..errors import ImageLoadError, IndexFileError
+from ..core.atomic import atomic_write
+from ..core.errors import ImageLoadError, IndexFileError
 from .config import LocalConfig
 from .extract import LocalExtractor, LocalFeatures
 
@@ -191,7 +191,7 @@ class LocalStore:
         and the features a killed run journaled are taken from there instead of being
         extracted again (``journal_header``: what else must match, e.g. the index's
         creation time). The caller deletes the journal once the store is saved."""
-        from ..index.journal import state_digest
+        from ..core.digest import state_digest
         from .journal import CODEC_KEY, LocalJournal
 
         journal, resumed = None, {}
@@ -369,9 +369,8 @@ class LocalStore:
         if self.codec is None:
             raise ValueError("an empty local-feature store has nothing to save")
         rows = self.rows(self.ids)
-        fd, tmp = tempfile.mkstemp(prefix=".imret-local-", suffix=".tmp", dir=os.path.dirname(os.path.abspath(path)))
-        os.close(fd)
-        try:
+
+        def write(tmp: str) -> None:
             with h5py.File(tmp, "w") as h:
                 h.attrs["format"] = FORMAT
                 h.attrs["owner"] = owner
@@ -385,11 +384,8 @@ class LocalStore:
                 for i, st in rows.items():
                     ds = g.create_dataset(str(i), data=st.rows)
                     ds.attrs["size"] = np.asarray(st.size, np.int64)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+
+        atomic_write(path, write, prefix=".imret-local-")
         self._rows, self._file, self._in_file = {}, path, set(rows)
 
     @classmethod

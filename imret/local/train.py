@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ConfigError, ExtractionConfig, HeadConfig, Preset, WhiteningConfig, _Config
-from ..errors import ImretError
+from ..core.errors import ImretError
 from .attention import Attention
 from .config import LocalConfig
 
@@ -137,7 +137,7 @@ def save_attention(path: str | os.PathLike, state: dict[str, torch.Tensor], conf
 
 def load_attention(path: str | os.PathLike) -> tuple[LocalConfig, dict[str, torch.Tensor]]:
     """(the local config it was trained for, the attention state) of a file ``save_attention`` wrote."""
-    from ..errors import WeightsError
+    from ..core.errors import WeightsError
     from ..io.torchfile import load_torch_file
 
     path = os.fspath(path)

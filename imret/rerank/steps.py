@@ -19,10 +19,9 @@ from typing import ClassVar
 import numpy as np
 
 from ..config import ConfigError, _Config
-from ..registry import Registry
+from ..core.registry import STEPS
 from . import functional as F
 
-STEPS: Registry[type["Step"]] = Registry("re-ranking step")
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from PIL import Image
 
-from .. import __version__
-from ..errors import ImageLoadError, ImretError
+from ..core import __version__
+from ..core.bbox import parse_bbox as core_parse_bbox
+from ..core.errors import ImageLoadError, ImretError
 from ..index.store import Index
 from ..io.images import IMAGE_EXTENSIONS, load_image
 
@@ -120,12 +121,9 @@ def create_app(config: ServiceConfig, index: Index | None = None) -> FastAPI:
         if not text:
             return None
         try:
-            vals = [float(v) for v in text.split(",")]
-        except ValueError:
-            vals = []
-        if len(vals) != 4 or vals[2] <= vals[0] or vals[3] <= vals[1]:
-            raise HTTPException(422, f"bbox must be x0,y0,x1,y1 with x1>x0 and y1>y0, got {text!r}")
-        return tuple(vals)
+            return core_parse_bbox(text)
+        except ImretError as exc:
+            raise HTTPException(422, str(exc)) from None
 
     def hit_json(h):
         return {"rank": h.rank, "score": round(h.score, 6), "id": h.id, "name": os.path.basename(h.path),
@@ -281,7 +279,6 @@ def create_app(config: ServiceConfig, index: Index | None = None) -> FastAPI:
 
 def _rerank_names(idx: Index) -> list[str]:
     """The re-ranking steps this index can run (verification needs its local features)."""
-    from .. import local  # noqa: F401  (registers sv, svh)
     from ..rerank import STEPS
 
     return [n for n in STEPS.names() if idx.local is not None or n not in ("sv", "svh")]

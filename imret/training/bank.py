@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from ..errors import ImageLoadError
+from ..core.errors import ImageLoadError
 from .augment import strong_view
 
 

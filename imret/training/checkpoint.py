@@ -19,9 +19,10 @@ from dataclasses import dataclass
 
 import torch
 
-from .. import __version__
 from ..config import Preset
-from ..errors import WeightsError
+from ..core import __version__
+from ..core.atomic import atomic_write
+from ..core.errors import WeightsError
 from ..io.torchfile import load_torch_file
 from .config import TrainConfig
 
@@ -66,13 +67,7 @@ def save_checkpoint(path: str | os.PathLike, ck: Checkpoint) -> None:
         obj["pool"] = ck.pool
     if ck.backbone is not None:
         obj["state_dict"] = ck.backbone
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write(path, lambda tmp: torch.save(obj, tmp), prefix=".imret-checkpoint-")
 
 
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:

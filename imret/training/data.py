@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import os
 
-from ..errors import DatasetError
-from ..index.store import collect_paths
-from ..registry import Registry
+from ..core.errors import DatasetError
+from ..core.paths import collect_paths
+from ..core.registry import Registry
 
 SOURCES: Registry = Registry("training mode")
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..registry import Registry
+from ..core.registry import Registry
 
 LOSSES: Registry[type["TupleLoss"]] = Registry("loss")
 

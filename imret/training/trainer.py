@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..config import ConfigError, Preset
-from ..errors import ImretError
+from ..core.errors import ImretError
 from ..extractor import Extractor
 from ..heads import build_head
 from .bank import ViewBank, describe

@@ -10,7 +10,7 @@ from typing import Callable
 from torch import nn
 
 from ..config import ConfigError
-from ..registry import Registry
+from ..core.registry import Registry
 
 STAGES: Registry[Callable[[nn.Module, str], list[list[nn.Module]]]] = Registry("backbone network")
 
