@@ -53,7 +53,9 @@ def _model_from_args(args):
 
 def _tuning(args) -> dict:
     """The search settings of the approximate backends given on the command line."""
-    return {k: getattr(args, k) for k in ("ef_search", "nprobe", "rescore") if getattr(args, k, None) is not None}
+    from .index.backends import tuning_keys
+
+    return {k: getattr(args, k) for k in tuning_keys() if getattr(args, k, None) is not None}
 
 
 def _apply_overrides(p, args):
@@ -437,12 +439,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--version", action="version", version=f"imret {__version__}")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    from .core.registry import BACKENDS
+    from .index.backends import TUNING_HELP, tuning_keys
+
     def tuning_options(p, when="saved in the index"):
-        p.add_argument("--ef-search", type=int, default=None, help=f"hnsw: beam width of a search; {when}")
-        p.add_argument("--nprobe", type=int, default=None, help=f"ivfpq: inverted lists visited per search; {when}")
-        p.add_argument("--rescore", type=int, default=None,
-                       help=f"approximate backends: candidates re-scored exactly per search "
-                            f"(256 for hnsw, 1024 for ivfpq unless set); {when}")
+        for key in tuning_keys():
+            p.add_argument("--" + key.replace("_", "-"), type=int, default=None, help=f"{TUNING_HELP[key]}; {when}")
 
     def common(p, preset=True):
         p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda when available)")
@@ -455,7 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("index", help="index the photos in folders or files")
     p.add_argument("sources", nargs="+", help="folders (searched recursively) or image files")
     p.add_argument("--out", required=True, help="index file to write")
-    p.add_argument("--index-kind", choices=["auto", "flat", "hnsw", "hnsw-sq8", "ivfpq", "milvus"], default=None,
+    p.add_argument("--index-kind", choices=["auto", *BACKENDS.names()], default=None,
                    help="search structure (default: the preset's; 'auto' picks by collection size)")
     tuning_options(p)
     p.add_argument("--milvus-uri", default=None,

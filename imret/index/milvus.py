@@ -3,10 +3,12 @@ outgrow one machine.
 
 ``uri`` is a Milvus Lite file (``./vectors.db``, embedded, no server) or a server
 (``http://host:19530``). Milvus holds the vectors under the images' stable ids; the
-index file keeps ids, paths and the config, as with every backend. Imported only
-when a preset asks for it, so pymilvus stays an optional extra.
+index file keeps ids, paths and the config, as with every backend. pymilvus is
+imported only when a Milvus backend is made, so it stays an optional extra.
 """
 from __future__ import annotations
+
+import copy
 
 import numpy as np
 
@@ -18,7 +20,8 @@ _BATCH = 1000
 @BACKENDS.register("milvus")
 class MilvusBackend(Backend):
     name = "milvus"
-    uses_ids = True  # search answers image ids, not row positions
+    approximate = True  # Milvus's own index proposes; the rows are re-scored exactly here
+    tuning = ("rescore",)
 
     def _make(self, dim, cfg):
         try:
@@ -46,9 +49,7 @@ class MilvusBackend(Backend):
         res = self.client.query(self.collection, filter="id >= 0", output_fields=["count(*)"])
         return int(res[0]["count(*)"]) if res else 0
 
-    def add(self, rows, ids=None):
-        if ids is None:
-            raise ValueError("the milvus backend stores vectors under image ids")
+    def add(self, ids, rows):
         rows = np.asarray(rows, np.float32)
         for s in range(0, len(rows), _BATCH):
             self.client.insert(self.collection, [{"id": int(i), "vec": r.tolist()}
@@ -60,17 +61,11 @@ class MilvusBackend(Backend):
         # without the index: sealing it made searches ~17× faster (Milvus Lite, 30k rows).
         self.client.flush(self.collection)
 
-    def remove_ids(self, ids) -> None:
+    def remove(self, ids) -> None:
         ids = [int(i) for i in ids]
         for s in range(0, len(ids), _BATCH):
             self.client.delete(self.collection, ids=ids[s:s + _BATCH])
         self._seal()
-
-    def reset(self, rows, ids=None):
-        self.client.drop_collection(self.collection)
-        self._create()
-        if len(rows):
-            self.add(rows, ids)
 
     def search(self, queries, k):
         """Q×D queries → (Q×k scores, Q×k image ids); −1 pads missing results."""
@@ -85,5 +80,25 @@ class MilvusBackend(Backend):
                 ids[qi, j] = h["id"]
         return scores, ids
 
+    def tune(self, cfg) -> None:
+        self.cfg = cfg
+
+    def clone(self, source=None) -> "MilvusBackend":
+        # the vectors live in the service: a copy shares them (as the original did before)
+        other = copy.copy(self)
+        other.source = source
+        return other
+
     def to_bytes(self):
         raise NotImplementedError("Milvus keeps its own data")
+
+    @classmethod
+    def restore(cls, dim, cfg, ids, rows, blob=None, source=None) -> "MilvusBackend":
+        # the vectors live in the service: re-sync only if it lost them
+        obj = cls(dim, cfg, source)
+        if obj.ntotal != len(ids):
+            obj.client.drop_collection(obj.collection)
+            obj._create()
+            if len(ids):
+                obj.add(ids, rows)
+        return obj

@@ -20,8 +20,7 @@ from ..descriptor.whitening import PCAWhitening, l2_normalize
 from ..core.errors import ImretError, IndexFileError
 from ..core.paths import collect_paths
 from ..rerank import DBA, AugmentedRows, Pipeline, Shortlist
-from ..rerank.functional import knn
-from .backends import BACKENDS, Backend, make_backend
+from .backends import BACKENDS, Backend, make_backend, searcher, tuning_keys
 from .fileformat import decode_paths, encode_paths, read_container, write_container
 
 
@@ -89,7 +88,7 @@ class Index:
         self.paths: list[str] = []
         self.descriptors = np.zeros((0, self.dim), np.float32)
         self.next_id = 0
-        self.backend: Backend = make_backend(self.dim, preset.index)
+        self.backend: Backend = make_backend(self.dim, preset.index, source=self._content)
         self.created = time.time()
         self.head_state: dict | None = None
         self.roots: list[str] = []  # the folders/files indexed: nothing outside them is ever served
@@ -104,17 +103,13 @@ class Index:
         writer can change the copy while readers keep searching the original."""
         import copy
 
-        import faiss
-
         other = copy.copy(self)
         other.ids = self.ids.copy()
         other.paths = list(self.paths)
         other.descriptors = np.array(self.descriptors, np.float32)
         other._pos_of = dict(self._pos_of)
         other.roots = list(self.roots)
-        other.backend = copy.copy(self.backend)
-        if getattr(self.backend, "index", None) is not None:
-            other.backend.index = faiss.clone_index(self.backend.index)
+        other.backend = self.backend.clone(source=other._content)
         for name, value in vars(self).items():  # sections added by later stages (e.g. re-ranking)
             if isinstance(value, np.ndarray) and name not in ("ids", "descriptors"):
                 setattr(other, name, value.copy())
@@ -245,7 +240,7 @@ class Index:
             return
         rows = self.postprocess(raw)
         if self.preset.index.kind == "auto" and len(self) == 0:
-            self.backend = make_backend(self.dim, self.preset.index, n_hint=len(paths))
+            self.backend = make_backend(self.dim, self.preset.index, n_hint=len(paths), source=self._content)
         ids = np.arange(self.next_id, self.next_id + len(paths), dtype=np.int64)
         self.next_id += len(paths)
         start = len(self.paths)
@@ -254,10 +249,7 @@ class Index:
         self.descriptors = np.concatenate([np.asarray(self.descriptors), rows]).astype(np.float32)
         for i, p in enumerate(paths):
             self._pos_of[p] = start + i
-        if getattr(self.backend, "uses_ids", False):
-            self.backend.add(rows, ids)
-        else:
-            self.backend.add(rows)
+        self.backend.add(ids, rows)
         self._dba_changed(lambda a: a.with_added(self.descriptors))
 
     def add(self, sources, progress: bool = False, on_error=None, journal_path: str | None = None) -> IndexReport:
@@ -321,10 +313,7 @@ class Index:
         self.descriptors = np.ascontiguousarray(np.asarray(self.descriptors)[keep])
         self._dba_changed(lambda a: a.with_removed(keep, self.descriptors))
         self._pos_of = {p: i for i, p in enumerate(self.paths)}
-        if getattr(self.backend, "uses_ids", False):
-            self.backend.remove_ids(removed_ids)
-        else:
-            self.backend.reset(self.descriptors)
+        self.backend.remove(removed_ids)
         return removed
 
     # -- search -------------------------------------------------------------
@@ -334,14 +323,12 @@ class Index:
     def tune(self, **settings) -> None:
         """Change search settings of the approximate backends (``ef_search``, ``nprobe``,
         ``rescore``) for this object's later searches; saved with the index if it is saved."""
-        allowed = {"ef_search", "nprobe", "rescore"}
+        allowed = set(tuning_keys())
         if set(settings) - allowed:
             raise ValueError(f"only {', '.join(sorted(allowed))} can be tuned, not {sorted(set(settings) - allowed)}")
         cfg = self.preset.index.replace(**settings)  # validated here
         self.preset = self.preset.replace(index=cfg)
-        self.backend.cfg = cfg
-        if getattr(self.backend, "index", None) is not None:
-            self.backend._configure()
+        self.backend.tune(cfg)
 
     def search(self, query_raw: np.ndarray, top: int = 10, rerank=None, query_local=None) -> list[list[Hit]]:
         """Q×raw_dim raw query descriptors (as the extractor gives them) → per query, ranked hits."""
@@ -365,20 +352,8 @@ class Index:
         rows = self.search_rows(pipeline)
         reranking = pipeline is not None and bool(pipeline.shortlist_steps) and len(self) > 0
         depth = max(top, pipeline.depth) if reranking else top
-        if (self.backend.name == "flat" and rows is self.descriptors) or not len(self):
-            scores, pos = self.backend.search(q, depth)
-        elif self.backend.name == "flat":
-            pos, scores = knn(q, rows, depth)
-        else:
-            # the approximate structure holds the plain rows: its candidates are re-scored
-            # exactly against the rows searched (the augmented ones, with αDBA)
-            cand = self._candidates(q, max(4 * depth, self.preset.index.rescore or self.backend.rescore))
-            safe = np.where(cand >= 0, cand, 0)
-            exact = np.einsum("qd,qkd->qk", q, np.asarray(rows)[safe])
-            exact = np.where(cand >= 0, exact, -np.inf)
-            order = np.argsort(-exact, axis=1, kind="stable")[:, :depth]
-            scores = np.take_along_axis(exact, order, 1)
-            pos = np.where(np.isfinite(scores), np.take_along_axis(cand, order, 1), -1)
+        held = rows is self.descriptors or not len(self)
+        scores, pos = searcher(self.backend).search(q, depth, rows, self.positions, held=held)
         if reranking:
             sl = pipeline.rerank(Shortlist(q, pos, scores.astype(np.float32)), rows)
             scores, pos = sl.scores, sl.ranks
@@ -390,18 +365,18 @@ class Index:
             out.append(hits)
         return out
 
-    def _candidates(self, q: np.ndarray, k: int) -> np.ndarray:
-        """Q×k row positions from the search structure (−1 pads)."""
-        _, found = self.backend.search(q, k)
-        if not getattr(self.backend, "uses_ids", False):
-            return found
-        ids = np.asarray(self.ids)
-        if getattr(self, "_id_order", (None,))[0] is not ids:  # cached until the ids change
-            self._id_order = (ids, np.argsort(ids, kind="stable"))
-        order = self._id_order[1]
-        at = np.minimum(np.searchsorted(ids[order], found), len(ids) - 1)
-        pos = order[at]
-        return np.where((found >= 0) & (ids[pos] == found), pos, -1)
+    def positions(self, ids: np.ndarray) -> np.ndarray:
+        """Row positions of image ``ids`` (any shape); −1 for −1 and for ids not held."""
+        ids = np.asarray(ids, np.int64)
+        # ids are given in increasing order and removals keep the order: a binary search
+        at = np.minimum(np.searchsorted(self.ids, ids), max(len(self.ids) - 1, 0))
+        if not len(self.ids):
+            return np.full(ids.shape, -1, np.int64)
+        return np.where((ids >= 0) & (self.ids[at] == ids), at, -1)
+
+    def _content(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, rows) held: what the search structure is rebuilt from."""
+        return self.ids, np.asarray(self.descriptors)
 
     def search_image(self, image, top: int = 10, bbox=None, rerank=None) -> list[Hit]:
         """A path or H×W×3 uint8 array (optionally cropped to ``bbox`` x0,y0,x1,y1) → ranked hits."""
@@ -481,7 +456,7 @@ class Index:
                   "paths": encode_paths(self.paths)}
         if self.whitening is not None:
             arrays.update(self.whitening.arrays())
-        if self.backend.needs_blob and self.backend.ntotal:
+        if self.backend.needs_blob and len(self):
             arrays["backend"] = self.backend.to_bytes()
         if self.head_state:
             arrays.update({f"head/{k}": v.detach().cpu().numpy() for k, v in self.head_state.items()})
@@ -520,19 +495,9 @@ class Index:
                 import torch
 
                 index.head_state = {k: torch.from_numpy(np.array(arrays[f"head/{k}"])) for k in meta["head_state"]}
-            kind = meta.get("backend", "flat")
-            backend_cls = BACKENDS.get(kind)
-            if "backend" in arrays:
-                index.backend = backend_cls.from_bytes(arrays["backend"], index.dim, preset.index)
-            elif getattr(backend_cls, "uses_ids", False):
-                # the vectors live in the service: re-sync only if it lost them
-                index.backend = backend_cls(index.dim, preset.index)
-                if index.backend.ntotal != n:
-                    index.backend.reset(np.asarray(index.descriptors), index.ids)
-            else:
-                index.backend = backend_cls(index.dim, preset.index)
-                if n:
-                    index.backend.add(np.asarray(index.descriptors))
+            blob = arrays["backend"] if "backend" in arrays else None
+            index.backend = BACKENDS.get(meta.get("backend", "flat")).restore(
+                index.dim, preset.index, index.ids, np.asarray(index.descriptors), blob, source=index._content)
             if index.backend.ntotal != n:
                 raise ValueError(f"search structure holds {index.backend.ntotal} rows, expected {n}")
         except IndexFileError:
