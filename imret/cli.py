@@ -59,9 +59,10 @@ def _tuning(args) -> dict:
 
 
 def _apply_overrides(p, args):
-    if getattr(args, "index_kind", None) or getattr(args, "milvus_uri", None):
-        kind = args.index_kind or ("milvus" if args.milvus_uri else p.index.kind)
-        p = p.replace(index=p.index.replace(kind=kind, milvus_uri=args.milvus_uri or p.index.milvus_uri))
+    uri = getattr(args, "milvus_uri", None)
+    if getattr(args, "index_kind", None) or uri:
+        kind = args.index_kind or ("milvus" if uri else p.index.kind)
+        p = p.replace(index=p.index.replace(kind=kind, milvus_uri=uri or p.index.milvus_uri))
     if _tuning(args):
         p = p.replace(index=p.index.replace(**_tuning(args)))
     if getattr(args, "no_whitening", False):
@@ -269,27 +270,36 @@ def cmd_presets(args) -> int:
 
 def cmd_eval(args) -> int:
     from .evaluation.datasets import load_dataset
-    from .evaluation.evaluate import evaluate
-    from .extractor import Extractor
+    from .evaluation.evaluate import build_index, evaluate_index
     from .local import needs_local
 
     dataset = load_dataset(args.dataset, args.layout)
-    preset, head_state = _model_from_args(args)
-    ex = Extractor(preset, device=args.device, head_state=head_state)
-    local = None
-    if needs_local(args.rerank):
-        from .local.commands import local_extractor
+    if args.index:  # score the searches of an existing index, of any backend
+        from .index.store import Index
 
-        local, _ = local_extractor(args.local, args.attention, device=args.device)
-    res = evaluate(ex, dataset, whitening="none" if args.no_whitening else "auto", progress=not args.quiet,
-                   rerank=args.rerank, local=local)
+        index, skipped = Index.load(args.index), []
+        index.extractor(device=args.device)
+    else:  # the database indexed in memory, as 'imret index' would
+        from .extractor import Extractor
+
+        preset, head_state = _model_from_args(args)
+        ex = Extractor(preset, device=args.device, head_state=head_state)
+        local = None
+        if needs_local(args.rerank):
+            from .local.commands import local_extractor
+
+            local, _ = local_extractor(args.local, args.attention, device=args.device)
+        index, skipped = build_index(ex, dataset, preset, progress=not args.quiet, local=local)
+    if _tuning(args):
+        index.tune(**_tuning(args))
+    res = evaluate_index(index, dataset, rerank=args.rerank, failures=skipped)
     for p, reason in res["failures"]:
         _eprint(f"skipped {p}: {reason}")
     if args.json:
         print(json.dumps(res, indent=1, default=str))
         return 0
     print(f"{res['dataset']} ({res['protocol']}): {res['images']} images, {res['queries']} queries, "
-          f"preset {ex.preset.name}{', whitened' if res['whitened'] else ''}"
+          f"preset {index.preset.name}, {res['backend']}{', whitened' if res['whitened'] else ''}"
           + (f", re-ranked by {res['rerank']}" if res["rerank"] else ""))
     figs = res["figures"]
     if res["protocol"] == "revisited":
@@ -522,6 +532,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a model trained by 'imret train' (its preset and weights; --preset is ignored)")
     p.add_argument("--local", default="delf", metavar="CONFIG", help="with --rerank sv: " + LOCAL_HELP)
     p.add_argument("--attention", default=None, metavar="FILE", help="with --rerank sv: " + ATTENTION_HELP)
+    p.add_argument("--index", default=None, metavar="FILE",
+                   help="score the searches of this index (it holds the dataset's database; any backend; "
+                        "its preset, stored αDBA and local features are used) instead of indexing in memory")
+    p.add_argument("--index-kind", choices=["auto", *BACKENDS.names()], default=None,
+                   help="without --index: the search structure of the index built in memory")
+    tuning_options(p, "for this evaluation")
     common(p)
     p.set_defaults(func=cmd_eval)
 
