@@ -1,5 +1,5 @@
 """Resumable local-feature extraction: each image's features are journaled as they are
-extracted (see ``imret.index.journal``), so a killed ``imret index --local`` run
+extracted (see ``imret.core.journal``), so a killed ``imret index --local`` run
 extracts only what it had not finished.
 
 Until the store has learned its codec (PCA + PQ, from the first images), features are
@@ -14,9 +14,9 @@ import struct
 
 import numpy as np
 
-from ..index.journal import RecordJournal
+from ..core.journal import RecordJournal
 from .features import LocalFeatures
-from .store import LocalCodec, Stored, row_dtype
+from .codec import LocalCodec, Stored, row_dtype
 
 CODEC_KEY = "\0codec"  # a record key no file path can take
 _RAW, _STORED, _CODEC = 0, 1, 2
