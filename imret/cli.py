@@ -91,83 +91,55 @@ def _write_skip_log(out: str, skipped, mode: str = "w") -> str | None:
 
 
 def cmd_index(args) -> int:
-    from .extractor import Extractor
-    from .index.store import Index
+    from .index.indexer import Indexer
 
     preset, head_state = _model_from_args(args)
     dba = None if args.dba is None else _rerank("dba" + (f":{args.dba}" if args.dba else "")).database_step
-    local = args.local is not None or args.attention is not None
+    indexer = Indexer(preset, head_state, device=args.device, dba=dba, local=args.local, attention=args.attention,
+                      progress=not args.quiet, on_error=_skip_logger(args.quiet))
     if args.engine == "ray":
-        return _index_with_ray(args, preset, head_state, dba, local)
-    ex = Extractor(preset, device=args.device, head_state=head_state)
-    journal = args.out + ".journal"
-    if os.path.exists(journal):
-        _eprint(f"resuming the interrupted run recorded in {journal}")
-    index, report = Index.build(args.sources, preset, extractor=ex, progress=not args.quiet,
-                                on_error=_skip_logger(args.quiet), whitening_sources=args.whiten_on,
-                                journal_path=journal)
-    if dba is not None:
-        index.set_dba(dba)
-    index.head_state = head_state
-    if local:
-        _attach_local(args, index, journal)
-    index.save(args.out)
-    Index.finish_journal(journal)
+        return _index_with_ray(args, indexer)
+    if os.path.exists(Indexer.journal_of(args.out)):
+        _eprint(f"resuming the interrupted run recorded in {Indexer.journal_of(args.out)}")
+    _note_local_journal(args.out)
+    _, report = indexer.build(args.sources, args.out, whitening_sources=args.whiten_on)
     log = _write_skip_log(args.out, report.skipped)
     _eprint(f"{report.summary()}; wrote {args.out}" + (f"; skipped files listed in {log}" if log else ""))
     return 0 if report.indexed or not report.skipped else 1
 
 
-def _attach_local(args, index, journal: str) -> None:
-    """Local features for every image of ``index`` (journaled beside ``journal``: resumable)."""
-    from .index.store import Index
-    from .local.commands import build_local
+def _note_local_journal(out: str) -> None:
+    from .index.indexer import Indexer
 
-    local_journal = Index.local_journal_path(journal)
+    local_journal = Indexer.local_journal_of(out)
     if os.path.exists(local_journal):
         from .local.journal import LocalJournal
 
         _eprint(f"resuming the local features of {LocalJournal.count(local_journal)} images "
                 f"recorded in {local_journal}")
-    build_local(index, args.local or "delf", args.attention, device=args.device, progress=not args.quiet,
-                on_error=_skip_logger(args.quiet), journal_path=local_journal)
 
 
-def _index_with_ray(args, preset, head_state=None, dba=None, local=False) -> int:
+def _index_with_ray(args, indexer) -> int:
     """Extraction spread over Ray workers in shards (resumable), then one merge. Local
-    features, with ``local``, are extracted afterwards by this process (journaled)."""
+    features, when asked for, are extracted afterwards by this process (journaled)."""
     try:
         from .engines.ray_engine import RayConfig, clear_shards, extract_with_ray, merge_shards
     except ImportError as exc:
         _eprint(f"imret: error: --engine ray needs its extra: pip install 'imret[ray]' ({exc})")
         return 1
-    from .extractor import Extractor
-    from .core.paths import collect_paths
-    from .index.store import Index, IndexReport
-
-    t0 = time.time()
-    report = IndexReport()
-    record = report.failed(_skip_logger(args.quiet))
-    paths = collect_paths(args.sources, on_error=record)
     cfg = RayConfig(address=args.address, workers=args.workers, shard_size=args.shard_size,
                     object_store_mb=args.object_store_mb)
     shards_dir = args.out + ".shards"
-    stats = extract_with_ray(paths, preset, shards_dir, cfg, head_state=head_state, progress=not args.quiet)
-    dim = Extractor(preset, device="cpu", head_state=head_state).dim
-    ok, raw, failures = merge_shards(paths, shards_dir, cfg.shard_size, dim, preset, head_state)
-    for p, reason in failures:
-        record(p, reason)
-    index = Index.from_raw(preset, dim, ok, raw, args.sources)
-    if dba is not None:
-        index.set_dba(dba)
-    index.head_state = head_state
-    if local:
-        _attach_local(args, index, args.out + ".journal")
-    index.save(args.out)
-    Index.finish_journal(args.out + ".journal")
+    stats = {}
+
+    def from_ray(paths, extractor):
+        stats.update(extract_with_ray(paths, indexer.preset, shards_dir, cfg, head_state=indexer.head_state,
+                                      progress=indexer.progress))
+        return merge_shards(paths, shards_dir, cfg.shard_size, extractor.dim, indexer.preset, indexer.head_state)
+
+    _note_local_journal(args.out)
+    _, report = indexer.build(args.sources, args.out, raw_source=from_ray)
     clear_shards(shards_dir)
-    report.indexed = len(ok)
-    report.seconds = time.time() - t0
     log = _write_skip_log(args.out, report.skipped)
     _eprint(f"{report.summary()}; ray: {stats['extracted_shards']} shards extracted, "
             f"{stats['skipped_shards']} already done; wrote {args.out}" + (f"; see {log}" if log else ""))
@@ -175,15 +147,10 @@ def _index_with_ray(args, preset, head_state=None, dba=None, local=False) -> int
 
 
 def cmd_add(args) -> int:
-    from .index.store import Index
+    from .index.indexer import Indexer
 
-    index = Index.load(args.index)
-    index.extractor(device=args.device)
-    journal = args.index + ".journal"
-    report = index.add(args.sources, progress=not args.quiet, on_error=_skip_logger(args.quiet),
-                       journal_path=journal)
-    index.save(args.index)
-    Index.finish_journal(journal)
+    index, report = Indexer.add(args.index, args.sources, device=args.device, progress=not args.quiet,
+                                on_error=_skip_logger(args.quiet))
     log = _write_skip_log(args.index, report.skipped, mode="a")
     _eprint(f"{report.summary()}; {len(index)} images in {args.index}" + (f"; see {log}" if log else ""))
     return 0

@@ -3,36 +3,10 @@ from __future__ import annotations
 
 from typing import Callable
 
+from ..index.indexer import build_local, local_extractor  # noqa: F401  (used by the CLI and tests)
 from .config import get_local_config
 from .extract import LocalExtractor
 from .verify import Verification, VerifyConfig, verify
-
-
-def local_extractor(name: str = "delf", attention: str | None = None, index: str | None = None, device=None):
-    """(extractor, store or None): an index's local features (their config, attention and
-    PCA), else a trained attention file's config and weights, else the named config."""
-    if index is not None:
-        from ..index.store import Index
-
-        store = Index.load(index).local_store()
-        return store.extractor(device), store
-    if attention is not None:
-        from .train import load_attention
-
-        cfg, state = load_attention(attention)
-        return LocalExtractor(cfg, state, device=device), None
-    return LocalExtractor(get_local_config(name), device=device), None
-
-
-def build_local(index, name: str = "delf", attention: str | None = None, device=None, progress: bool = False,
-                on_error: Callable[[str, str], None] | None = None, journal_path: str | None = None) -> None:
-    """Extract and attach local features for every image of ``index`` (saved with it);
-    with ``journal_path``, resumable after a crash (``Index.local_journal_path``)."""
-    from .store import LocalStore
-
-    ex, _ = local_extractor(name, attention, device=device)
-    index.local = LocalStore.build(index.paths, index.ids, ex, progress=progress, on_error=on_error,
-                                   journal_path=journal_path, journal_header={"mode": "build"})
 
 
 def show_matches(query: str, result: str, out: str, extractor: LocalExtractor, store=None,

@@ -28,6 +28,7 @@ from PIL import Image
 from ..core import __version__
 from ..core.bbox import parse_bbox as core_parse_bbox
 from ..core.errors import ImageLoadError, ImretError
+from ..index.indexer import apply_batch, extract_batch
 from ..index.store import Index
 from ..io.images import IMAGE_EXTENSIONS, load_image
 
@@ -246,23 +247,13 @@ def create_app(config: ServiceConfig, index: Index | None = None) -> FastAPI:
         if not saved:
             shutil.rmtree(folder, ignore_errors=True)
             raise HTTPException(415, {"message": "no image could be read", "rejected": rejected})
-        extractor = holder.index.extractor()
-        res = await run_in_threadpool(extractor.extract_paths, saved)  # the slow part, outside the write lock
-        local = holder.index.local
-        local_features = [] if local is None else await run_in_threadpool(
-            lambda: [local.extractor().extract(p) for p in res.paths])
+        # the slow part, outside the write lock; the index changes inside it
+        batch = await run_in_threadpool(extract_batch, holder.index, saved)
         ids_before = holder.index.next_id
-
-        def change(idx: Index):
-            idx.add_roots([folder])
-            idx.add_descriptors(res.paths, res.descriptors)
-            if local_features:
-                idx.local.add_features(zip(idx.ids[-len(res.paths):].tolist(), local_features))
-
-        new = await run_in_threadpool(holder.update, change)
+        new = await run_in_threadpool(holder.update, lambda idx: apply_batch(idx, batch, roots=[folder]))
         added = [{"id": int(i), "name": os.path.basename(p)} for i, p in zip(new.ids, new.paths) if i >= ids_before]
         return {"added": added, "rejected": rejected + [{"name": os.path.basename(p), "reason": r}
-                                                        for p, r in res.failures], "images": len(new)}
+                                                        for p, r in batch.failures], "images": len(new)}
 
     @app.delete("/index/{image_id}")
     def delete(image_id: int, authorization: str | None = Header(None)):

@@ -1,0 +1,159 @@
+"""How photos get into an index file: one path for ``imret index`` (local loop or Ray),
+``imret add`` and the service's add endpoint.
+
+``Indexer.build`` extracts (journaled and resumable, or through a ``RawSource`` such
+as the Ray engine's shards), learns the whitening, stores αDBA, the trained head's
+weights and the local features, saves and then drops the journals. ``extract_batch``
+and ``apply_batch`` split an add in two, so that a server extracts outside its write
+lock and changes the index inside it.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from ..core.paths import collect_paths
+from .store import Index, IndexReport
+
+# (paths, the extractor) → (paths extracted, their raw descriptors, failures), e.g. Ray's shards
+RawSource = Callable[[list[str], object], "tuple[list[str], np.ndarray, list[tuple[str, str]]]"]
+
+
+@dataclass
+class Batch:
+    """Photos extracted for an index and not added yet: raw global descriptors, and local
+    features when the index holds them."""
+
+    paths: list[str]
+    raw: np.ndarray
+    local: list | None = None
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+
+def extract_batch(index: Index, paths: list[str]) -> Batch:
+    """Extract ``paths`` with ``index``'s extractors, without changing the index."""
+    res = index.extractor().extract_paths(paths)
+    local = None
+    if index.local is not None:
+        ex = index.local.extractor()
+        local = [ex.extract(p) for p in res.paths]
+    return Batch(list(res.paths), np.asarray(res.descriptors, np.float32), local, list(res.failures))
+
+
+def apply_batch(index: Index, batch: Batch, roots=()) -> np.ndarray:
+    """Add ``batch`` to ``index`` (under ``roots``, the folders it was read from); the new ids."""
+    index.add_roots(roots)
+    index.add_descriptors(batch.paths, batch.raw)
+    ids = index.ids[len(index) - len(batch.paths):]
+    if batch.local:
+        index.local.add_features(zip(ids.tolist(), batch.local))
+    return ids
+
+
+def local_extractor(name: str = "delf", attention: str | None = None, index: str | None = None, device=None):
+    """(extractor, store or None): an index's local features (their config, attention and
+    PCA), else a trained attention file's config and weights, else the named config."""
+    if index is not None:
+        store = Index.load(index).local_store()
+        return store.extractor(device), store
+    if attention is not None:
+        from ..local.extract import LocalExtractor
+        from ..local.train import load_attention
+
+        cfg, state = load_attention(attention)
+        return LocalExtractor(cfg, state, device=device), None
+    from ..local.config import get_local_config
+    from ..local.extract import LocalExtractor
+
+    return LocalExtractor(get_local_config(name), device=device), None
+
+
+def build_local(index, name: str = "delf", attention: str | None = None, device=None, progress: bool = False,
+                on_error: Callable[[str, str], None] | None = None, journal_path: str | None = None) -> None:
+    """Extract and attach local features for every image of ``index`` (saved with it);
+    with ``journal_path``, resumable after a crash (``Index.local_journal_path``)."""
+    from ..local.store import LocalStore
+
+    ex, _ = local_extractor(name, attention, device=device)
+    index.local = LocalStore.build(index.paths, index.ids, ex, progress=progress, on_error=on_error,
+                                   journal_path=journal_path, journal_header={"mode": "build"})
+
+
+def _journal(out: str) -> str:
+    return out + ".journal"
+
+
+@dataclass
+class Indexer:
+    """Builds and extends index files with one model: ``preset`` with its trained
+    ``head_state``, optional αDBA ``dba`` (a ``DBA`` step), and local features by the
+    config ``local`` (and trained ``attention`` file) when either is given."""
+
+    preset: object
+    head_state: dict | None = None
+    device: str | None = None
+    dba: object = None
+    local: str | None = None
+    attention: str | None = None
+    progress: bool = False
+    on_error: Callable[[str, str], None] | None = None
+
+    def extractor(self):
+        from ..extractor import Extractor
+
+        return Extractor(self.preset, device=self.device, head_state=self.head_state)
+
+    def build(self, sources, out: str, whitening_sources=None, raw_source: RawSource | None = None
+              ) -> tuple[Index, IndexReport]:
+        """Index ``sources`` into the file ``out``, resuming an interrupted run's journal;
+        with ``raw_source`` the global descriptors come from it (e.g. Ray workers)."""
+        t0 = time.time()
+        ex = self.extractor()
+        journal = _journal(out)
+        if raw_source is None:
+            index, report = Index.build(sources, self.preset, extractor=ex, progress=self.progress,
+                                        on_error=self.on_error, whitening_sources=whitening_sources,
+                                        journal_path=journal)
+        else:
+            report = IndexReport()
+            record = report.failed(self.on_error)
+            ok, raw, failures = raw_source(collect_paths(sources, on_error=record), ex)
+            for p, reason in failures:
+                record(p, reason)
+            index = Index.from_raw(self.preset, ex.dim, ok, raw, sources)
+            index.set_extractor(ex)
+            report.indexed = len(ok)
+        if self.dba is not None:
+            index.set_dba(self.dba)
+        index.head_state = self.head_state
+        if self.local is not None or self.attention is not None:
+            build_local(index, self.local or "delf", self.attention, device=self.device, progress=self.progress,
+                        on_error=self.on_error, journal_path=Index.local_journal_path(journal))
+        index.save(out)
+        Index.finish_journal(journal)
+        report.seconds = time.time() - t0
+        return index, report
+
+    @staticmethod
+    def add(path: str, sources, device=None, progress: bool = False, on_error=None) -> tuple[Index, IndexReport]:
+        """Add the photos of ``sources`` the index file ``path`` lacks (journaled, resumable)."""
+        index = Index.load(path)
+        index.extractor(device=device)
+        report = index.add(sources, progress=progress, on_error=on_error, journal_path=_journal(path))
+        index.save(path)
+        Index.finish_journal(_journal(path))
+        return index, report
+
+    @staticmethod
+    def journal_of(out: str) -> str:
+        """The journal of a run writing ``out`` (it exists while the run is unfinished)."""
+        return _journal(out)
+
+    @staticmethod
+    def local_journal_of(out: str) -> str:
+        return Index.local_journal_path(_journal(out))
+
+
