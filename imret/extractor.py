@@ -89,11 +89,14 @@ class Extractor:
 
     def __init__(self, preset: Preset, device: str | torch.device | None = None,
                  max_pixels: int = DEFAULT_MAX_PIXELS, head_state: dict | None = None,
-                 threads: int | str | None = None, batch: int = 4, batch_pixels: int = BATCH_PIXELS):
+                 threads: int | str | None = None, batch: int = 4, batch_pixels: int = BATCH_PIXELS,
+                 channels_last: bool | None = None):
         """``threads``: torch intra-op threads while this extractor runs (an int, 'auto' for
         ``imret.threads.plan_threads``'s choice, None to leave torch's setting alone);
         ``batch``: consecutive photos of one size run through the backbone together, in
-        calls of at most ``batch_pixels`` input pixels."""
+        calls of at most ``batch_pixels`` input pixels; ``channels_last`` (default: on the
+        CPU) runs the backbone in NHWC layout, measured ~14% less CPU time per photo
+        for EfficientNet-Lite0 on one thread (benchmarks/bench_extract.py)."""
         if batch < 1 or batch_pixels < 1:
             raise ValueError(f"batch and batch_pixels must be positive, got {batch} and {batch_pixels}")
         self.preset = preset
@@ -108,6 +111,10 @@ class Extractor:
             self.head.load_state_dict(head_state)
         self.backbone.to(self.device).eval()
         self.head.to(self.device).eval()
+        self.channels_last = self.device.type == "cpu" if channels_last is None else bool(channels_last)
+        self._layout = torch.channels_last if self.channels_last else torch.contiguous_format
+        if self.channels_last:
+            self.backbone.to(memory_format=torch.channels_last)
 
     @classmethod
     def from_preset(cls, name_or_preset: str | Preset, **kwargs) -> "Extractor":
@@ -163,6 +170,7 @@ class Extractor:
                 parts = []
                 for a in range(i, j, step):
                     x = torch.cat([inputs[n][k] for n in range(a, min(j, a + step))]).to(self.device)
+                    x = x.contiguous(memory_format=self._layout)
                     parts.append(self.head(self.backbone(x)).float())
                 v = torch.cat(parts)
                 v = v / (v.norm(dim=1, keepdim=True) + 1e-12)

@@ -44,6 +44,15 @@ def test_describe_batches_equal_one_at_a_time(ex, photos):
     np.testing.assert_allclose(np.linalg.norm(batched, axis=1), 1, atol=1e-6)
 
 
+def test_channels_last_gives_the_contiguous_descriptors(ex, photos):
+    imgs, _ = photos
+    assert ex.channels_last  # the CPU default
+    plain = Extractor(ex.preset, device="cpu", channels_last=False)
+    np.testing.assert_allclose(ex.describe([ex.prepare(i) for i in imgs]),
+                               plain.describe([plain.prepare(i) for i in imgs]), atol=1e-5)
+    np.testing.assert_allclose(plain.describe([plain.prepare(imgs[0])])[0], one_at_a_time(plain, imgs[0]), atol=1e-5)
+
+
 def test_batch_pixels_split_calls_without_changing_results(ex, photos):
     imgs, _ = photos
     small = Extractor(ex.preset, device="cpu", batch=4, batch_pixels=1)  # one photo per call

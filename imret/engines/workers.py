@@ -78,7 +78,8 @@ class ParallelExtractor:
             return self._ex.extract_paths(paths, progress=progress, on_error=on_error, on_result=on_result)
         ex = self._ex
         kwargs = {"device": str(ex.device), "max_pixels": ex.max_pixels, "threads": None,
-                  "batch": ex.batch, "batch_pixels": ex.batch_pixels}
+                  "batch": ex.batch, "batch_pixels": ex.batch_pixels,
+                  "channels_last": ex.channels_last}
         chunks = [paths[i:i + self.chunk] for i in range(0, len(paths), self.chunk)]
         raw_of: dict[str, np.ndarray] = {}
         failures: list[tuple[str, str]] = []
