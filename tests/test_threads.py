@@ -106,3 +106,19 @@ def test_limit_threads_restores():
     assert torch.get_num_threads() == before
     with limit_threads(None) as n:
         assert n == before
+
+
+def test_cli_threads_and_workers_options(capsys):
+    from imret.cli import build_parser
+
+    ap = build_parser()
+    args = ap.parse_args(["index", "d", "--out", "o", "--threads", "2", "--workers", "auto"])
+    assert args.threads == 2 and args.workers == "auto"
+    assert ap.parse_args(["search", "i", "q"]).threads == "auto"
+    for cmd in (["add", "i", "d"], ["eval", "--dataset", "d"], ["train", "d", "--out", "o"], ["serve", "i"],
+                ["demo"]):
+        assert ap.parse_args(cmd + ["--threads", "1"]).threads == 1
+    with pytest.raises(SystemExit) as exc:
+        ap.parse_args(["index", "d", "--out", "o", "--threads", "0"])
+    assert exc.value.code == 2
+    assert "--threads must be a positive integer or 'auto', got '0'" in capsys.readouterr().err
