@@ -36,6 +36,8 @@ BATCH_PIXELS = 200_000
 # a full decode; 1024-px photos decoded at 1/2 (no margin) only at 0.991.
 DECODE_MARGIN = 1.5
 
+RUNTIMES = ("torch", "onnx")
+
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
     if device is None or device == "auto":
@@ -90,13 +92,17 @@ class Extractor:
     def __init__(self, preset: Preset, device: str | torch.device | None = None,
                  max_pixels: int = DEFAULT_MAX_PIXELS, head_state: dict | None = None,
                  threads: int | str | None = None, batch: int = 4, batch_pixels: int = BATCH_PIXELS,
-                 channels_last: bool | None = None):
+                 channels_last: bool | None = None, runtime: str = "torch"):
         """``threads``: torch intra-op threads while this extractor runs (an int, 'auto' for
         ``imret.threads.plan_threads``'s choice, None to leave torch's setting alone);
         ``batch``: consecutive photos of one size run through the backbone together, in
         calls of at most ``batch_pixels`` input pixels; ``channels_last`` (default: on the
         CPU) runs the backbone in NHWC layout, measured ~14% less CPU time per photo
-        for EfficientNet-Lite0 on one thread (benchmarks/bench_extract.py)."""
+        for EfficientNet-Lite0 on one thread (benchmarks/bench_extract.py); ``runtime``:
+        'torch', or 'onnx' to run the backbone in ONNX Runtime (CPU only; descriptors
+        within 1e-4 of torch's; ``imret.onnx_backbone``)."""
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
         if batch < 1 or batch_pixels < 1:
             raise ValueError(f"batch and batch_pixels must be positive, got {batch} and {batch_pixels}")
         self.preset = preset
@@ -115,6 +121,14 @@ class Extractor:
         self._layout = torch.channels_last if self.channels_last else torch.contiguous_format
         if self.channels_last:
             self.backbone.to(memory_format=torch.channels_last)
+        self.runtime = runtime
+        self._forward = self.backbone
+        if runtime == "onnx":
+            if self.device.type != "cpu":
+                raise ValueError(f"runtime 'onnx' runs on the CPU, not on {self.device}")
+            from .onnx_backbone import OnnxBackbone
+
+            self._forward = OnnxBackbone(self.backbone)
 
     @classmethod
     def from_preset(cls, name_or_preset: str | Preset, **kwargs) -> "Extractor":
@@ -171,7 +185,7 @@ class Extractor:
                 for a in range(i, j, step):
                     x = torch.cat([inputs[n][k] for n in range(a, min(j, a + step))]).to(self.device)
                     x = x.contiguous(memory_format=self._layout)
-                    parts.append(self.head(self.backbone(x)).float())
+                    parts.append(self.head(self._forward(x)).float())
                 v = torch.cat(parts)
                 v = v / (v.norm(dim=1, keepdim=True) + 1e-12)
                 acc = v if acc is None else acc + v

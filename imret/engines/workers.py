@@ -79,7 +79,7 @@ class ParallelExtractor:
         ex = self._ex
         kwargs = {"device": str(ex.device), "max_pixels": ex.max_pixels, "threads": None,
                   "batch": ex.batch, "batch_pixels": ex.batch_pixels,
-                  "channels_last": ex.channels_last}
+                  "channels_last": ex.channels_last, "runtime": ex.runtime}
         chunks = [paths[i:i + self.chunk] for i in range(0, len(paths), self.chunk)]
         raw_of: dict[str, np.ndarray] = {}
         failures: list[tuple[str, str]] = []
