@@ -103,3 +103,19 @@ def test_bbox_query_of_a_reduced_decode_matches_the_full_crop(ex, tmp_path):
     a = ex.extract(str(big), bbox=bbox)
     b = ex.extract(load_image(big), bbox=bbox)  # full decode, then crop
     assert float(a @ b) > 0.99
+
+
+def test_onnx_runtime_gives_torch_descriptors(ex, photos):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    imgs, _ = photos
+    onnx = Extractor(ex.preset, device="cpu", runtime="onnx")
+    np.testing.assert_allclose(onnx.describe([onnx.prepare(i) for i in imgs]),
+                               ex.describe([ex.prepare(i) for i in imgs]), atol=1e-4)
+    # one session per input size: 2 photo sizes × 3 scales
+    assert len(onnx._forward._sessions) == 6
+
+
+def test_unknown_runtime_is_refused(ex):
+    with pytest.raises(ValueError, match="runtime must be one of torch, onnx, got 'tvm'"):
+        Extractor(ex.preset, device="cpu", runtime="tvm")
