@@ -20,6 +20,8 @@ _LAZY = {
     "get_preset": ("imret.presets", "get_preset"),
     "list_presets": ("imret.presets", "list_presets"),
     "load_image": ("imret.io.images", "load_image"),
+    "limit_threads": ("imret.core.threads", "limit_threads"),
+    "plan_threads": ("imret.core.threads", "plan_threads"),
     "load_dataset": ("imret.evaluation.datasets", "load_dataset"),
     "evaluate": ("imret.evaluation.evaluate", "evaluate"),
     "ImretError": ("imret.core.errors", "ImretError"),

@@ -24,6 +24,26 @@ def _bbox(text: str) -> tuple[float, float, float, float]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _count(what: str):
+    """An argparse type for 'N|auto' options (--threads, --workers)."""
+    def parse(text: str):
+        from .core.threads import parse_count
+
+        try:
+            return parse_count(text, what)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return parse
+
+
+def _thread_plan(args):
+    """The thread plan of this command: --threads per extraction process, --workers processes."""
+    from .core.threads import plan_threads
+
+    workers = getattr(args, "workers", None) if getattr(args, "engine", "local") == "local" else 1
+    return plan_threads(args.threads, workers or 1)
+
+
 def _rerank(text: str):
     """--rerank STEPS → a re-ranking Pipeline; a bad spec is a usage error naming the problem."""
     from .core.errors import ConfigError
@@ -96,7 +116,7 @@ def cmd_index(args) -> int:
     preset, head_state = _model_from_args(args)
     dba = None if args.dba is None else _rerank("dba" + (f":{args.dba}" if args.dba else "")).database_step
     indexer = Indexer(preset, head_state, device=args.device, dba=dba, local=args.local, attention=args.attention,
-                      progress=not args.quiet, on_error=_skip_logger(args.quiet))
+                      progress=not args.quiet, on_error=_skip_logger(args.quiet), threads=_thread_plan(args))
     if args.engine == "ray":
         return _index_with_ray(args, indexer)
     if os.path.exists(Indexer.journal_of(args.out)):
@@ -127,7 +147,11 @@ def _index_with_ray(args, indexer) -> int:
     except ImportError as exc:
         _eprint(f"imret: error: --engine ray needs its extra: pip install 'imret[ray]' ({exc})")
         return 1
-    cfg = RayConfig(address=args.address, workers=args.workers, shard_size=args.shard_size,
+    from .core.threads import plan_threads
+
+    workers = 2 if args.workers is None else plan_threads(1, args.workers).workers if args.workers == "auto" \
+        else args.workers
+    cfg = RayConfig(address=args.address, workers=workers, shard_size=args.shard_size,
                     object_store_mb=args.object_store_mb)
     shards_dir = args.out + ".shards"
     stats = {}
@@ -423,8 +447,15 @@ def build_parser() -> argparse.ArgumentParser:
         for key in tuning_keys():
             p.add_argument("--" + key.replace("_", "-"), type=int, default=None, help=f"{TUNING_HELP[key]}; {when}")
 
+    def threads_option(p):
+        p.add_argument("--threads", type=_count("threads"), default="auto", metavar="N|auto",
+                       help="torch threads per extraction process (default 'auto': the CPUs this process may "
+                            "use by its affinity and cgroup quota, less one for decoding from 3 up, shared "
+                            "between --workers; never more than those CPUs)")
+
     def common(p, preset=True):
         p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda when available)")
+        threads_option(p)
         p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
         if preset:
             p.add_argument("--preset", default="default", help="named preset (see 'imret presets')")
@@ -442,7 +473,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", choices=["local", "ray"], default="local",
                    help="'ray': extract in shards on a Ray cluster (resumable; pip install 'imret[ray]')")
     p.add_argument("--address", default=None, help="Ray cluster address (default: start a local one)")
-    p.add_argument("--workers", type=int, default=2, help="Ray extractor workers")
+    p.add_argument("--workers", type=_count("workers"), default=None, metavar="N|auto",
+                   help="extraction processes, each with --threads threads (default 1; 'auto': by the CPUs "
+                        "this process may use); with --engine ray: Ray extractor workers (default 2)")
     p.add_argument("--shard-size", type=int, default=256, help="images per Ray shard")
     p.add_argument("--object-store-mb", type=int, default=256, help="cap of the local Ray object store")
     p.add_argument("--whiten-on", nargs="+", default=None, metavar="DIR",
@@ -552,6 +585,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="allow adding/removing images to clients that send this token (or set IMRET_TOKEN)")
     p.add_argument("--max-upload-mb", type=int, default=20)
     p.add_argument("--device", default=None)
+    threads_option(p)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("demo", help="index a small set of real photos and search it with altered copies")
@@ -565,6 +599,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "threads", None) is not None:
+            from .core.threads import apply_plan
+
+            apply_plan(_thread_plan(args))
         return args.func(args)
     except ImretError as exc:
         _eprint(f"imret: error: {exc}")

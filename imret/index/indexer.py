@@ -100,11 +100,17 @@ class Indexer:
     attention: str | None = None
     progress: bool = False
     on_error: Callable[[str, str], None] | None = None
+    threads: object = None  # a ThreadPlan; with more than one worker, extraction runs in that many processes
 
     def extractor(self):
         from ..extractor import Extractor
 
-        return Extractor(self.preset, device=self.device, head_state=self.head_state)
+        ex = Extractor(self.preset, device=self.device, head_state=self.head_state)
+        if self.threads is not None and self.threads.workers > 1:
+            from .workers import ParallelExtractor
+
+            ex = ParallelExtractor(ex, self.threads, head_state=self.head_state)
+        return ex
 
     def build(self, sources, out: str, whitening_sources=None, raw_source: RawSource | None = None
               ) -> tuple[Index, IndexReport]:

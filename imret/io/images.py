@@ -46,13 +46,46 @@ def _allow_pil_pixels(max_pixels: int) -> None:
         Image.MAX_IMAGE_PIXELS = -(-int(max_pixels) // 2)
 
 
+_TRANSPOSED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+DRAFT_FACTORS = (8, 4, 2, 1)  # what a JPEG decoder can reduce by in the DCT domain
+
+
+def draft_factor(width: float, height: float, long_side: int, min_side: int = 1) -> int:
+    """The largest JPEG DCT-domain reduction (8, 4, 2 or 1) that keeps a ``width``×``height``
+    region at least ``long_side`` pixels on its longer side and, unless the region is
+    already smaller, ``min_side`` on its shorter side: what the caller resizes to is
+    then never made from fewer pixels than it has."""
+    long_, short = max(width, height), min(width, height)
+    for k in DRAFT_FACTORS:
+        if long_ / k >= long_side and short / k >= min(short, min_side):
+            return k
+    return 1
+
+
+def _upright_region(size: tuple[int, int], orientation: int, bbox) -> tuple[float, float]:
+    """Width and height, in original pixels, of what will be used of an image of stored
+    ``size``: the ``bbox`` crop of the upright image, or all of it."""
+    w, h = size if orientation not in _TRANSPOSED else size[::-1]
+    if bbox is None:
+        return float(w), float(h)
+    x0, y0, x1, y1 = (float(v) for v in bbox)
+    return max(0.0, min(w, x1) - max(0.0, x0)), max(0.0, min(h, y1) - max(0.0, y0))
+
+
 def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS,
-               bbox: tuple[float, float, float, float] | None = None) -> np.ndarray:
+               bbox: tuple[float, float, float, float] | None = None,
+               reduce_to: tuple[int, int] | None = None) -> np.ndarray:
     """H×W×3 uint8 RGB array of the photo at ``path``, upright by its EXIF orientation.
 
     Multi-frame files (animated GIF/WebP, multi-page TIFF) give their first frame.
     ``bbox`` (x0, y0, x1, y1) in pixels of the upright image crops it, as the
     revisited Oxford/Paris protocol does for queries.
+
+    ``reduce_to`` (long side, short side): the smallest size the caller will resize
+    the (cropped) image to. A JPEG is then decoded at 1/2, 1/4 or 1/8 of its size in
+    the DCT domain while staying at least that large (``draft_factor``): a
+    12-megapixel photo made into a 512-pixel input is not decoded at 12 megapixels.
+    ``bbox`` stays in original pixels; it is scaled to the reduced image.
     """
     path = os.fspath(path)
     _allow_pil_pixels(max_pixels)
@@ -72,10 +105,20 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS,
                 if w < 1 or h < 1:
                     raise ImageLoadError(path, f"degenerate size {w}×{h}")
                 im.seek(0)
+                k = 1
+                if reduce_to is not None and im.format in ("JPEG", "MPO"):
+                    orientation = im.getexif().get(0x0112, 1)
+                    k = draft_factor(*_upright_region((w, h), orientation, bbox), *reduce_to)
+                    if k > 1:
+                        im.draft(None, (w // k, h // k))
                 im.load()
                 im = ImageOps.exif_transpose(im)
                 rgb = _to_rgb(im)
                 arr = np.array(rgb, dtype=np.uint8)
+                if k > 1 and bbox is not None:
+                    fy = arr.shape[0] / (h if orientation not in _TRANSPOSED else w)
+                    fx = arr.shape[1] / (w if orientation not in _TRANSPOSED else h)
+                    bbox = (bbox[0] * fx, bbox[1] * fy, bbox[2] * fx, bbox[3] * fy)
     except ImageLoadError:
         raise
     except FileNotFoundError:

@@ -515,3 +515,84 @@ def test_mutated_images_load_or_raise_image_load_error(fuzz_dir, ext, data):
             buf = bytearray(b"\0")
     p = _write(fuzz_dir / f"mutated{ext}", bytes(buf))
     _check_load(p)
+
+
+# ----------------------------------------------------------------------------- DCT-domain reduction
+
+from imret.io.images import draft_factor  # noqa: E402
+
+
+@pytest.mark.parametrize("w,h,long_side,min_side,k", [
+    (4032, 3024, 768, 32, 4),   # 1008 ≥ 768, 504 < 768
+    (4032, 3024, 512, 32, 4),   # 504 < 512: never below what the largest scale needs
+    (4096, 3072, 512, 32, 8),   # 512 exactly
+    (3024, 4032, 768, 32, 4),   # portrait: the longer side counts
+    (2048, 1536, 768, 32, 2),
+    (1024, 768, 768, 32, 1),
+    (300, 200, 768, 32, 1),     # smaller than needed: upscaled later, decoded whole
+    (4000, 100, 100, 32, 2),    # the short side stays ≥ 32: 50 at 1/2, 25 at 1/4
+    (4000, 20, 100, 32, 1),     # a short side already under 32 is never reduced
+])
+def test_draft_factor(w, h, long_side, min_side, k):
+    assert draft_factor(w, h, long_side, min_side) == k
+
+
+def _smooth_jpeg(path, w, h, orientation=None):
+    y, x = np.mgrid[0:h, 0:w]
+    arr = np.stack([x * 255 // max(1, w - 1), y * 255 // max(1, h - 1), (x + y) * 127 // (w + h)], 2).astype(np.uint8)
+    im = Image.fromarray(arr)
+    kw = {}
+    if orientation:
+        exif = im.getexif()
+        exif[0x0112] = orientation
+        kw["exif"] = exif
+    im.save(path, "JPEG", quality=95, **kw)
+    return path, arr
+
+
+def test_reduce_to_decodes_a_jpeg_reduced_and_close_to_a_resize(tmp_path):
+    p, _ = _smooth_jpeg(tmp_path / "big.jpg", 800, 600)
+    a = load_image(p, reduce_to=(200, 32))  # 800/4 = 200 ≥ 200; 800/8 < 200
+    _assert_rgb(a, (150, 200))
+    full = load_image(p)
+    _assert_rgb(full, (600, 800))
+    ref = np.asarray(Image.fromarray(full).resize((200, 150), Image.BILINEAR), np.float64)
+    assert np.abs(a.astype(np.float64) - ref).mean() < 3.0
+    _assert_rgb(load_image(p, reduce_to=(201, 32)), (300, 400))  # 1/4 would give 200 < 201
+
+
+def test_reduce_to_leaves_other_formats_whole(tmp_path):
+    arr = _noise(600, 800)
+    p = _write(tmp_path / "big.png", _encode(Image.fromarray(arr), "PNG"))
+    np.testing.assert_array_equal(load_image(p, reduce_to=(100, 32)), arr)
+
+
+def test_reduce_to_keeps_exif_orientation(tmp_path):
+    p = tmp_path / "rot.jpg"
+    arr = np.zeros((80, 160, 3), np.uint8)  # 160 wide × 80 high: left half red, right half blue
+    arr[:, :80] = (255, 0, 0)
+    arr[:, 80:] = (0, 0, 255)
+    im = Image.fromarray(arr)
+    exif = im.getexif()
+    exif[0x0112] = 6
+    im.save(p, "JPEG", quality=95, exif=exif)
+    a = load_image(p, reduce_to=(40, 8))  # upright 80 × 160, reduced by 4
+    _assert_rgb(a, (40, 20))
+    top, bottom = a[2:18].reshape(-1, 3).mean(0), a[22:38].reshape(-1, 3).mean(0)
+    assert top[0] > 200 and top[2] < 60, top
+    assert bottom[2] > 200 and bottom[0] < 60, bottom
+    # bbox in original upright pixels: the top 60 rows (red), scaled with the image
+    b = load_image(p, bbox=(0, 0, 80, 60), reduce_to=(15, 8))  # region 80 × 60: reduced by 4
+    _assert_rgb(b, (15, 20))
+    r, _, bl = b[1:13, 2:18].reshape(-1, 3).mean(0)
+    assert r > 200 and bl < 60
+
+
+def test_reduce_to_crop_matches_the_full_crop(tmp_path):
+    p, _ = _smooth_jpeg(tmp_path / "big.jpg", 800, 600)
+    bbox = (200, 100, 600, 500)  # 400 × 400 original pixels
+    a = load_image(p, bbox=bbox, reduce_to=(100, 32))  # reduced by 4: 100 × 100
+    _assert_rgb(a, (100, 100))
+    full = load_image(p, bbox=bbox)
+    ref = np.asarray(Image.fromarray(full).resize((100, 100), Image.BILINEAR), np.float64)
+    assert np.abs(a.astype(np.float64) - ref).mean() < 3.0
