@@ -16,13 +16,12 @@ def _eprint(*a):
 
 
 def _bbox(text: str) -> tuple[float, float, float, float]:
+    from .io.images import parse_bbox
+
     try:
-        vals = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"bbox must be x0,y0,x1,y1 numbers, got {text!r}") from None
-    if len(vals) != 4 or vals[2] <= vals[0] or vals[3] <= vals[1]:
-        raise argparse.ArgumentTypeError(f"bbox must be x0,y0,x1,y1 with x1>x0 and y1>y0, got {text!r}")
-    return vals  # type: ignore[return-value]
+        return parse_bbox(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _rerank(text: str):
@@ -79,13 +78,16 @@ def _skip_logger(quiet: bool):
 
 
 def _write_skip_log(out: str, skipped, mode: str = "w") -> str | None:
-    """Skipped files with reasons, one per line: overwritten by 'index', appended to by 'add'."""
+    """Skipped files with reasons, one per line (TAB, newline, backslash escaped): overwritten
+    by 'index', appended to by 'add'."""
+    from .index.safety import tsv_field
+
     if not skipped:
         return None
     log = out + ".skipped.tsv"
     with open(log, mode, encoding="utf-8", errors="surrogateescape") as f:
         for p, reason in skipped:
-            f.write(f"{p}\t{reason}\n")
+            f.write(f"{tsv_field(p)}\t{tsv_field(reason)}\n")
     return log
 
 
@@ -105,6 +107,9 @@ def cmd_index(args) -> int:
     index, report = Index.build(args.sources, preset, extractor=ex, progress=not args.quiet,
                                 on_error=_skip_logger(args.quiet), whitening_sources=args.whiten_on,
                                 journal_path=journal)
+    from .index.safety import refuse_empty
+
+    refuse_empty(report, args.out, args.sources)  # hook (issue 16): never write an index of nothing
     if dba is not None:
         index.set_dba(dba)
     index.head_state = head_state
@@ -175,24 +180,35 @@ def _index_with_ray(args, preset, head_state=None, dba=None, local=False) -> int
 def cmd_add(args) -> int:
     from .index.store import Index
 
+    from .index import safety
+
     index = Index.load(args.index)
     index.extractor(device=args.device)
     journal = args.index + ".journal"
+    # hooks (issue 16): local features a killed run left missing are extracted now, and the
+    # journal of a run that did finish is no unfinished run
+    repaired = safety.repair_local(index, journal, progress=not args.quiet, on_error=_skip_logger(args.quiet))
+    if repaired:
+        _eprint(f"repaired: extracted the missing local features of {repaired} images")
+    safety.discard_finished_journal(index, journal)
     report = index.add(args.sources, progress=not args.quiet, on_error=_skip_logger(args.quiet),
                        journal_path=journal)
     index.save(args.index)
     Index.finish_journal(journal)
     log = _write_skip_log(args.index, report.skipped, mode="a")
     _eprint(f"{report.summary()}; {len(index)} images in {args.index}" + (f"; see {log}" if log else ""))
-    return 0
+    return safety.add_exit_code(report)
 
 
 def cmd_remove(args) -> int:
     from .index.store import Index
 
+    from .index.safety import needs_save
+
     index = Index.load(args.index)
     removed = index.remove(args.paths)
-    index.save(args.index)
+    if removed or needs_save(index):  # hook (issue 16): a save drops local entries of removed images
+        index.save(args.index)
     for p in removed:
         print(f"removed {p}")
     _eprint(f"removed {len(removed)}; {len(index)} images in {args.index}")
@@ -357,8 +373,10 @@ def cmd_serve(args) -> int:
         _eprint(f"imret: error: the service needs its extra: pip install 'imret[serve]' ({exc})")
         return 1
     token = args.token or os.environ.get("IMRET_TOKEN") or None
+    from .service.limits import allowed_hosts_for
+
     cfg = ServiceConfig(index_path=args.index, token=token, max_upload_bytes=args.max_upload_mb * 1024 * 1024,
-                        device=args.device)
+                        device=args.device, allowed_hosts=allowed_hosts_for(args.host, args.allowed_hosts or ()))
     app = create_app(cfg)
     mode = "read-write (token required for changes)" if token else "read-only"
     _eprint(f"serving {args.index} on http://{args.host}:{args.port}/ ({mode})")
@@ -567,6 +585,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--token", default=None,
                    help="allow adding/removing images to clients that send this token (or set IMRET_TOKEN)")
     p.add_argument("--max-upload-mb", type=int, default=20)
+    p.add_argument("--allowed-hosts", nargs="+", default=None, metavar="HOST",
+                   help="Host names the service answers to besides the loopback names and --host "
+                        "(refusing others defeats DNS rebinding); '*' allows any")
     p.add_argument("--device", default=None)
     p.set_defaults(func=cmd_serve)
 
@@ -578,9 +599,18 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+# The commands that write an index, and the argument naming it: each runs holding its lock.
+_WRITERS = {"index": "out", "add": "index", "remove": "index"}
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command in _WRITERS:  # hook (issue 16): one writer at a time per index
+            from .index.lock import writer_lock
+
+            with writer_lock(getattr(args, _WRITERS[args.command])):
+                return args.func(args)
         return args.func(args)
     except ImretError as exc:
         _eprint(f"imret: error: {exc}")
@@ -590,6 +620,10 @@ def main(argv=None) -> int:
         return 1
     except (FileNotFoundError, NotADirectoryError, PermissionError) as exc:
         _eprint(f"imret: error: {exc}")
+        return 1
+    except OSError as exc:  # a full disk while journaling, logging …: the saved index is unchanged
+        where = f"{exc.filename}: " if exc.filename else ""
+        _eprint(f"imret: error: {where}{exc.strerror or exc}")
         return 1
     except KeyboardInterrupt:
         _eprint("imret: interrupted")

@@ -78,7 +78,7 @@ def _data_start(hlen: int, version: int) -> int:
     return -(-(_PREFIX.size + hlen + (_DIGEST if version >= 2 else 0)) // _ALIGN) * _ALIGN
 
 
-def _new_file_mode(path: str) -> int:
+def new_file_mode(path: str) -> int:
     """The mode a rewritten file gets: the old file's, or what umask gives a new file."""
     try:
         return stat.S_IMODE(os.stat(path).st_mode)
@@ -96,7 +96,7 @@ def replace_atomically(path: str | os.PathLike, write) -> None:
 
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    mode = _new_file_mode(path)
+    mode = new_file_mode(path)
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".tmp", dir=folder)
