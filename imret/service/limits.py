@@ -86,8 +86,8 @@ class RequestGuard:
             if not length.isdigit():
                 return await _reply(send, 400, "bad Content-Length")
             if int(length) > cap:
-                return await _reply(send, 413, f"request body of {int(length):,} bytes is larger than this "
-                                               f"route's limit of {cap:,} bytes")
+                return await _reply(send, 413, f"request body of {int(length):,} bytes is over the upload "
+                                               f"limit of {cap:,} bytes for {path}")
         received = 0
 
         async def limited_receive():
@@ -96,7 +96,7 @@ class RequestGuard:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > cap:  # FastAPI passes an HTTPException raised while it reads the form on as is
-                    raise HTTPException(413, f"request body larger than this route's limit of {cap:,} bytes")
+                    raise HTTPException(413, f"request body over the upload limit of {cap:,} bytes for {path}")
             return message
 
         await self.app(scope, limited_receive, send)
