@@ -607,9 +607,9 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command in _WRITERS:  # hook (issue 16): one writer at a time per index
-            from .index.lock import writer_lock
+            from .index.lock import wait_from_env, writer_lock
 
-            with writer_lock(getattr(args, _WRITERS[args.command])):
+            with writer_lock(getattr(args, _WRITERS[args.command]), wait_from_env()):
                 return args.func(args)
         return args.func(args)
     except ImretError as exc:

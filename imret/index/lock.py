@@ -26,6 +26,14 @@ DEFAULT_WAIT_S = 10.0
 STALE_TMP_S = 3600.0  # old-style temporary files (not named after their index): removed after an hour
 
 
+def wait_from_env(default: float = DEFAULT_WAIT_S) -> float:
+    """How long a command waits for another writer: ``IMRET_LOCK_WAIT_S`` seconds, else ``default``."""
+    try:
+        return max(0.0, float(os.environ.get("IMRET_LOCK_WAIT_S", default)))
+    except ValueError:
+        return default
+
+
 def lock_path(index_path: str | os.PathLike) -> str:
     return os.fspath(index_path) + ".lock"
 
