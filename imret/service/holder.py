@@ -34,12 +34,6 @@ class IndexHolder:
         self.disk_state = DiskState.of(self.path)
         self.reloads += 1
 
-    def refresh(self) -> Index:
-        """The index as saved now (reloaded if another process changed it)."""
-        with self.write_lock, writer_lock(self.path, self.lock_wait_s):
-            self._reload_if_changed()
-            return self.index
-
     def update(self, change) -> Index:
         """Apply ``change(clone)`` to a clone of the index as saved now, save it, then swap it in."""
         with self.write_lock, writer_lock(self.path, self.lock_wait_s):
