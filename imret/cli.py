@@ -100,13 +100,16 @@ def _skip_logger(quiet: bool):
 
 
 def _write_skip_log(out: str, skipped, mode: str = "w") -> str | None:
-    """Skipped files with reasons, one per line: overwritten by 'index', appended to by 'add'."""
+    """Skipped files with reasons, one per line (TAB, newline, backslash escaped): overwritten
+    by 'index', appended to by 'add'."""
+    from .index.safety import tsv_field
+
     if not skipped:
         return None
     log = out + ".skipped.tsv"
     with open(log, mode, encoding="utf-8", errors="surrogateescape") as f:
         for p, reason in skipped:
-            f.write(f"{p}\t{reason}\n")
+            f.write(f"{tsv_field(p)}\t{tsv_field(reason)}\n")
     return log
 
 
@@ -177,15 +180,20 @@ def cmd_add(args) -> int:
                                 on_error=_skip_logger(args.quiet))
     log = _write_skip_log(args.index, report.skipped, mode="a")
     _eprint(f"{report.summary()}; {len(index)} images in {args.index}" + (f"; see {log}" if log else ""))
-    return 0
+    from .index.safety import add_exit_code
+
+    return add_exit_code(report)
 
 
 def cmd_remove(args) -> int:
     from .index.store import Index
 
+    from .index.safety import needs_save
+
     index = Index.load(args.index)
     removed = index.remove(args.paths)
-    index.save(args.index)
+    if removed or needs_save(index):  # hook (issue 16): a save drops local entries of removed images
+        index.save(args.index)
     for p in removed:
         print(f"removed {p}")
     _eprint(f"removed {len(removed)}; {len(index)} images in {args.index}")
@@ -359,8 +367,10 @@ def cmd_serve(args) -> int:
         _eprint(f"imret: error: the service needs its extra: pip install 'imret[serve]' ({exc})")
         return 1
     token = args.token or os.environ.get("IMRET_TOKEN") or None
+    from .service.limits import allowed_hosts_for
+
     cfg = ServiceConfig(index_path=args.index, token=token, max_upload_bytes=args.max_upload_mb * 1024 * 1024,
-                        device=args.device)
+                        device=args.device, allowed_hosts=allowed_hosts_for(args.host, args.allowed_hosts or ()))
     app = create_app(cfg)
     mode = "read-write (token required for changes)" if token else "read-only"
     _eprint(f"serving {args.index} on http://{args.host}:{args.port}/ ({mode})")
@@ -584,6 +594,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--token", default=None,
                    help="allow adding/removing images to clients that send this token (or set IMRET_TOKEN)")
     p.add_argument("--max-upload-mb", type=int, default=20)
+    p.add_argument("--allowed-hosts", nargs="+", default=None, metavar="HOST",
+                   help="Host names the service answers to besides the loopback names and --host "
+                        "(refusing others defeats DNS rebinding); '*' allows any")
     p.add_argument("--device", default=None)
     threads_option(p)
     p.set_defaults(func=cmd_serve)
@@ -596,6 +609,10 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+# The commands that write an index, and the argument naming it: each runs holding its lock.
+_WRITERS = {"index": "out", "add": "index", "remove": "index"}
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -603,6 +620,11 @@ def main(argv=None) -> int:
             from .core.threads import apply_plan
 
             apply_plan(_thread_plan(args))
+        if args.command in _WRITERS:  # one writer at a time per index (issue 16)
+            from .index.lock import wait_from_env, writer_lock
+
+            with writer_lock(getattr(args, _WRITERS[args.command]), wait_from_env()):
+                return args.func(args)
         return args.func(args)
     except ImretError as exc:
         _eprint(f"imret: error: {exc}")
@@ -612,6 +634,10 @@ def main(argv=None) -> int:
         return 1
     except (FileNotFoundError, NotADirectoryError, PermissionError) as exc:
         _eprint(f"imret: error: {exc}")
+        return 1
+    except OSError as exc:  # a full disk while journaling, logging …: the saved index is unchanged
+        where = f"{exc.filename}: " if exc.filename else ""
+        _eprint(f"imret: error: {where}{exc.strerror or exc}")
         return 1
     except KeyboardInterrupt:
         _eprint("imret: interrupted")

@@ -26,6 +26,20 @@ MAGIC = b"IMRETJN2"
 _U32 = struct.Struct("<I")
 
 
+def _write_error(path: str, exc: OSError) -> IndexFileError:
+    return IndexFileError(path, f"cannot write the journal ({exc.strerror or exc}); free some space and rerun "
+                                "the same command: it resumes from what was journaled")
+
+
+def _torn_header(data: bytes) -> bool:
+    """A journal cut short inside its magic bytes or header (0 bytes after a full disk):
+    nothing was recorded, so it is as good as none."""
+    if len(data) < 12:
+        return MAGIC.startswith(data[:8])
+    (hlen,) = _U32.unpack_from(data, 8)
+    return data[:8] == MAGIC and len(data) < 12 + hlen
+
+
 class RecordJournal:
     """(path, bytes) records; subclasses say how their values become bytes and back."""
 
@@ -53,6 +67,9 @@ class RecordJournal:
             return [], []
         with open(self.path, "rb") as f:
             data = f.read()
+        if _torn_header(data):  # the run died (or the disk filled) while writing the header
+            self._valid_bytes = 0
+            return [], []
         if data[:8] != MAGIC or len(data) < 12:
             raise IndexFileError(self.path, "not an imret journal (or one from an older version); "
                                             "delete it to start over")
@@ -89,48 +106,66 @@ class RecordJournal:
         return paths, values
 
     @staticmethod
-    def count(path: str) -> int:
-        """Images recorded in the journal at ``path``, whatever its settings (0 when
-        there is none or it is unreadable): what a resumed run will take from it."""
+    def paths_in(path: str) -> list[str] | None:
+        """The image paths recorded in the journal at ``path``, whatever its settings (None
+        when there is none or it is unreadable)."""
         try:
             with open(path, "rb") as f:
                 head = f.read(1 << 16)
+            if _torn_header(head):
+                return []
             (hlen,) = _U32.unpack_from(head, 8)
             plain = RecordJournal(path, json.loads(head[12:12 + hlen].decode("utf-8")))  # checks only the framing
-            return sum(1 for p in plain.records()[0] if not p.startswith("\0"))  # NUL-led keys: not images
+            return [p for p in plain.records()[0] if not p.startswith("\0")]  # NUL-led keys: not images
         except (OSError, ValueError, struct.error, IndexFileError):
-            return 0
+            return None
+
+    @staticmethod
+    def count(path: str) -> int:
+        """Images recorded in the journal at ``path``, whatever its settings (0 when
+        there is none or it is unreadable): what a resumed run will take from it."""
+        return len(RecordJournal.paths_in(path) or [])
 
     # -- writing ------------------------------------------------------------
     def open(self) -> "RecordJournal":
-        if os.path.exists(self.path):
-            if self._valid_bytes is None:
-                self.records()
-            self._f = open(self.path, "r+b")
-            self._f.truncate(self._valid_bytes)  # drop a torn last record before appending
-            self._f.seek(self._valid_bytes)
-        else:
-            h = json.dumps(self.header, sort_keys=True).encode("utf-8")
-            self._f = open(self.path, "wb")
-            self._f.write(MAGIC + _U32.pack(len(h)) + h)
-            self._f.flush()
+        if os.path.exists(self.path) and self._valid_bytes is None:
+            self.records()
+        try:
+            if os.path.exists(self.path) and self._valid_bytes:
+                self._f = open(self.path, "r+b")
+                self._f.truncate(self._valid_bytes)  # drop a torn last record before appending
+                self._f.seek(self._valid_bytes)
+            else:
+                h = json.dumps(self.header, sort_keys=True).encode("utf-8")
+                self._f = open(self.path, "wb")
+                self._f.write(MAGIC + _U32.pack(len(h)) + h)
+                self._f.flush()
+        except OSError as exc:
+            self.close()
+            raise _write_error(self.path, exc) from None
         return self
 
     def append(self, path: str, value: Any) -> None:
         p, v = os.fsencode(path), self.encode(value)
         body = _U32.pack(len(p)) + p + _U32.pack(len(v)) + v
-        self._f.write(body + _U32.pack(zlib.crc32(body)))
-        # A flush survives kill -9 (the data is in the kernel); fsync now and then
-        # bounds what a power cut can take.
-        self._f.flush()
-        if time.monotonic() - self._last_sync > self._fsync_every:
-            os.fsync(self._f.fileno())
-            self._last_sync = time.monotonic()
+        try:
+            self._f.write(body + _U32.pack(zlib.crc32(body)))
+            # A flush survives kill -9 (the data is in the kernel); fsync now and then
+            # bounds what a power cut can take.
+            self._f.flush()
+            if time.monotonic() - self._last_sync > self._fsync_every:
+                os.fsync(self._f.fileno())
+                self._last_sync = time.monotonic()
+        except OSError as exc:  # a torn last record is dropped on resuming
+            raise _write_error(self.path, exc) from None
 
     def close(self) -> None:
         if self._f is not None:
-            self._f.close()
-            self._f = None
+            f, self._f = self._f, None
+            try:
+                f.close()
+            except OSError:  # its buffer could not be flushed (full disk): a torn record at most
+                pass
 
     def remove(self) -> None:
         self.close()

@@ -9,6 +9,7 @@ lock and changes the index inside it.
 """
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -16,6 +17,7 @@ from typing import Callable
 import numpy as np
 
 from ..core.paths import collect_paths
+from .safety import discard_finished_journal, refuse_empty, repair_local
 from .store import Index, IndexReport
 
 # (paths, the extractor) → (paths extracted, their raw descriptors, failures), e.g. Ray's shards
@@ -132,6 +134,7 @@ class Indexer:
             index = Index.from_raw(self.preset, ex.dim, ok, raw, sources)
             index.set_extractor(ex)
             report.indexed = len(ok)
+        refuse_empty(report, out, sources)  # an index of nothing never replaces one
         if self.dba is not None:
             index.set_dba(self.dba)
         index.head_state = self.head_state
@@ -148,6 +151,12 @@ class Indexer:
         """Add the photos of ``sources`` the index file ``path`` lacks (journaled, resumable)."""
         index = Index.load(path)
         index.extractor(device=device)
+        # local features a killed run left missing are extracted now, and the journal of a
+        # run that did finish is no unfinished run
+        repaired = repair_local(index, _journal(path), progress=progress, on_error=on_error)
+        if repaired:  # said even when quiet: the index was damaged
+            print(f"repaired: extracted the missing local features of {repaired} images", file=sys.stderr)
+        discard_finished_journal(index, _journal(path))
         report = index.add(sources, progress=progress, on_error=on_error, journal_path=_journal(path))
         index.save(path)
         Index.finish_journal(_journal(path))

@@ -510,4 +510,7 @@ class Index:
             from ..local.store import LocalStore
 
             index.local = LocalStore.open(local_path(path), owner=repr(index.created))
+        from .safety import check_loaded
+
+        check_loaded(index, path)  # hook (issue 16): ids against next_id, local part against the global one
         return index

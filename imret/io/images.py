@@ -2,7 +2,9 @@
 naming the file and the reason; nothing else escapes."""
 from __future__ import annotations
 
+import math
 import os
+import stat
 import warnings
 
 import numpy as np
@@ -35,6 +37,36 @@ def _to_rgb(im: Image.Image) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return im.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
+
+
+# Bytes per pixel a decode takes: the decoded mode's own, plus what _to_rgb and the final
+# array add (16-bit and float images pass through float64; alpha is composited on white).
+_MODE_BYTES = {"1": 1, "L": 1, "P": 1, "LA": 2, "PA": 2, "La": 2, "RGB": 3, "YCbCr": 3, "LAB": 3, "HSV": 3,
+               "RGBA": 4, "RGBa": 4, "RGBX": 4, "CMYK": 4, "I;16": 2, "I;16B": 2, "I;16L": 2, "I": 4, "F": 4}
+_WORK_BYTES = {"I;16": 15, "I;16B": 15, "I;16L": 15, "I": 15, "F": 15,
+               "RGBA": 18, "LA": 18, "PA": 18, "RGBa": 18, "La": 18, "P": 18, "RGB": 3}
+
+
+def decode_bytes(size: tuple[int, int], mode: str) -> int:
+    """About the most memory decoding an image of ``size`` in ``mode`` into RGB takes."""
+    w, h = size
+    return w * h * (_MODE_BYTES.get(mode, 4) + _WORK_BYTES.get(mode, 6))
+
+
+def _fit_decode(im: Image.Image, path: str, max_bytes: int | None) -> float:
+    """Keep the decode of ``im`` within ``max_bytes``: formats that can decode at a reduced
+    size (JPEG: 1/2, 1/4, 1/8) are asked to; returns the scale it will decode at (1: full)."""
+    if max_bytes is None or decode_bytes(im.size, im.mode) <= max_bytes:
+        return 1.0
+    w, h = im.size
+    if im.format == "JPEG":
+        for k in (2, 4, 8):
+            target = (-(-w // k), -(-h // k))
+            if decode_bytes(target, im.mode) <= max_bytes:
+                im.draft(im.mode, target)
+                return im.size[0] / w
+    raise ImageLoadError(path, f"decoding {w}×{h} {im.mode} takes about {decode_bytes(im.size, im.mode) / 2**20:,.0f} "
+                               f"MiB, over the decode limit of {max_bytes / 2**20:,.0f} MiB")
 
 
 def _allow_pil_pixels(max_pixels: int) -> None:
@@ -74,7 +106,7 @@ def _upright_region(size: tuple[int, int], orientation: int, bbox) -> tuple[floa
 
 def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS,
                bbox: tuple[float, float, float, float] | None = None,
-               reduce_to: tuple[int, int] | None = None) -> np.ndarray:
+               reduce_to: tuple[int, int] | None = None, max_decode_bytes: int | None = None) -> np.ndarray:
     """H×W×3 uint8 RGB array of the photo at ``path``, upright by its EXIF orientation.
 
     Multi-frame files (animated GIF/WebP, multi-page TIFF) give their first frame.
@@ -86,11 +118,20 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS,
     the DCT domain while staying at least that large (``draft_factor``): a
     12-megapixel photo made into a 512-pixel input is not decoded at 12 megapixels.
     ``bbox`` stays in original pixels; it is scaled to the reduced image.
+
+    ``max_decode_bytes`` bounds the memory of the decode (``decode_bytes``): a JPEG over
+    it is decoded at 1/2, 1/4 or 1/8 size (``bbox`` scaled to match), any other image over
+    it is refused. When the budget already reduced the decode, ``reduce_to`` adds nothing.
     """
     path = os.fspath(path)
     _allow_pil_pixels(max_pixels)
     try:
-        if os.path.getsize(path) == 0:
+        st = os.stat(path)
+        if stat.S_ISDIR(st.st_mode):
+            raise IsADirectoryError(path)
+        if not stat.S_ISREG(st.st_mode):  # opening a FIFO would wait for a writer forever
+            raise ImageLoadError(path, "not a regular file (a FIFO, socket or device)")
+        if st.st_size == 0:
             raise ImageLoadError(path, "empty file (0 bytes)")
         with warnings.catch_warnings():
             # ``max_pixels`` below is the limit; PIL's own warning threshold
@@ -104,9 +145,12 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS,
                                                "(possible decompression bomb; raise max_pixels to allow it)")
                 if w < 1 or h < 1:
                     raise ImageLoadError(path, f"degenerate size {w}×{h}")
+                scale = _fit_decode(im, path, max_decode_bytes)
+                if bbox is not None and scale != 1.0:
+                    bbox = tuple(float(v) * scale for v in bbox)
                 im.seek(0)
                 k = 1
-                if reduce_to is not None and im.format in ("JPEG", "MPO"):
+                if reduce_to is not None and scale == 1.0 and im.format in ("JPEG", "MPO"):
                     orientation = im.getexif().get(0x0112, 1)
                     k = draft_factor(*_upright_region((w, h), orientation, bbox), *reduce_to)
                     if k > 1:
@@ -143,6 +187,8 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS,
 
 def crop(arr: np.ndarray, bbox, path: str = "<image>") -> np.ndarray:
     x0, y0, x1, y1 = (float(v) for v in bbox)
+    if not all(math.isfinite(v) for v in (x0, y0, x1, y1)):
+        raise ImageLoadError(path, f"bounding box {tuple(bbox)} is not four finite numbers")
     h, w = arr.shape[:2]
     x0, y0 = max(0, int(round(x0))), max(0, int(round(y0)))
     x1, y1 = min(w, int(round(x1))), min(h, int(round(y1)))

@@ -12,9 +12,14 @@ is HDF5: ``config`` (JSON attribute), ``attention/*`` (the attention network tha
 made the features), ``codec/*`` and ``features/<id>``, one compound dataset per
 image with fields x, y, scale (index into the pyramid), score, code. An opened file
 is read image by image, on demand; saving writes a new file and renames it.
+Every image's dataset carries the SHA-256 of its rows and size (``sha256``), and the
+file the SHA-256 of its configuration, codec and attention (``meta_sha256``): a changed
+keypoint would move results silently, so it is refused by name instead. Files written
+before these digests existed are read unchecked.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from typing import Callable, Iterable, Sequence
@@ -22,13 +27,27 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import torch
 
-from ..core.atomic import atomic_write
+from ..core.atomic import atomic_write, temp_prefix
 from ..core.errors import ImageLoadError, IndexFileError
 from .codec import LocalCodec, Stored, row_dtype
 from .config import LocalConfig
 from .extract import LocalExtractor, LocalFeatures
 
 FORMAT = "imret-local/1"
+
+
+def _record_digest(rows: np.ndarray, size) -> str:
+    h = hashlib.sha256(np.ascontiguousarray(rows).tobytes())
+    h.update(np.asarray(size, "<i8").tobytes())
+    return h.hexdigest()
+
+
+def _meta_digest(config_json: str, codec_kind: str, arrays: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256(config_json.encode() + b"\0" + codec_kind.encode())
+    for k in sorted(arrays):
+        a = np.ascontiguousarray(arrays[k])
+        h.update(k.encode() + b"\0" + a.dtype.str.encode() + str(a.shape).encode() + a.tobytes())
+    return h.hexdigest()
 class LocalStore:
     """Local features per image id (see the module docstring).
 
@@ -191,11 +210,29 @@ class LocalStore:
         if todo:
             import h5py
 
-            with h5py.File(self._file, "r") as h:
-                for i in todo:
-                    ds = h["features"][str(i)]
-                    out[i] = Stored(ds[()], tuple(int(v) for v in ds.attrs["size"]))
+            try:
+                with h5py.File(self._file, "r") as h:
+                    for i in todo:
+                        out[i] = self._checked(h["features"][str(i)], i)
+            except IndexFileError:
+                raise
+            except Exception as exc:  # h5py: OSError, KeyError, ValueError … for damaged files
+                raise IndexFileError(self._file, f"unreadable local features ({type(exc).__name__}: {exc})") from None
         return out
+
+    def _checked(self, ds, image_id: int) -> Stored:
+        """One image's dataset, refused (naming the file and the image) unless it is what was saved."""
+        rows = ds[()]
+        size = tuple(int(v) for v in ds.attrs["size"])
+        want = ds.attrs.get("sha256")
+        if want is not None and _record_digest(rows, size) != str(want):
+            raise IndexFileError(self._file, f"checksum mismatch in the local features of image {image_id}: "
+                                             "the file is damaged (rebuild it with 'imret index --local')")
+        if rows.dtype != row_dtype(self.codec) or len(size) != 2 or min(size) < 1 or (
+                len(rows) and int(rows["scale"].max()) >= len(self.config.scales)):
+            raise IndexFileError(self._file, f"damaged local features of image {image_id} (layout, size or "
+                                             "scale index out of range)")
+        return Stored(rows, size)
 
     def features_of(self, stored: Stored) -> LocalFeatures:
         rows = stored.rows
@@ -252,24 +289,32 @@ class LocalStore:
         path = os.fspath(path)
         if self.codec is None:
             raise ValueError("an empty local-feature store has nothing to save")
+
         rows = self.rows(self.ids)
 
         def write(tmp: str) -> None:
             with h5py.File(tmp, "w") as h:
+                config_json = json.dumps(self.config.to_dict())
+                attention = {f"attention/{k}": v.detach().cpu().numpy() for k, v in self.attention_state.items()}
+                codec = {f"codec/{k}": v for k, v in self.codec.arrays().items()}
                 h.attrs["format"] = FORMAT
                 h.attrs["owner"] = owner
-                h.attrs["config"] = json.dumps(self.config.to_dict())
+                h.attrs["config"] = config_json
                 h.attrs["codec"] = self.codec.kind
-                for k, v in self.attention_state.items():
-                    h.create_dataset(f"attention/{k}", data=v.detach().cpu().numpy())
-                for k, v in self.codec.arrays().items():
-                    h.create_dataset(f"codec/{k}", data=v)
+                h.attrs["meta_sha256"] = _meta_digest(config_json, self.codec.kind, {**attention, **codec})
+                for k, v in {**attention, **codec}.items():
+                    h.create_dataset(k, data=v)
                 g = h.create_group("features")
                 for i, st in rows.items():
                     ds = g.create_dataset(str(i), data=st.rows)
                     ds.attrs["size"] = np.asarray(st.size, np.int64)
+                    ds.attrs["sha256"] = _record_digest(st.rows, st.size)
 
-        atomic_write(path, write, prefix=".imret-local-")
+        try:
+            atomic_write(path, write, prefix=temp_prefix(path))
+        except (OSError, RuntimeError) as exc:  # h5py reports a full disk as either
+            raise IndexFileError(path, f"cannot write ({getattr(exc, 'strerror', None) or exc}); the file "
+                                       "there before is unchanged") from None
         self._rows, self._file, self._in_file = {}, path, set(rows)
 
     @classmethod
@@ -288,9 +333,17 @@ class LocalStore:
                 if owner is not None and h.attrs.get("owner") != owner:
                     raise IndexFileError(path, "holds the local features of another index: delete it, or "
                                                "build the index again with --local")
+                att_arrays = {k: np.array(v[()]) for k, v in h["attention"].items()}
+                codec_arrays = {k: v[()] for k, v in h["codec"].items()}
+                want = h.attrs.get("meta_sha256")
+                if want is not None and _meta_digest(str(h.attrs["config"]), str(h.attrs["codec"]), {
+                        **{f"attention/{k}": v for k, v in att_arrays.items()},
+                        **{f"codec/{k}": v for k, v in codec_arrays.items()}}) != str(want):
+                    raise IndexFileError(path, "checksum mismatch in the local-feature configuration, codec or "
+                                               "attention: the file is damaged")
                 cfg = LocalConfig.from_dict(json.loads(h.attrs["config"]))
-                att = {k: torch.from_numpy(np.array(v[()])) for k, v in h["attention"].items()}
-                codec = LocalCodec.from_arrays(str(h.attrs["codec"]), {k: v[()] for k, v in h["codec"].items()})
+                att = {k: torch.from_numpy(v) for k, v in att_arrays.items()}
+                codec = LocalCodec.from_arrays(str(h.attrs["codec"]), codec_arrays)
                 ids = {int(k) for k in h["features"].keys()}
         except IndexFileError:
             raise

@@ -4,14 +4,14 @@ Readers search whatever ``Index`` the holder points at; a writer (add/delete)
 works on a clone and swaps the reference when done, so searches never wait for
 an extraction and never see a half-updated index. Every image served is looked
 up by id in the index and must resolve (symlinks followed) inside the roots the
-index was built from.
+index was built from. Writes take the index's OS lock (``holder``); uploads live in
+folders of their own (``uploads``); what a request must pass before its body is read,
+and how much an image decode may take, is in ``limits``.
 """
 from __future__ import annotations
 
-import hmac
 import io
 import os
-import shutil
 import tempfile
 import threading
 import time
@@ -27,15 +27,23 @@ from PIL import Image
 
 from ..core import __version__
 from ..core.bbox import parse_bbox as core_parse_bbox
-from ..core.errors import ImageLoadError, ImretError
+from ..core.errors import ImageLoadError, ImretError, IndexFileError
 from ..index.indexer import apply_batch, extract_batch
+from ..index.lock import DEFAULT_WAIT_S, LockBusy
 from ..index.store import Index
-from ..io.images import IMAGE_EXTENSIONS, load_image
+from ..io.images import load_image
+from .holder import IndexHolder
+from .limits import FORM_OVERHEAD, LOOPBACK_HOSTS, DecodeGate, RequestGuard, token_problem
+from .uploads import UploadBatch, uploads_dir as _uploads_dir
 
 
 @dataclass(frozen=True)
 class ServiceConfig:
-    """``token``: required for writes (None: read-only service). Sizes in bytes/pixels."""
+    """``token``: required for writes (None: read-only service). Sizes in bytes/pixels.
+    ``allowed_hosts``: the Host names served ('*': any; ``limits.allowed_hosts_for`` makes
+    them from the bound address). ``max_decode_bytes``: memory one image decode may take;
+    ``max_decodes``: decodes at once. ``lock_wait_s``: how long a write waits for another
+    writer of the index (then 503)."""
 
     index_path: str
     token: str | None = None
@@ -44,22 +52,11 @@ class ServiceConfig:
     max_top: int = 200
     thumbnail_px: int = 256
     device: str | None = None
-
-
-class IndexHolder:
-    def __init__(self, index: Index, path: str):
-        self.index = index
-        self.path = path
-        self.write_lock = threading.Lock()
-
-    def update(self, change) -> Index:
-        """Apply ``change(clone)`` to a clone, save it, then swap it in."""
-        with self.write_lock:
-            new = self.index.clone()
-            change(new)
-            new.save(self.path)
-            self.index = new
-            return new
+    allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS
+    max_files_per_add: int = 32
+    max_decode_bytes: int = 384 * 1024 * 1024
+    max_decodes: int = 2
+    lock_wait_s: float = DEFAULT_WAIT_S
 
 
 def _inside(path: str, roots: list[str]) -> bool:
@@ -71,16 +68,13 @@ def _inside(path: str, roots: list[str]) -> bool:
     return False
 
 
-def _uploads_dir(index_path: str) -> str:
-    return os.path.abspath(index_path) + ".uploads"
-
-
 def create_app(config: ServiceConfig, index: Index | None = None) -> FastAPI:
     index = index if index is not None else Index.load(config.index_path)
     index.extractor(device=config.device)
     if index.local is not None:  # built now, not by the first requests at once
         index.local.extractor(device=config.device)
-    holder = IndexHolder(index, config.index_path)
+    holder = IndexHolder(index, config.index_path, config.lock_wait_s)
+    gate = DecodeGate(config.max_decodes)
     thumbs: OrderedDict[tuple[int, int], bytes] = OrderedDict()
     thumbs_lock = threading.Lock()
     app = FastAPI(title="imret", version=__version__,
@@ -88,16 +82,37 @@ def create_app(config: ServiceConfig, index: Index | None = None) -> FastAPI:
     app.state.holder = holder
     app.state.config = config
 
+    def body_cap(method: str, path: str) -> int:
+        if method == "POST" and path == "/index/add":
+            return config.max_files_per_add * config.max_upload_bytes + FORM_OVERHEAD
+        if method == "POST" and path == "/search":
+            return config.max_upload_bytes + FORM_OVERHEAD
+        return FORM_OVERHEAD
+
+    app.add_middleware(RequestGuard, token=config.token, allowed_hosts=config.allowed_hosts, body_cap=body_cap)
+
     @app.exception_handler(ImretError)
     async def _imret_error(request: Request, exc: ImretError):
         return JSONResponse({"detail": str(exc)}, status_code=400)
 
     def require_token(authorization: str | None):
-        if config.token is None:
-            raise HTTPException(403, "this service is read-only: start it with --token to allow changes")
-        expected = f"Bearer {config.token}"
-        if authorization is None or not hmac.compare_digest(authorization.encode(), expected.encode()):
-            raise HTTPException(401, "missing or wrong token (send 'Authorization: Bearer TOKEN')")
+        problem = token_problem(config.token, authorization)
+        if problem:
+            raise HTTPException(*problem)
+
+    def load(path: str, bbox=None) -> np.ndarray:
+        with gate:
+            return load_image(path, max_pixels=config.max_pixels, bbox=bbox, max_decode_bytes=config.max_decode_bytes)
+
+    def write(change) -> Index:
+        """``holder.update(change)``, its failures as HTTP errors: another writer holds the
+        index too long → 503; the disk is full → 507 (the saved index is unchanged)."""
+        try:
+            return holder.update(change)
+        except LockBusy as exc:
+            raise HTTPException(503, str(exc)) from None
+        except IndexFileError as exc:
+            raise HTTPException(507 if "cannot write" in exc.reason else 500, str(exc)) from None
 
     async def read_upload(upload: UploadFile) -> bytes:
         data = await upload.read(config.max_upload_bytes + 1)
@@ -110,12 +125,15 @@ def create_app(config: ServiceConfig, index: Index | None = None) -> FastAPI:
 
     def decode(data: bytes, name: str, bbox=None) -> np.ndarray:
         with tempfile.NamedTemporaryFile(suffix=".img") as tmp:
-            tmp.write(data)
-            tmp.flush()
             try:
-                return load_image(tmp.name, max_pixels=config.max_pixels, bbox=bbox)
+                tmp.write(data)
+                tmp.flush()
+            except OSError as exc:
+                raise HTTPException(507, f"{name}: cannot buffer the upload ({exc.strerror or exc})") from None
+            try:
+                return load(tmp.name, bbox)
             except ImageLoadError as exc:
-                status = 413 if "pixels" in exc.reason else 415
+                status = 413 if "pixels" in exc.reason or "decode limit" in exc.reason else 415
                 raise HTTPException(status, f"{name}: {exc.reason}") from None
 
     def parse_bbox(text: str | None):
@@ -171,7 +189,7 @@ def create_app(config: ServiceConfig, index: Index | None = None) -> FastAPI:
                 path = idx.path_of(id)
             except KeyError:
                 raise HTTPException(404, f"no image with id {id} in the index") from None
-            img = await run_in_threadpool(load_image, path, max_pixels=config.max_pixels, bbox=box)
+            img = await run_in_threadpool(load, path, box)
             name = os.path.basename(path)
         else:
             raise HTTPException(422, "send an image file ('file') or the id of an indexed image ('id')")
@@ -209,7 +227,7 @@ def create_app(config: ServiceConfig, index: Index | None = None) -> FastAPI:
             if key in thumbs:
                 thumbs.move_to_end(key)
                 return Response(thumbs[key], media_type="image/jpeg")
-        arr = load_image(path, max_pixels=config.max_pixels)
+        arr = load(path)
         im = Image.fromarray(arr)
         im.thumbnail((size, size), Image.BILINEAR)
         buf = io.BytesIO()
@@ -224,46 +242,61 @@ def create_app(config: ServiceConfig, index: Index | None = None) -> FastAPI:
     @app.post("/index/add")
     async def add(files: list[UploadFile] = File(...), authorization: str | None = Header(None)):
         require_token(authorization)
-        folder = os.path.join(_uploads_dir(config.index_path), time.strftime("%Y%m%d-%H%M%S") +
-                              f"-{threading.get_ident() % 100000}")
-        os.makedirs(folder, exist_ok=True)
-        saved, rejected = [], []
+        if len(files) > config.max_files_per_add:
+            raise HTTPException(413, f"{len(files)} files: at most {config.max_files_per_add} per request")
+        batch = UploadBatch(_uploads_dir(config.index_path))
+        try:
+            return await _add(files, batch)
+        except BaseException:
+            batch.discard()  # this request's own folder: nothing another request owns
+            raise
+
+    async def _add(files, batch: UploadBatch):
+        rejected = []
         for f in files:
             data = await read_upload(f)
-            base = os.path.basename((f.filename or "upload").replace("\\", "/")) or "upload"
-            stem, ext = os.path.splitext(base)
-            if ext.lower() not in IMAGE_EXTENSIONS:
-                ext = ".jpg"
-            safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)[:80] or "upload"
-            dest = os.path.join(folder, f"{len(saved) + len(rejected):04d}-{safe}{ext}")
+            name = os.path.basename((f.filename or "upload").replace("\\", "/")) or "upload"
             try:
-                await run_in_threadpool(decode, data, base)
+                await run_in_threadpool(decode, data, name)
             except HTTPException as exc:
-                rejected.append({"name": base, "reason": exc.detail})
+                rejected.append({"name": name, "reason": exc.detail})
                 continue
-            with open(dest, "wb") as out:
-                out.write(data)
-            saved.append(dest)
-        if not saved:
-            shutil.rmtree(folder, ignore_errors=True)
+            try:
+                batch.save(f.filename, data)
+            except OSError as exc:
+                raise HTTPException(507, f"cannot store the upload ({exc.strerror or exc}); nothing was added") \
+                    from None
+        if not batch.paths:
             raise HTTPException(415, {"message": "no image could be read", "rejected": rejected})
         # the slow part, outside the write lock; the index changes inside it
-        batch = await run_in_threadpool(extract_batch, holder.index, saved)
-        ids_before = holder.index.next_id
-        new = await run_in_threadpool(holder.update, lambda idx: apply_batch(idx, batch, roots=[folder]))
-        added = [{"id": int(i), "name": os.path.basename(p)} for i, p in zip(new.ids, new.paths) if i >= ids_before]
+        extracted = await run_in_threadpool(extract_batch, holder.index, batch.paths)
+        if not extracted.paths:
+            raise HTTPException(415, {"message": "no image could be read", "rejected": rejected + [
+                {"name": os.path.basename(p), "reason": r} for p, r in extracted.failures]})
+        assigned: list[int] = []
+
+        def change(idx: Index):
+            # this request's ids, whoever else is writing
+            assigned[:] = apply_batch(idx, extracted, roots=[batch.root]).tolist()
+
+        new = await run_in_threadpool(write, change)
+        added = [{"id": i, "name": os.path.basename(p)} for i, p in zip(assigned, extracted.paths)]
         return {"added": added, "rejected": rejected + [{"name": os.path.basename(p), "reason": r}
-                                                        for p, r in batch.failures], "images": len(new)}
+                                                        for p, r in extracted.failures], "images": len(new)}
 
     @app.delete("/index/{image_id}")
     def delete(image_id: int, authorization: str | None = Header(None)):
         require_token(authorization)
-        if image_id not in set(holder.index.ids.tolist()):
-            raise HTTPException(404, f"no image with id {image_id}")
         removed = []
-        holder.update(lambda idx: removed.extend(idx.remove([image_id])))
+
+        def change(idx: Index):
+            if image_id not in set(idx.ids.tolist()):  # as saved now, another writer's changes included
+                raise HTTPException(404, f"no image with id {image_id}")
+            removed.extend(idx.remove([image_id]))
+
+        new = write(change)
         return {"removed": [{"id": image_id, "name": os.path.basename(p)} for p in removed],
-                "images": len(holder.index)}
+                "images": len(new)}
 
     return app
 

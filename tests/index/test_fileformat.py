@@ -40,7 +40,8 @@ def _layout(path):
     with open(path, "rb") as f:
         magic, version, hlen = _PREFIX.unpack(f.read(_PREFIX.size))
         header = json.loads(f.read(hlen))
-    return -(-(_PREFIX.size + hlen) // 64) * 64, header
+    digest = 32 if version >= 2 else 0  # the header's SHA-256 follows it from format 2 on
+    return -(-(_PREFIX.size + hlen + digest) // 64) * 64, header
 
 
 def _assert_same(got: dict, want: dict):
@@ -227,7 +228,7 @@ def test_folder_path(tmp_path):
     d.mkdir()
     _raises(d, "folder")
     # Writing onto a folder fails too, and leaves the folder and no temporary file.
-    with pytest.raises(OSError):
+    with pytest.raises(IndexFileError, match="cannot write"):
         write_container(d, {}, {"a": np.arange(3, dtype=np.int64)})
     assert d.is_dir() and os.listdir(d) == []
     assert os.listdir(tmp_path) == ["idx.imret"]
@@ -248,7 +249,7 @@ def test_overwrite_replaces_and_leaves_no_temporary(tmp_path):
     assert os.listdir(tmp_path) == ["idx.imret"]
 
 
-@pytest.mark.parametrize("crash", [OSError("simulated crash"), KeyboardInterrupt()])
+@pytest.mark.parametrize("crash", [OSError(5, "simulated crash"), KeyboardInterrupt()])
 def test_crash_during_overwrite_keeps_old_file(tmp_path, monkeypatch, crash):
     p = tmp_path / "idx.imret"
     old_arrays = _arrays()
@@ -263,7 +264,7 @@ def test_crash_during_overwrite_keeps_old_file(tmp_path, monkeypatch, crash):
         raise crash
 
     monkeypatch.setattr(fileformat.os, "replace", replace)
-    with pytest.raises(type(crash)):
+    with pytest.raises(IndexFileError if isinstance(crash, OSError) else type(crash)):
         write_container(p, {"v": "new"}, {"x": np.arange(1000, dtype=np.float64)})
     monkeypatch.undo()
     assert len(calls) == 1
@@ -281,7 +282,58 @@ def test_crash_while_writing_first_file_leaves_nothing(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(fileformat.os, "fsync", fsync)
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(IndexFileError, match="No space left on device"):
         write_container(p, _META, _arrays())
     monkeypatch.undo()
     assert os.listdir(tmp_path) == []
+
+
+# ----------------------------------------------------------------------------- header digest, modes
+
+@pytest.mark.parametrize("edit", [(b'"n": 37', b'"n": 38'), (b'"a": [1, 2.5', b'"a": [1, 3.5'),
+                                  (b'"name": "test"', b'"name": "tesT"')])
+def test_an_edited_header_value_fails_the_header_checksum(tmp_path, edit):
+    p = tmp_path / "idx.imret"
+    write_container(p, _META, _arrays())
+    data = p.read_bytes()
+    assert data.count(edit[0]) == 1
+    p.write_bytes(data.replace(*edit))  # same length: only the digest can tell
+    _raises(p, "checksum mismatch in the index header")
+
+
+def test_a_format_1_file_still_loads_and_a_version_flip_to_1_is_refused(tmp_path):
+    p = tmp_path / "old.imret"
+    arrays = {"a": np.arange(5, dtype=np.int64)}
+    header = json.dumps({"meta": {"v": 1}, "sections": {"a": {
+        "offset": 0, "nbytes": 40, "dtype": "<i8", "shape": [5],
+        "sha256": fileformat._sha256(arrays["a"])}}}).encode()
+    start = -(-(_PREFIX.size + len(header)) // 64) * 64
+    p.write_bytes(_PREFIX.pack(MAGIC, 1, len(header)) + header + b"\0" * (start - _PREFIX.size - len(header))
+                  + arrays["a"].tobytes() + b"\0" * 24)
+    meta, got = read_container(p)
+    assert meta == {"v": 1}
+    _assert_same(got, arrays)
+    q = tmp_path / "new.imret"
+    write_container(q, {"v": 2}, arrays)
+    with open(q, "r+b") as f:
+        f.seek(8)
+        f.write(struct.pack("<I", 1))
+    _raises(q, "format 1 file with data after its header")
+
+
+def test_a_rewritten_file_keeps_its_mode(tmp_path):
+    p = tmp_path / "idx.imret"
+    write_container(p, {"v": 1}, {})
+    os.chmod(p, 0o644)
+    write_container(p, {"v": 2}, {})
+    assert os.stat(p).st_mode & 0o777 == 0o644
+    os.chmod(p, 0o640)
+    write_container(p, {"v": 3}, {})
+    assert os.stat(p).st_mode & 0o777 == 0o640
+    umask = os.umask(0o022)
+    try:
+        q = tmp_path / "fresh.imret"
+        write_container(q, {}, {})
+        assert os.stat(q).st_mode & 0o777 == 0o644  # what umask gives any new file, not mkstemp's 0600
+    finally:
+        os.umask(umask)

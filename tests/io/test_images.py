@@ -596,3 +596,52 @@ def test_reduce_to_crop_matches_the_full_crop(tmp_path):
     full = load_image(p, bbox=bbox)
     ref = np.asarray(Image.fromarray(full).resize((100, 100), Image.BILINEAR), np.float64)
     assert np.abs(a.astype(np.float64) - ref).mean() < 3.0
+
+
+# ----------------------------------------------------------------------------- issue 16: decode limits, odd files, boxes
+
+def test_a_fifo_is_not_an_empty_file_and_is_never_opened(tmp_path):
+    from imret.errors import ImageLoadError
+    from imret.io.images import load_image
+
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    with pytest.raises(ImageLoadError, match="not a regular file"):
+        load_image(fifo)  # opening it would wait for a writer forever
+
+
+def test_decode_budget_reduces_a_jpeg_and_refuses_a_png(tmp_path):
+    from imret.errors import ImageLoadError
+    from imret.io.images import decode_bytes, load_image
+
+    rgb = np.random.default_rng(0).integers(0, 255, (600, 800, 3), np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "a.jpg", quality=90)
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    assert decode_bytes((800, 600), "RGB") == 800 * 600 * 6
+    assert decode_bytes((800, 600), "I;16") == 800 * 600 * 17
+    full = load_image(tmp_path / "a.jpg", max_decode_bytes=800 * 600 * 6)
+    assert full.shape == (600, 800, 3)
+    half = load_image(tmp_path / "a.jpg", max_decode_bytes=800 * 600 * 6 - 1)  # JPEG decodes at 1/2
+    assert half.shape == (300, 400, 3)
+    boxed = load_image(tmp_path / "a.jpg", bbox=(0, 0, 400, 300), max_decode_bytes=800 * 600 * 2)
+    assert boxed.shape == (150, 200, 3)  # the box follows the reduction: the same quarter of the photo
+    with pytest.raises(ImageLoadError, match="over the decode limit of 2 MiB"):
+        load_image(tmp_path / "a.png", max_decode_bytes=2 * 2**20)
+
+
+@pytest.mark.parametrize("text", ["nan,nan,nan,nan", "0,0,inf,inf", "0,0,1e309,1e309"])
+def test_non_finite_boxes_are_one_clear_error(text, tmp_path):
+    import argparse
+
+    from imret.cli import _bbox
+    from imret.errors import ImageLoadError
+    from imret.core.bbox import parse_bbox
+    from imret.io.images import crop
+
+    with pytest.raises(ValueError, match="four finite numbers"):
+        parse_bbox(text)
+    with pytest.raises(argparse.ArgumentTypeError, match="finite"):
+        _bbox(text)
+    with pytest.raises(ImageLoadError, match="not four finite numbers"):
+        crop(np.zeros((4, 4, 3), np.uint8), tuple(float(v) for v in text.split(",")))
+    assert parse_bbox("1,2,3.5,4") == (1.0, 2.0, 3.5, 4.0)

@@ -40,7 +40,7 @@ def client(setup, tmp_path):
     loaded = Index.load(own)
     loaded.set_extractor(index.extractor())  # share the loaded network across tests
     app = create_app(ServiceConfig(index_path=own, token=TOKEN, max_upload_bytes=2_000_000), index=loaded)
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://localhost") as c:
         yield c
 
 
@@ -155,7 +155,7 @@ def test_read_only_without_token(setup, tmp_path):
     shutil.copy(setup[3], own)
     loaded = Index.load(own)
     loaded.set_extractor(setup[4].extractor())
-    with TestClient(create_app(ServiceConfig(index_path=own), index=loaded)) as c:
+    with TestClient(create_app(ServiceConfig(index_path=own), index=loaded), base_url="http://localhost") as c:
         r = c.delete("/index/0", headers={"Authorization": "Bearer anything"})
         assert r.status_code == 403 and "read-only" in r.json()["detail"]
 

@@ -19,7 +19,7 @@ def client(local_index, tmp_path):
     shutil.copy(path, own)
     shutil.copy(path + ".local.h5", own + ".local.h5")
     app = create_app(ServiceConfig(index_path=own, token=TOKEN), index=Index.load(own))
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://localhost") as c:
         yield c
 
 
@@ -69,7 +69,7 @@ def test_sv_on_an_index_without_local_features_is_a_clear_error(tmp_path, photos
     shutil.copy(photoset.db[0], folder)
     index, _ = Index.build([folder], get_preset("fast"))
     index.save(tmp_path / "plain.index")
-    with TestClient(create_app(ServiceConfig(index_path=str(tmp_path / "plain.index")), index=index)) as c:
+    with TestClient(create_app(ServiceConfig(index_path=str(tmp_path / "plain.index")), index=index), base_url="http://localhost") as c:
         assert "sv" not in c.get("/info").json()["rerank_steps"]
         r = _search(c, photoset.queries[0], rerank="sv")
         assert r.status_code == 422 and "imret index --local" in r.json()["detail"]
