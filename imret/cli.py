@@ -416,13 +416,28 @@ def _train_local(args) -> int:
     return 0
 
 
+# What 'imret train' trains without --preset: a head with something to learn (GeM, the
+# default preset's, has none).
+TRAIN_PRESET = "lite0-dagf"
+
+
 def cmd_train(args) -> int:
     from .training import TrainConfig, train
 
     if args.local is not None:
         return _train_local(args)
-    cfg = TrainConfig(**{k: getattr(args, k) for k in _TRAIN_OPTIONS if getattr(args, k) is not None})
-    res = train(_preset_from_args(args), cfg, args.data, out=args.out, device=args.device, resume=args.resume,
+    given = {k: getattr(args, k) for k in _TRAIN_OPTIONS if getattr(args, k) is not None}
+    if args.resume and os.path.exists(args.out):
+        # the checkpoint names its preset and settings: the command need not repeat them
+        from .training.checkpoint import load_checkpoint
+
+        ck = load_checkpoint(args.out)
+        preset = _preset_from_args(args) if args.preset else ck.preset
+        cfg = ck.train.replace(**given)
+    else:
+        args.preset = args.preset or TRAIN_PRESET
+        preset, cfg = _preset_from_args(args), TrainConfig(**given)
+    res = train(preset, cfg, args.data, out=args.out, device=args.device, resume=args.resume,
                 progress=not args.quiet, on_error=_skip_logger(args.quiet))
     if res.losses:
         n = max(1, min(20, len(res.losses) // 2))
@@ -445,11 +460,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"approximate backends: candidates re-scored exactly per search "
                             f"(256 for hnsw, 1024 for ivfpq unless set); {when}")
 
-    def common(p, preset=True):
+    def common(p, preset=True, default: str | None = "default", shown: str = ""):
         p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda when available)")
         p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
         if preset:
-            p.add_argument("--preset", default="default", help="named preset (see 'imret presets')")
+            p.add_argument("--preset", default=default, help=f"named preset (see 'imret presets'; default: {default or shown})")
             p.add_argument("--weights", default=None, help="local backbone checkpoint (torchvision/timm)")
             p.add_argument("--no-whitening", action="store_true", help="do not learn PCA-whitening")
 
@@ -535,7 +550,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train the attention network of local features (DELF: attention-weighted pooling, "
                         "linear classifier, cross-entropy over instances; backbone frozen) instead of a head; "
                         + LOCAL_HELP)
-    common(p)
+    common(p, default=None, shown=f"{TRAIN_PRESET}; with --resume, the checkpoint's")
     p.set_defaults(func=cmd_train)
 
     def local_source(p):
