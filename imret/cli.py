@@ -25,6 +25,26 @@ def _bbox(text: str) -> tuple[float, float, float, float]:
     return vals  # type: ignore[return-value]
 
 
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
+
+
+def _device(text: str) -> str:
+    """--device: a torch device this build and machine can use, checked before any work."""
+    from .cli_output import check_device
+
+    try:
+        return check_device(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _rerank(text: str):
     """--rerank STEPS → a re-ranking Pipeline; a bad spec is a usage error naming the problem."""
     from . import local  # noqa: F401  (registers the spatial-verification steps sv, svh)
@@ -114,7 +134,15 @@ def cmd_index(args) -> int:
     Index.finish_journal(journal)
     log = _write_skip_log(args.out, report.skipped)
     _eprint(f"{report.summary()}; wrote {args.out}" + (f"; skipped files listed in {log}" if log else ""))
+    _print_notes(index, ex, args)
     return 0 if report.indexed or not report.skipped else 1
+
+
+def _print_notes(index, extractor, args) -> None:
+    from .cli_output import build_notes
+
+    for note in build_notes(index, extractor, _tuning(args)):
+        _eprint(f"note: {note}")
 
 
 def _attach_local(args, index, journal: str) -> None:
@@ -169,6 +197,7 @@ def _index_with_ray(args, preset, head_state=None, dba=None, local=False) -> int
     log = _write_skip_log(args.out, report.skipped)
     _eprint(f"{report.summary()}; ray: {stats['extracted_shards']} shards extracted, "
             f"{stats['skipped_shards']} already done; wrote {args.out}" + (f"; see {log}" if log else ""))
+    _print_notes(index, None, args)
     return 0
 
 
@@ -190,19 +219,31 @@ def cmd_add(args) -> int:
 def cmd_remove(args) -> int:
     from .index.store import Index
 
+    from .cli_output import not_matched
+
     index = Index.load(args.index)
     removed = index.remove(args.paths)
-    index.save(args.index)
+    missing = not_matched(args.paths, removed)
+    for p in missing:
+        _eprint(f"not in {args.index}: {p}")
+    if removed:
+        index.save(args.index)
     for p in removed:
         print(f"removed {p}")
     _eprint(f"removed {len(removed)}; {len(index)} images in {args.index}")
-    return 0 if removed else 1
+    return 0 if removed and not missing else 1
 
 
 def cmd_search(args) -> int:
     from .index.store import Index
 
+    from .cli_output import unused_tuning
+
     index = Index.load(args.index)
+    unused = unused_tuning(index.backend.name, _tuning(args))
+    if unused:
+        _eprint(f"imret search: error: {unused}")
+        return 2
     index.extractor(device=args.device)
     if _tuning(args):
         index.tune(**_tuning(args))
@@ -232,29 +273,16 @@ def cmd_search(args) -> int:
 def cmd_info(args) -> int:
     from .index.store import Index
 
-    info = Index.load(args.index).info()
+    from .cli_output import info_lines
+
+    index = Index.load(args.index)
+    info = index.info()
     info["file_bytes"] = os.path.getsize(args.index)
+    info["head_trained"] = bool(index.head_state)
     if args.json:
         print(json.dumps(info, indent=1))
         return 0
-    p = info["preset"]
-    w = info["whitening"]
-    print(f"index       {args.index} ({info['file_bytes']:,} bytes)")
-    print(f"images      {info['images']}")
-    print(f"descriptor  {info['dim']}-d float32 ({info['bytes_per_image']} bytes/image)")
-    print(f"preset      {p['name']}: {p['description']}")
-    print(f"backbone    {p['backbone']['name']} (weights: {p['backbone']['weights'] or 'packaged'})")
-    print(f"head        {p['head']['name']} {p['head']['params'] or ''}")
-    print(f"scales      {', '.join(f'{s:.3g}' for s in p['extraction']['scales'])} at max side {p['extraction']['max_size']} px")
-    print(f"whitening   {'PCA, %d-d, power %.2g' % (w['dim'], w['power']) if w else 'none'}")
-    print(f"backend     {info['backend']}")
-    if info.get("dba"):
-        print(f"dba         αDBA rows stored, k={info['dba']['k']}, alpha={info['dba']['alpha']:g}")
-    if info.get("local"):
-        lo = info["local"]
-        print(f"local       {lo['images']} images, ≤{lo['max_features']} features of {lo['backbone']} {lo['stage']}, "
-              f"{lo['dim']}-d stored as {lo['storage']} ({lo['code_bytes']} bytes each), "
-              f"scales {', '.join(f'{s:.3g}' for s in lo['scales'])} at {lo['max_size']} px")
+    print("\n".join(info_lines(info, args.index)))
     return 0
 
 
@@ -461,7 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
                             f"(256 for hnsw, 1024 for ivfpq unless set); {when}")
 
     def common(p, preset=True, default: str | None = "default", shown: str = ""):
-        p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda when available)")
+        p.add_argument("--device", type=_device, default=None, help="cpu, cuda, cuda:1 … (default: cuda when available)")
         p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
         if preset:
             p.add_argument("--preset", default=default, help=f"named preset (see 'imret presets'; default: {default or shown})")
@@ -499,7 +527,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("search", help="search an index with a query photo")
     p.add_argument("index")
     p.add_argument("query")
-    p.add_argument("--top", type=int, default=10)
+    p.add_argument("--top", type=_positive_int, default=10, help="how many results (default 10)")
     p.add_argument("--bbox", type=_bbox, default=None, help="crop the query: x0,y0,x1,y1 in pixels")
     p.add_argument("--rerank", type=_rerank, default=None, metavar="STEPS", help=RERANK_HELP)
     p.add_argument("--json", action="store_true")
@@ -558,7 +586,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                      "attention and PCA)")
         p.add_argument("--local", default="delf", metavar="CONFIG", help=LOCAL_HELP)
         p.add_argument("--attention", default=None, metavar="FILE", help=ATTENTION_HELP)
-        p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda when available)")
+        p.add_argument("--device", type=_device, default=None, help="cpu, cuda, cuda:1 … (default: cuda when available)")
 
     p = sub.add_parser("show-matches", help="draw two photos side by side with their verified local matches")
     p.add_argument("query")
@@ -582,7 +610,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--token", default=None,
                    help="allow adding/removing images to clients that send this token (or set IMRET_TOKEN)")
     p.add_argument("--max-upload-mb", type=int, default=20)
-    p.add_argument("--device", default=None)
+    p.add_argument("--device", type=_device, default=None, help="cpu, cuda, cuda:1 … (default: cuda when available)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("demo", help="index a small set of real photos and search it with altered copies")
