@@ -45,6 +45,15 @@ def _device(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _min_score(text: str) -> float:
+    from .index.cutoff import check_min_score
+
+    try:
+        return check_min_score(float(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc) if "cut-off" in str(exc) else f"not a number: {text!r}") from None
+
+
 def _rerank(text: str):
     """--rerank STEPS → a re-ranking Pipeline; a bad spec is a usage error naming the problem."""
     from . import local  # noqa: F401  (registers the spatial-verification steps sv, svh)
@@ -239,6 +248,9 @@ def cmd_search(args) -> int:
 
     from .cli_output import unused_tuning
 
+    from .index.cutoff import MIN_SCORE
+
+    args.min_score = MIN_SCORE if args.min_score is None else args.min_score
     index = Index.load(args.index)
     unused = unused_tuning(index.backend.name, _tuning(args))
     if unused:
@@ -255,18 +267,22 @@ def cmd_search(args) -> int:
     t0 = time.perf_counter()
     hits = index.search_image(args.query, top=args.top, bbox=args.bbox, rerank=args.rerank)
     ms = (time.perf_counter() - t0) * 1000
+    from .cli_output import results_table
+    from .index.cutoff import hit_fields, no_match_message
+
     if args.json:
         print(json.dumps({"query": args.query, "bbox": args.bbox, "ms": round(ms, 1),
-                          "rerank": str(args.rerank) if args.rerank else None,
-                          "results": [{"rank": h.rank, "score": round(h.score, 6), "id": h.id, "path": h.path,
-                                       **h.verification()} for h in hits]}, indent=1))
+                          "rerank": str(args.rerank) if args.rerank else None, "min_score": args.min_score,
+                          "results": [hit_fields(h, args.min_score, args.matches) for h in hits]}, indent=1))
         return 0
-    verified = any(h.inliers is not None for h in hits)
-    print(f"{'rank':>4}  {'score':>7}  " + (f"{'inliers':>7}  " if verified else "") + "path")
-    for h in hits:
-        inl = "" if not verified else f"{'-' if h.inliers is None else h.inliers:>7}  "
-        print(f"{h.rank:>4}  {h.score:7.4f}  {inl}{h.path}")
-    _eprint(f"{len(hits)} results in {ms:.0f} ms")
+    print("\n".join(results_table(hits, args.min_score)))
+    verify = [s for s in (args.rerank.steps if args.rerank else ()) if hasattr(s, "min_inliers")]
+    if verify:
+        _eprint(f"inliers: RANSAC-consistent local matches; 'ok' verifies the result (at least "
+                f"{verify[-1].min_inliers}), 'low' does not")
+    none = no_match_message(hits, args.min_score)
+    _eprint(f"{len(hits)} results in {ms:.0f} ms; a match: cosine at least {args.min_score:.2f}"
+            + (" or verified" if verify else "") + (f"\n{none}" if none else ""))
     return 0
 
 
@@ -331,9 +347,18 @@ def cmd_eval(args) -> int:
 def cmd_show_matches(args) -> int:
     from .local.commands import local_extractor, show_matches
 
-    ex, store = local_extractor(args.local, args.attention, args.index, device=args.device)
-    v = show_matches(args.query, args.result, args.out, ex, store, model=args.model, bbox=args.bbox)
-    _eprint(f"{v.inliers} inliers of {v.tentative} tentative matches; wrote {args.out}")
+    index = None
+    if args.index:  # its stored features, as 'imret search --rerank sv' compares them
+        from .index.store import Index
+
+        index = Index.load(args.index)
+        store = index.local_store()
+        ex = store.extractor(args.device)
+    else:
+        ex, store = local_extractor(args.local, args.attention, device=args.device)
+    v = show_matches(args.query, args.result, args.out, ex, store, index, model=args.model, bbox=args.bbox)
+    _eprint(f"query {args.query} (left) against {args.result} (right): {v.inliers} inliers of {v.tentative} "
+            f"tentative matches; wrote {args.out}")
     return 0
 
 
@@ -531,6 +556,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bbox", type=_bbox, default=None, help="crop the query: x0,y0,x1,y1 in pixels")
     p.add_argument("--rerank", type=_rerank, default=None, metavar="STEPS", help=RERANK_HELP)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--min-score", type=_min_score, default=None, metavar="COSINE",
+                   help="results below this cosine (and not verified by sv) are not matches; "
+                        "default 0.75 (see benchmarks/bench_min_score.py)")
+    p.add_argument("--matches", action="store_true",
+                   help="with --json and --rerank sv: also the inlier match coordinates")
     tuning_options(p, "for this search (default: as the index was built)")
     common(p, preset=False)
     p.set_defaults(func=cmd_search)

@@ -152,3 +152,18 @@ def info_lines(info: dict, path: str) -> list[str]:
                      f"{lo['stage']}, {lo['dim']}-d stored as {lo['storage']} ({lo['code_bytes']} bytes each), "
                      f"scales {', '.join(f'{s:.3g}' for s in lo['scales'])} at {lo['max_size']} px")
     return lines
+
+
+def results_table(hits, min_score: float) -> list[str]:
+    """``imret search``'s table: the cosine and (after ``sv``) the inlier count as two named
+    columns, and whether each result is a match (verified, or cosine ≥ ``min_score``)."""
+    from .index.cutoff import is_match
+
+    checked = any(h.inliers is not None for h in hits)
+    lines = [f"{'rank':>4}  {'cosine':>6}  " + (f"{'inliers':>9}  " if checked else "") + f"{'match':<5}  path"]
+    for h in hits:
+        inl = ""
+        if checked:
+            inl = f"{'-':>9}  " if h.inliers is None else f"{h.inliers:>5} {'ok ' if h.verified else 'low'}  "
+        lines.append(f"{h.rank:>4}  {h.cosine:6.3f}  {inl}{'yes' if is_match(h, min_score) else 'no':<5}  {h.path}")
+    return lines

@@ -116,3 +116,39 @@ def test_untrained_head_is_told_by_its_weights_not_its_name():
     assert not cli_output.head_is_untrained(head, cfg, 8)
     gem = HeadConfig("gem", {"p": 3.0})
     assert not cli_output.head_is_untrained(build_head(gem, 8), gem, 8)  # nothing to train: no warning
+
+
+def test_cut_off_marks_matches_and_says_when_there_is_none(small, photoset):
+    root, photos, out, _ = small
+    query = sorted(photos.iterdir())[0]
+    res = json.loads(run_imret("search", out, query, "--json", "--top", "4").stdout)
+    assert res["min_score"] == 0.75
+    first = res["results"][0]
+    assert first["path"] == str(query) and first["match"] and abs(first["cosine"] - 1.0) < 1e-5
+    assert all(r["match"] == (r["cosine"] >= 0.75) for r in res["results"])
+    assert all("inliers" not in r for r in res["results"])  # no verification ran: no inlier fields
+    proc = run_imret("search", out, query, "--top", "4", "--min-score", "1.0")
+    lines = proc.stdout.splitlines()
+    assert lines[0].split() == ["rank", "cosine", "match", "path"]
+    assert all(line.split()[2] == "no" for line in lines[2:])
+    strict = run_imret("search", out, next(p for p in photoset.db if "distractor" in p), "--top", "2", "--min-score", "0.999")
+    assert "no good match: the best cosine, 0." in strict.stderr
+    bad = run_imret("search", out, query, "--min-score", "1.5", check=False)
+    _one_error_line(bad, "--min-score", "between 0 and 1")
+
+
+def test_is_match_takes_verification_or_the_cosine():
+    from imret import Hit
+    from imret.index.cutoff import hit_fields, is_match, no_match_message
+
+    plain = Hit(1, 0.74, 7, "/a.jpg")
+    assert plain.cosine == 0.74 and not is_match(plain, 0.75) and is_match(plain, 0.74)
+    checked = Hit(1, 0.6 + 0.002 * 30, 7, "/a.jpg", inliers=30, cosine=0.6, verified=True)
+    assert is_match(checked, 0.75)
+    f = hit_fields(checked, 0.75, matches=False)
+    assert f == {"rank": 1, "score": 0.66, "cosine": 0.6, "match": True, "id": 7, "path": "/a.jpg",
+                 "inliers": 30, "verified": True}
+    low = Hit(2, 0.5, 8, "/b.jpg", inliers=4, cosine=0.5, verified=False)
+    assert no_match_message([low], 0.75) == ("no good match: the best cosine, 0.500, is below the cut-off 0.75 "
+                                            "and nothing was verified")
+    assert no_match_message([low, checked], 0.75) is None
