@@ -27,6 +27,7 @@ from PIL import Image
 
 from .. import __version__
 from ..errors import ImageLoadError, ImretError
+from ..index.cutoff import MIN_SCORE, check_min_score, hit_fields, no_match_message
 from ..index.store import Index
 from ..io.images import IMAGE_EXTENSIONS, load_image
 
@@ -127,9 +128,9 @@ def create_app(config: ServiceConfig, index: Index | None = None) -> FastAPI:
             raise HTTPException(422, f"bbox must be x0,y0,x1,y1 with x1>x0 and y1>y0, got {text!r}")
         return tuple(vals)
 
-    def hit_json(h):
-        return {"rank": h.rank, "score": round(h.score, 6), "id": h.id, "name": os.path.basename(h.path),
-                "path": h.path, "image": f"/images/{h.id}", "thumbnail": f"/thumbnails/{h.id}", **h.verification()}
+    def hit_json(h, min_score: float):
+        return {**hit_fields(h, min_score), "name": os.path.basename(h.path), "image": f"/images/{h.id}",
+                "thumbnail": f"/thumbnails/{h.id}"}
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page():
@@ -158,9 +159,14 @@ def create_app(config: ServiceConfig, index: Index | None = None) -> FastAPI:
 
     @app.post("/search")
     async def search(file: UploadFile | None = File(None), id: int | None = Form(None),
-                     top: int = Form(10), bbox: str | None = Form(None), rerank: str | None = Form(None)):
+                     top: int = Form(10), bbox: str | None = Form(None), rerank: str | None = Form(None),
+                     min_score: float = Form(MIN_SCORE)):
         if not 1 <= top <= config.max_top:
             raise HTTPException(422, f"top must be between 1 and {config.max_top}")
+        try:
+            min_score = check_min_score(min_score)
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
         box = parse_bbox(bbox)
         idx = holder.index
         t0 = time.perf_counter()
@@ -181,7 +187,8 @@ def create_app(config: ServiceConfig, index: Index | None = None) -> FastAPI:
         hits = await run_in_threadpool(_search, idx, img, top, rerank)
         ms = (time.perf_counter() - t0) * 1000
         return {"query": {"name": name, "width": int(img.shape[1]), "height": int(img.shape[0]), "bbox": box},
-                "ms": round(ms, 1), "images": len(idx), "results": [hit_json(h) for h in hits]}
+                "ms": round(ms, 1), "images": len(idx), "min_score": min_score,
+                "no_match": no_match_message(hits, min_score), "results": [hit_json(h, min_score) for h in hits]}
 
     def indexed_path(image_id: int) -> str:
         idx = holder.index
