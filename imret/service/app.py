@@ -155,7 +155,8 @@ def create_app(config: ServiceConfig, index: Index | None = None) -> FastAPI:
         return {"images": i["images"], "dim": i["dim"], "backend": i["backend"], "preset": i["preset"]["name"],
                 "description": i["preset"]["description"], "whitening": i["whitening"] is not None,
                 "writable": config.token is not None, "version": __version__,
-                "max_upload_bytes": config.max_upload_bytes, "rerank_steps": _rerank_names(idx)}
+                "max_upload_bytes": config.max_upload_bytes, "rerank_steps": _rerank_names(idx),
+                "min_score": MIN_SCORE}
 
     @app.post("/search")
     async def search(file: UploadFile | None = File(None), id: int | None = Form(None),
