@@ -372,7 +372,8 @@ def cmd_show_attention(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    """Build a small set of real photos and queries, index it, search it."""
+    """Build a small set of real photos and altered queries, index it, search it, report."""
+    from .evaluation.demo import report_lines, run_demo
     from .evaluation.photoset import make_photoset
     from .extractor import Extractor
     from .index.store import Index
@@ -381,23 +382,15 @@ def cmd_demo(args) -> int:
     ps = make_photoset(root)
     _eprint(f"wrote {len(ps.db)} photos to {root}/db and {len(ps.queries)} altered queries to {root}/queries")
     preset = _preset_from_args(args)
-    index, report = Index.build([os.path.join(root, "db")], preset, extractor=Extractor(preset, device=args.device),
-                                progress=not args.quiet)
+    ex = Extractor(preset, device=args.device)
+    index, report = Index.build([os.path.join(root, "db")], preset, extractor=ex, progress=not args.quiet)
     out = os.path.join(root, "demo.index")
     index.save(out)
     _eprint(f"{report.summary()}; wrote {out}")
-    correct = 0
-    shown = set(args.show.split(",")) if args.show else {"crop", "paste", "viewpoint"}
-    for q in ps.queries:
-        hits = index.search_image(q, top=3)
-        ok = bool(hits) and hits[0].path in {os.path.abspath(p) for p in ps.positives[q]}
-        correct += ok
-        kind = os.path.basename(q).split("__")[1].rsplit(".", 1)[0]
-        if kind in shown and os.path.basename(q).split("__")[0] in ("astronaut", "coffee", "motorcycle"):
-            print(f"query {os.path.relpath(q, root)}")
-            for h in hits:
-                print(f"  {h.rank}. {h.score:.3f}  {os.path.relpath(h.path, root)}")
-    print(f"rank-1 correct for {correct} of {len(ps.queries)} queries ({100 * correct / len(ps.queries):.0f}%)")
+    _print_notes(index, ex, args)
+    _eprint(f"searching with each of the {len(ps.queries)} altered queries…")
+    outcomes = run_demo(index, ps, progress=not args.quiet)
+    print("\n".join(report_lines(outcomes, root, out)))
     return 0
 
 
@@ -645,7 +638,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="index a small set of real photos and search it with altered copies")
     p.add_argument("--out", default="imret-demo", help="folder to write the demo photos and index to")
-    p.add_argument("--show", default=None, help=argparse.SUPPRESS)
     common(p)
     p.set_defaults(func=cmd_demo)
     return ap
