@@ -1,13 +1,15 @@
 """Evaluate an extractor on a ``Dataset`` by its protocol."""
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
 
 from ..descriptor.whitening import PCAWhitening, l2_normalize
+from ..errors import DatasetError
 from .datasets import Dataset
-from .metrics import classic_map, rank1_rate, recall_at_n, revisited_protocol, ukbench_score
+from .metrics import classic_map, compute_map, rank1_rate, recall_at_n, revisited_protocol, ukbench_score
 
 
 def rank_all(q: np.ndarray, db: np.ndarray) -> np.ndarray:
@@ -56,6 +58,23 @@ def score(dataset: Dataset, ranks: np.ndarray) -> dict:
     return out
 
 
+def per_query_ap(dataset: Dataset, ranks: np.ndarray) -> list[dict]:
+    """Each query's AP in % (revisited protocol: its Easy, Medium and Hard AP), None where
+    the query has no positives; the query path names it."""
+    def pct(v):
+        return None if np.isnan(v) else round(100 * float(v), 4)
+
+    if dataset.protocol == "revisited":
+        cat = lambda *ls: np.concatenate([np.asarray(x, dtype=np.int64).ravel() for x in ls])  # noqa: E731
+        setups = {"easy": [{"ok": cat(g["easy"]), "junk": cat(g["junk"], g["hard"])} for g in dataset.gnd],
+                  "medium": [{"ok": cat(g["easy"], g["hard"]), "junk": cat(g["junk"])} for g in dataset.gnd],
+                  "hard": [{"ok": cat(g["hard"]), "junk": cat(g["junk"], g["easy"])} for g in dataset.gnd]}
+        aps = {k: compute_map(ranks, g)[1] for k, g in setups.items()}
+        return [{"query": q, **{k: pct(aps[k][i]) for k in setups}} for i, q in enumerate(dataset.queries)]
+    aps = compute_map(ranks, [{"ok": g["ok"], "junk": g.get("junk", [])} for g in dataset.gnd])[1]
+    return [{"query": q, "ap": pct(a)} for q, a in zip(dataset.queries, aps)]
+
+
 def evaluate(extractor, dataset: Dataset, whitening: str = "auto", progress: bool = False,
              rerank=None, local=None) -> dict:
     """Figures of ``extractor`` on ``dataset``. ``whitening``: 'auto' learns PCA-whitening
@@ -68,6 +87,12 @@ def evaluate(extractor, dataset: Dataset, whitening: str = "auto", progress: boo
 
     t0 = time.time()
     db, q, failures = describe(extractor, dataset, progress)
+    unread = {p for p, _ in failures}
+    if dataset.db and all(p in unread for p in dataset.db):
+        first = next(r for p, r in failures if p == dataset.db[0])
+        raise DatasetError(os.path.dirname(dataset.db[0]) or ".",
+                           f"none of the {len(dataset.db)} database photos could be read "
+                           f"(first: {os.path.basename(dataset.db[0])}: {first}); is the layout's image folder there?")
     if needs_local(rerank):
         from ..local.evaluation import bind_dataset, describe_local
         from ..local.extract import LocalExtractor
@@ -97,6 +122,6 @@ def evaluate_descriptors(dataset: Dataset, db: np.ndarray, q: np.ndarray, whiten
     if rerank is not None:
         ranks = rerank(q, db, ranks)
     out = score(dataset, ranks)
-    return {"dataset": dataset.name, "protocol": dataset.protocol, "images": len(dataset.db),
+    return {"per_query": per_query_ap(dataset, ranks), "dataset": dataset.name, "protocol": dataset.protocol, "images": len(dataset.db),
             "queries": len(dataset.queries), "whitened": white is not None, "failures": [],
             "figures": out, "rerank": None if rerank is None else str(rerank)}
