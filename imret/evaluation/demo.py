@@ -73,7 +73,7 @@ def report_lines(outcomes: list[Outcome], root: str, index_path: str, failures_s
         lines += [f"  {rel(o.query)} → {rel(o.first)} (cosine {o.cosine:.3f})" for o in shown.values()]
     example = next((o.query for o in missed), None) or (outcomes[0].query if outcomes else "PHOTO.jpg")
     lines += ["next:",
-              f"  imret search {index_path} {example}          # the ranked results of one query",
-              f"  imret serve {index_path}                     # the search page at http://127.0.0.1:8000/",
-              f"  imret eval --dataset {root}                  # mAP and rank-1 of this photo set"]
+              f"  imret search {index_path} {example}  # the ranked results of one query",
+              f"  imret serve {index_path}  # the search page at http://127.0.0.1:8000/",
+              f"  imret eval --dataset {root}  # mAP and rank-1 of this photo set"]
     return lines
