@@ -108,8 +108,8 @@ def _colour_bar(img: Image.Image, lo: float, hi: float) -> Image.Image:
     out.paste(Image.fromarray(ramp), (0, img.height + 4))
     d = ImageDraw.Draw(out)
     y = img.height + bar_h + 6
-    d.text((4, y), f"lowest score {lo:.3g}", fill=(0, 0, 0), font=font)
-    right = f"highest {hi:.3g}"
+    d.text((4, y), f"lowest {lo:.3g}", fill=(0, 0, 0), font=font)
+    right = f"attention score, highest {hi:.3g}"
     d.text((img.width - font.getbbox(right)[2] - 4, y), right, fill=(0, 0, 0), font=font)
     return out
 
@@ -135,6 +135,5 @@ def draw_attention(img: np.ndarray, features: LocalFeatures, height: int = 480, 
             c = tuple(int(t) for t in colormap(0.15 + 0.85 * v))
             d.ellipse([x - r, y - r, x + r, y + r], outline=(255, 255, 255), fill=c)
     if title is None:
-        title = (f"{len(features)} keypoints (dots); colour: attention score, dark blue lowest → yellow, "
-                 "red, white highest" if len(features) else "no keypoints")
+        title = f"{len(features)} keypoints (dots); colour: attention score" if len(features) else "no keypoints"
     return _caption(_colour_bar(out, lo, hi) if len(features) else out, title)
