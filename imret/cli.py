@@ -328,6 +328,7 @@ def cmd_eval(args) -> int:
                    rerank=args.rerank, local=local)
     for p, reason in res["failures"]:
         _eprint(f"skipped {p}: {reason}")
+    _eval_notes(ex, res, args)
     if args.json:
         print(json.dumps(res, indent=1, default=str))
         return 0
@@ -342,6 +343,18 @@ def cmd_eval(args) -> int:
     else:
         print("  ".join(f"{k} {v:.2f}" for k, v in figs.items()))
     return 0
+
+
+def _eval_notes(ex, res, args) -> None:
+    from .cli_output import head_is_untrained
+
+    w = ex.preset.whitening
+    if w.kind == "pca" and not args.no_whitening and not res["whitened"]:
+        _eprint(f"note: whitening skipped: learned from {w.min_images} database images on, this dataset has "
+                f"{res['images']}")
+    if head_is_untrained(ex.head, ex.preset.head, ex.backbone.out_channels):
+        _eprint(f"note: head {ex.preset.head.name!r} of preset {ex.preset.name!r} is untrained: these are the "
+                "figures of its starting weights (train it with 'imret train', evaluate with --checkpoint)")
 
 
 def cmd_show_matches(args) -> int:

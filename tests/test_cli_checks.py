@@ -106,10 +106,12 @@ def test_ivfpq_on_a_small_collection_is_quiet_but_says_so(small, photoset):
 
 def test_untrained_head_is_told_by_its_weights_not_its_name():
     from imret.config import HeadConfig
-    from imret.heads import build_head
+    from imret.heads import HEADS, build_head
 
     cfg = HeadConfig("dagf", {"spatial": True, "channel": True, "scales": 3, "max_mask": True})
-    head = build_head(cfg, 8)
+    with torch.random.fork_rng(devices=[]):  # the starting weights, as build_head draws them
+        torch.manual_seed(0)
+        head = HEADS.get("dagf")(8, **cfg.params)
     assert cli_output.head_is_untrained(head, cfg, 8)
     with torch.no_grad():  # weights from anywhere else (a checkpoint, shipped weights) count as trained
         next(p for p in head.parameters() if p.requires_grad).add_(0.5)

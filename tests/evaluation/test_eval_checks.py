@@ -57,3 +57,17 @@ def test_instances_extracts_each_photo_once_and_gives_per_query_ap(instances):
     # each query has two positives among five others; the mean of the APs is the mAP
     assert all(0 < p["ap"] <= 100 for p in per)
     assert abs(sum(p["ap"] for p in per) / len(per) - res["figures"]["mAP"]) < 1e-3
+
+
+def test_eval_says_when_whitening_was_skipped_and_the_head_is_untrained(instances):
+    proc = run_imret("eval", "--dataset", instances, "--preset", "lite0-dagf", "-q", "--json")
+    assert "note: whitening skipped: learned from 500 database images on, this dataset has 6" in proc.stderr
+    from imret.cli_output import head_is_untrained
+    from imret.extractor import Extractor
+    from imret.presets import get_preset
+
+    # said exactly when the preset's head still has its starting weights (shipped weights count as trained)
+    ex = Extractor(get_preset("lite0-dagf"), device="cpu")
+    untrained = head_is_untrained(ex.head, ex.preset.head, ex.backbone.out_channels)
+    assert ("note: head 'dagf' of preset 'lite0-dagf' is untrained" in proc.stderr) == untrained
+    assert len(json.loads(proc.stdout)["per_query"]) == 6
