@@ -44,6 +44,35 @@ def _thread_plan(args):
     return plan_threads(args.threads, workers or 1)
 
 
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
+
+
+def _device(text: str) -> str:
+    """--device: a torch device this build and machine can use, checked before any work."""
+    from .cli_output import check_device
+
+    try:
+        return check_device(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _min_score(text: str) -> float:
+    from .index.cutoff import check_min_score
+
+    try:
+        return check_min_score(float(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc) if "cut-off" in str(exc) else f"not a number: {text!r}") from None
+
+
 def _rerank(text: str):
     """--rerank STEPS → a re-ranking Pipeline; a bad spec is a usage error naming the problem."""
     from .core.errors import ConfigError
@@ -125,10 +154,18 @@ def cmd_index(args) -> int:
     if os.path.exists(Indexer.journal_of(args.out)):
         _eprint(f"resuming the interrupted run recorded in {Indexer.journal_of(args.out)}")
     _note_local_journal(args.out)
-    _, report = indexer.build(args.sources, args.out, whitening_sources=args.whiten_on)
+    index, report = indexer.build(args.sources, args.out, whitening_sources=args.whiten_on)
     log = _write_skip_log(args.out, report.skipped)
     _eprint(f"{report.summary()}; wrote {args.out}" + (f"; skipped files listed in {log}" if log else ""))
+    _print_notes(index, index.extractor(), args)
     return 0 if report.indexed or not report.skipped else 1
+
+
+def _print_notes(index, extractor, args) -> None:
+    from .cli_output import build_notes
+
+    for note in build_notes(index, extractor, _tuning(args)):
+        _eprint(f"note: {note}")
 
 
 def _note_local_journal(out: str) -> None:
@@ -165,11 +202,12 @@ def _index_with_ray(args, indexer) -> int:
         return merge_shards(paths, shards_dir, cfg.shard_size, extractor.dim, indexer.preset, indexer.head_state)
 
     _note_local_journal(args.out)
-    _, report = indexer.build(args.sources, args.out, raw_source=from_ray)
+    index, report = indexer.build(args.sources, args.out, raw_source=from_ray)
     clear_shards(shards_dir)
     log = _write_skip_log(args.out, report.skipped)
     _eprint(f"{report.summary()}; ray: {stats['extracted_shards']} shards extracted, "
             f"{stats['skipped_shards']} already done; wrote {args.out}" + (f"; see {log}" if log else ""))
+    _print_notes(index, None, args)
     return 0
 
 
@@ -186,24 +224,36 @@ def cmd_add(args) -> int:
 
 
 def cmd_remove(args) -> int:
-    from .index.store import Index
-
+    from .cli_output import not_matched
     from .index.safety import needs_save
+    from .index.store import Index
 
     index = Index.load(args.index)
     removed = index.remove(args.paths)
-    if removed or needs_save(index):  # hook (issue 16): a save drops local entries of removed images
+    missing = not_matched(args.paths, removed)
+    for p in missing:
+        _eprint(f"not in {args.index}: {p}")
+    if removed or needs_save(index):  # a save also drops local entries of removed images
         index.save(args.index)
     for p in removed:
         print(f"removed {p}")
     _eprint(f"removed {len(removed)}; {len(index)} images in {args.index}")
-    return 0 if removed else 1
+    return 0 if removed and not missing else 1
 
 
 def cmd_search(args) -> int:
     from .index.store import Index
 
+    from .cli_output import unused_tuning
+
+    from .index.cutoff import MIN_SCORE
+
+    args.min_score = MIN_SCORE if args.min_score is None else args.min_score
     index = Index.load(args.index)
+    unused = unused_tuning(index.backend.name, _tuning(args))
+    if unused:
+        _eprint(f"imret search: error: {unused}")
+        return 2
     index.extractor(device=args.device)
     if _tuning(args):
         index.tune(**_tuning(args))
@@ -215,47 +265,38 @@ def cmd_search(args) -> int:
     t0 = time.perf_counter()
     hits = index.search_image(args.query, top=args.top, bbox=args.bbox, rerank=args.rerank)
     ms = (time.perf_counter() - t0) * 1000
+    from .cli_output import results_table
+    from .index.cutoff import hit_fields, no_match_message
+
     if args.json:
         print(json.dumps({"query": args.query, "bbox": args.bbox, "ms": round(ms, 1),
-                          "rerank": str(args.rerank) if args.rerank else None,
-                          "results": [{"rank": h.rank, "score": round(h.score, 6), "id": h.id, "path": h.path,
-                                       **h.verification()} for h in hits]}, indent=1))
+                          "rerank": str(args.rerank) if args.rerank else None, "min_score": args.min_score,
+                          "results": [hit_fields(h, args.min_score, args.matches) for h in hits]}, indent=1))
         return 0
-    verified = any(h.inliers is not None for h in hits)
-    print(f"{'rank':>4}  {'score':>7}  " + (f"{'inliers':>7}  " if verified else "") + "path")
-    for h in hits:
-        inl = "" if not verified else f"{'-' if h.inliers is None else h.inliers:>7}  "
-        print(f"{h.rank:>4}  {h.score:7.4f}  {inl}{h.path}")
-    _eprint(f"{len(hits)} results in {ms:.0f} ms")
+    print("\n".join(results_table(hits, args.min_score)))
+    verify = [s for s in (args.rerank.steps if args.rerank else ()) if hasattr(s, "min_inliers")]
+    if verify:
+        _eprint(f"inliers: RANSAC-consistent local matches; 'ok' verifies the result (at least "
+                f"{verify[-1].min_inliers}), 'low' does not")
+    none = no_match_message(hits, args.min_score)
+    _eprint(f"{len(hits)} results in {ms:.0f} ms; a match: cosine at least {args.min_score:.2f}"
+            + (" or verified" if verify else "") + (f"\n{none}" if none else ""))
     return 0
 
 
 def cmd_info(args) -> int:
     from .index.store import Index
 
-    info = Index.load(args.index).info()
+    from .cli_output import info_lines
+
+    index = Index.load(args.index)
+    info = index.info()
     info["file_bytes"] = os.path.getsize(args.index)
+    info["head_trained"] = bool(index.head_state)
     if args.json:
         print(json.dumps(info, indent=1))
         return 0
-    p = info["preset"]
-    w = info["whitening"]
-    print(f"index       {args.index} ({info['file_bytes']:,} bytes)")
-    print(f"images      {info['images']}")
-    print(f"descriptor  {info['dim']}-d float32 ({info['bytes_per_image']} bytes/image)")
-    print(f"preset      {p['name']}: {p['description']}")
-    print(f"backbone    {p['backbone']['name']} (weights: {p['backbone']['weights'] or 'packaged'})")
-    print(f"head        {p['head']['name']} {p['head']['params'] or ''}")
-    print(f"scales      {', '.join(f'{s:.3g}' for s in p['extraction']['scales'])} at max side {p['extraction']['max_size']} px")
-    print(f"whitening   {'PCA, %d-d, power %.2g' % (w['dim'], w['power']) if w else 'none'}")
-    print(f"backend     {info['backend']}")
-    if info.get("dba"):
-        print(f"dba         αDBA rows stored, k={info['dba']['k']}, alpha={info['dba']['alpha']:g}")
-    if info.get("local"):
-        lo = info["local"]
-        print(f"local       {lo['images']} images, ≤{lo['max_features']} features of {lo['backbone']} {lo['stage']}, "
-              f"{lo['dim']}-d stored as {lo['storage']} ({lo['code_bytes']} bytes each), "
-              f"scales {', '.join(f'{s:.3g}' for s in lo['scales'])} at {lo['max_size']} px")
+    print("\n".join(info_lines(info, args.index)))
     return 0
 
 
@@ -294,6 +335,7 @@ def cmd_eval(args) -> int:
     res = evaluate_index(index, dataset, rerank=args.rerank, failures=skipped)
     for p, reason in res["failures"]:
         _eprint(f"skipped {p}: {reason}")
+    _eval_notes(index.extractor(), res, args)
     if args.json:
         print(json.dumps(res, indent=1, default=str))
         return 0
@@ -310,12 +352,33 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def _eval_notes(ex, res, args) -> None:
+    from .cli_output import head_is_untrained
+
+    w = ex.preset.whitening
+    if w.kind == "pca" and not args.no_whitening and not res["whitened"]:
+        _eprint(f"note: whitening skipped: learned from {w.min_images} database images on, this dataset has "
+                f"{res['images']}")
+    if head_is_untrained(ex.head, ex.preset.head, ex.backbone.out_channels):
+        _eprint(f"note: head {ex.preset.head.name!r} of preset {ex.preset.name!r} is untrained: these are the "
+                "figures of its starting weights (train it with 'imret train', evaluate with --checkpoint)")
+
+
 def cmd_show_matches(args) -> int:
     from .local.commands import local_extractor, show_matches
 
-    ex, store = local_extractor(args.local, args.attention, args.index, device=args.device)
-    v = show_matches(args.query, args.result, args.out, ex, store, model=args.model, bbox=args.bbox)
-    _eprint(f"{v.inliers} inliers of {v.tentative} tentative matches; wrote {args.out}")
+    index = None
+    if args.index:  # its stored features, as 'imret search --rerank sv' compares them
+        from .index.store import Index
+
+        index = Index.load(args.index)
+        store = index.local_store()
+        ex = store.extractor(args.device)
+    else:
+        ex, store = local_extractor(args.local, args.attention, device=args.device)
+    v = show_matches(args.query, args.result, args.out, ex, store, index, model=args.model, bbox=args.bbox)
+    _eprint(f"query {args.query} (left) against {args.result} (right): {v.inliers} inliers of {v.tentative} "
+            f"tentative matches; wrote {args.out}")
     return 0
 
 
@@ -329,7 +392,8 @@ def cmd_show_attention(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    """Build a small set of real photos and queries, index it, search it."""
+    """Build a small set of real photos and altered queries, index it, search it, report."""
+    from .evaluation.demo import report_lines, run_demo
     from .evaluation.photoset import make_photoset
     from .extractor import Extractor
     from .index.store import Index
@@ -338,23 +402,15 @@ def cmd_demo(args) -> int:
     ps = make_photoset(root)
     _eprint(f"wrote {len(ps.db)} photos to {root}/db and {len(ps.queries)} altered queries to {root}/queries")
     preset = _preset_from_args(args)
-    index, report = Index.build([os.path.join(root, "db")], preset, extractor=Extractor(preset, device=args.device),
-                                progress=not args.quiet)
+    ex = Extractor(preset, device=args.device)
+    index, report = Index.build([os.path.join(root, "db")], preset, extractor=ex, progress=not args.quiet)
     out = os.path.join(root, "demo.index")
     index.save(out)
     _eprint(f"{report.summary()}; wrote {out}")
-    correct = 0
-    shown = set(args.show.split(",")) if args.show else {"crop", "paste", "viewpoint"}
-    for q in ps.queries:
-        hits = index.search_image(q, top=3)
-        ok = bool(hits) and hits[0].path in {os.path.abspath(p) for p in ps.positives[q]}
-        correct += ok
-        kind = os.path.basename(q).split("__")[1].rsplit(".", 1)[0]
-        if kind in shown and os.path.basename(q).split("__")[0] in ("astronaut", "coffee", "motorcycle"):
-            print(f"query {os.path.relpath(q, root)}")
-            for h in hits:
-                print(f"  {h.rank}. {h.score:.3f}  {os.path.relpath(h.path, root)}")
-    print(f"rank-1 correct for {correct} of {len(ps.queries)} queries ({100 * correct / len(ps.queries):.0f}%)")
+    _print_notes(index, ex, args)
+    _eprint(f"searching with each of the {len(ps.queries)} altered queries…")
+    outcomes = run_demo(index, ps, progress=not args.quiet)
+    print("\n".join(report_lines(outcomes, root, out)))
     return 0
 
 
@@ -428,13 +484,28 @@ def _train_local(args) -> int:
     return 0
 
 
+# What 'imret train' trains without --preset: a head with something to learn (GeM, the
+# default preset's, has none).
+TRAIN_PRESET = "lite0-dagf"
+
+
 def cmd_train(args) -> int:
     from .training import TrainConfig, train
 
     if args.local is not None:
         return _train_local(args)
-    cfg = TrainConfig(**{k: getattr(args, k) for k in _TRAIN_OPTIONS if getattr(args, k) is not None})
-    res = train(_preset_from_args(args), cfg, args.data, out=args.out, device=args.device, resume=args.resume,
+    given = {k: getattr(args, k) for k in _TRAIN_OPTIONS if getattr(args, k) is not None}
+    if args.resume and os.path.exists(args.out):
+        # the checkpoint names its preset and settings: the command need not repeat them
+        from .training.checkpoint import load_checkpoint
+
+        ck = load_checkpoint(args.out)
+        preset = _preset_from_args(args) if args.preset else ck.preset
+        cfg = ck.train.replace(**given)
+    else:
+        args.preset = args.preset or TRAIN_PRESET
+        preset, cfg = _preset_from_args(args), TrainConfig(**given)
+    res = train(preset, cfg, args.data, out=args.out, device=args.device, resume=args.resume,
                 progress=not args.quiet, on_error=_skip_logger(args.quiet))
     if res.losses:
         n = max(1, min(20, len(res.losses) // 2))
@@ -463,12 +534,12 @@ def build_parser() -> argparse.ArgumentParser:
                             "use by its affinity and cgroup quota, less one for decoding from 3 up, shared "
                             "between --workers; never more than those CPUs)")
 
-    def common(p, preset=True):
-        p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda when available)")
+    def common(p, preset=True, default: str | None = "default", shown: str = ""):
+        p.add_argument("--device", type=_device, default=None, help="cpu, cuda, cuda:1 … (default: cuda when available)")
         threads_option(p)
         p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
         if preset:
-            p.add_argument("--preset", default="default", help="named preset (see 'imret presets')")
+            p.add_argument("--preset", default=default, help=f"named preset (see 'imret presets'; default: {default or shown})")
             p.add_argument("--weights", default=None, help="local backbone checkpoint (torchvision/timm)")
             p.add_argument("--no-whitening", action="store_true", help="do not learn PCA-whitening")
 
@@ -505,10 +576,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("search", help="search an index with a query photo")
     p.add_argument("index")
     p.add_argument("query")
-    p.add_argument("--top", type=int, default=10)
+    p.add_argument("--top", type=_positive_int, default=10, help="how many results (default 10)")
     p.add_argument("--bbox", type=_bbox, default=None, help="crop the query: x0,y0,x1,y1 in pixels")
     p.add_argument("--rerank", type=_rerank, default=None, metavar="STEPS", help=RERANK_HELP)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--min-score", type=_min_score, default=None, metavar="COSINE",
+                   help="results below this cosine (and not verified by sv) are not matches; "
+                        "default 0.75 (see benchmarks/bench_min_score.py)")
+    p.add_argument("--matches", action="store_true",
+                   help="with --json and --rerank sv: also the inlier match coordinates")
     tuning_options(p, "for this search (default: as the index was built)")
     common(p, preset=False)
     p.set_defaults(func=cmd_search)
@@ -562,7 +638,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train the attention network of local features (DELF: attention-weighted pooling, "
                         "linear classifier, cross-entropy over instances; backbone frozen) instead of a head; "
                         + LOCAL_HELP)
-    common(p)
+    common(p, default=None, shown=f"{TRAIN_PRESET}; with --resume, the checkpoint's")
     p.set_defaults(func=cmd_train)
 
     def local_source(p):
@@ -570,7 +646,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                      "attention and PCA)")
         p.add_argument("--local", default="delf", metavar="CONFIG", help=LOCAL_HELP)
         p.add_argument("--attention", default=None, metavar="FILE", help=ATTENTION_HELP)
-        p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda when available)")
+        p.add_argument("--device", type=_device, default=None, help="cpu, cuda, cuda:1 … (default: cuda when available)")
 
     p = sub.add_parser("show-matches", help="draw two photos side by side with their verified local matches")
     p.add_argument("query")
@@ -597,13 +673,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allowed-hosts", nargs="+", default=None, metavar="HOST",
                    help="Host names the service answers to besides the loopback names and --host "
                         "(refusing others defeats DNS rebinding); '*' allows any")
-    p.add_argument("--device", default=None)
+    p.add_argument("--device", type=_device, default=None, help="cpu, cuda, cuda:1 … (default: cuda when available)")
     threads_option(p)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("demo", help="index a small set of real photos and search it with altered copies")
     p.add_argument("--out", default="imret-demo", help="folder to write the demo photos and index to")
-    p.add_argument("--show", default=None, help=argparse.SUPPRESS)
     common(p)
     p.set_defaults(func=cmd_demo)
     return ap

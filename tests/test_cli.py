@@ -80,7 +80,7 @@ def test_search_finds_the_original_and_survives_restart(folders, photoset):
     assert [r["rank"] for r in res["results"]] == [1, 2, 3]
     assert res["results"][0]["score"] > res["results"][1]["score"]
     table = imret("search", out, query, "--top", "2").stdout.splitlines()
-    assert table[0].split() == ["rank", "score", "path"] and table[1].endswith(name)
+    assert table[0].split() == ["rank", "cosine", "match", "path"] and table[1].endswith(name)
 
 
 def test_bbox_query(folders):

@@ -237,7 +237,8 @@ def detect_layout(root: str) -> str:
         return "photoset"
     if any(os.path.isdir(os.path.join(root, d)) for d in os.listdir(root)):
         return "instances"
-    raise DatasetError(root, "cannot tell the dataset layout; pass --layout")
+    raise DatasetError(root, "cannot tell the dataset layout; pass --layout with one of "
+                             f"{', '.join(sorted(LOADERS))} (the README's 'Evaluation datasets' describes each)")
 
 
 def load_photoset(root: str) -> Dataset:

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..core.errors import DatasetError
 from .datasets import Dataset
-from .metrics import classic_map, rank1_rate, recall_at_n, revisited_protocol, ukbench_score
+from .metrics import classic_map, compute_map, rank1_rate, recall_at_n, revisited_protocol, ukbench_score
 
 
 def rank_all(q: np.ndarray, db: np.ndarray) -> np.ndarray:
@@ -111,6 +111,7 @@ def evaluate_index(index, dataset: Dataset, rerank=None, failures=()) -> dict:
             "queries": len(dataset.queries), "whitened": index.whitening is not None,
             "backend": index.backend.name, "indexed": int((where >= 0).sum()),
             "failures": list(failures) + failed, "figures": score(dataset, ranks),
+            "per_query": per_query_ap(dataset, ranks),
             "rerank": None if pipeline is None else str(pipeline), "seconds": time.time() - t0}
 
 
@@ -127,6 +128,23 @@ def build_index(extractor, dataset: Dataset, preset=None, progress: bool = False
 
         index.local = LocalStore.build(index.paths, index.ids, local, progress=progress, on_error=on_error)
     return index, report.skipped
+
+
+def per_query_ap(dataset: Dataset, ranks: np.ndarray) -> list[dict]:
+    """Each query's AP in % (revisited protocol: its Easy, Medium and Hard AP), None where
+    the query has no positives; the query path names it."""
+    def pct(v):
+        return None if np.isnan(v) else round(100 * float(v), 4)
+
+    if dataset.protocol == "revisited":
+        cat = lambda *ls: np.concatenate([np.asarray(x, dtype=np.int64).ravel() for x in ls])  # noqa: E731
+        setups = {"easy": [{"ok": cat(g["easy"]), "junk": cat(g["junk"], g["hard"])} for g in dataset.gnd],
+                  "medium": [{"ok": cat(g["easy"], g["hard"]), "junk": cat(g["junk"])} for g in dataset.gnd],
+                  "hard": [{"ok": cat(g["hard"]), "junk": cat(g["junk"], g["easy"])} for g in dataset.gnd]}
+        aps = {k: compute_map(ranks, g)[1] for k, g in setups.items()}
+        return [{"query": q, **{k: pct(aps[k][i]) for k in setups}} for i, q in enumerate(dataset.queries)]
+    aps = compute_map(ranks, [{"ok": g["ok"], "junk": g.get("junk", [])} for g in dataset.gnd])[1]
+    return [{"query": q, "ap": pct(a)} for q, a in zip(dataset.queries, aps)]
 
 
 def evaluate(extractor, dataset: Dataset, whitening: str = "auto", progress: bool = False,
@@ -148,6 +166,12 @@ def evaluate(extractor, dataset: Dataset, whitening: str = "auto", progress: boo
 
         local = LocalExtractor(device=extractor.device)
     index, skipped = build_index(extractor, dataset, preset, progress, local if needs_local(rerank) else None)
+    unread = {p for p, _ in skipped}
+    if dataset.db and all(p in unread for p in dataset.db):
+        first = next(r for p, r in skipped if p == dataset.db[0])
+        raise DatasetError(os.path.dirname(dataset.db[0]) or ".",
+                           f"none of the {len(dataset.db)} database photos could be read "
+                           f"(first: {os.path.basename(dataset.db[0])}: {first}); is the layout's image folder there?")
     res = evaluate_index(index, dataset, rerank, failures=skipped)
     return {**res, "seconds": time.time() - t0}
 
@@ -169,7 +193,8 @@ def evaluate_descriptors(dataset: Dataset, db: np.ndarray, q: np.ndarray, whiten
     ranks = rank_dataset(index, dataset, index.postprocess(q), pipeline)
     return {"dataset": dataset.name, "protocol": dataset.protocol, "images": len(dataset.db),
             "queries": len(dataset.queries), "whitened": index.whitening is not None, "failures": [],
-            "figures": score(dataset, ranks), "rerank": None if pipeline is None else str(pipeline)}
+            "figures": score(dataset, ranks), "per_query": per_query_ap(dataset, ranks),
+            "rerank": None if pipeline is None else str(pipeline)}
 
 
 def describe(extractor, dataset: Dataset, progress: bool = False):

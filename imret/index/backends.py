@@ -234,6 +234,11 @@ class IVFPQBackend(Backend):
     def train(self, rows):
         nlist, m = self.plan(len(rows))
         self.index = faiss.index_factory(self.dim, f"IVF{nlist},PQ{m}x4fs", faiss.METRIC_INNER_PRODUCT)
+        # faiss prints one warning per sub-quantiser when it has fewer than 39 points per
+        # centroid (65 lines on a small collection); the count only gates that print, and
+        # 'imret index' says it once instead
+        self.index.pq.cp.min_points_per_centroid = 1
+        faiss.extract_index_ivf(self.index).cp.min_points_per_centroid = 1
         self.index.train(_f32(rows))
         self._configure()
 

@@ -26,8 +26,11 @@ from .fileformat import decode_paths, encode_paths, read_container, write_contai
 
 @dataclass(frozen=True)
 class Hit:
-    """``inliers``/``matches``: set by spatial verification (``--rerank sv``): the inlier
-    count and the K×4 (query x, y, result x, y) inlier matches in original pixels."""
+    """``score`` ranks the hits; ``cosine``: the descriptor similarity alone (the score
+    before spatial verification added its inlier bonus; equal to ``score`` without one).
+    ``inliers``/``verified``/``matches``: set by spatial verification (``--rerank sv``):
+    the inlier count, whether it reached the step's ``min_inliers``, and the K×4
+    (query x, y, result x, y) inlier matches in original pixels."""
 
     rank: int
     score: float
@@ -35,14 +38,24 @@ class Hit:
     path: str
     inliers: int | None = None
     matches: np.ndarray | None = field(default=None, repr=False, compare=False)
+    cosine: float | None = None
+    verified: bool | None = None
 
-    def verification(self) -> dict:
+    def __post_init__(self):
+        if self.cosine is None:
+            object.__setattr__(self, "cosine", self.score)
+
+    def verification(self, matches: bool = True) -> dict:
         """What spatial verification found, for JSON: {} when it did not run on this hit, else
-        the inlier count and the inlier matches [query x, y, result x, y] in pixels (0.1 px)."""
+        the inlier count, whether that verifies the hit, and (with ``matches``) the inlier
+        matches [query x, y, result x, y] in pixels (0.1 px)."""
         if self.inliers is None:
             return {}
-        m = np.zeros((0, 4)) if self.matches is None else np.asarray(self.matches, np.float64)
-        return {"inliers": int(self.inliers), "matches": np.round(m, 1).tolist()}
+        out = {"inliers": int(self.inliers), "verified": bool(self.verified)}
+        if matches:
+            m = np.zeros((0, 4)) if self.matches is None else np.asarray(self.matches, np.float64)
+            out["matches"] = np.round(m, 1).tolist()
+        return out
 
 
 @dataclass

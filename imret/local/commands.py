@@ -1,25 +1,47 @@
 """What the local-feature subcommands of ``imret`` do (the CLI only parses and prints)."""
 from __future__ import annotations
 
+import os
 from typing import Callable
 
 from ..index.indexer import build_local, local_extractor  # noqa: F401  (used by the CLI and tests)
 from .config import get_local_config
 from .extract import LocalExtractor
-from .verify import Verification, VerifyConfig, verify
+from .verify import Verification, verify_many
 
 
-def show_matches(query: str, result: str, out: str, extractor: LocalExtractor, store=None,
+def verify_pair(query: str, result: str, extractor: LocalExtractor, store=None, index=None,
+                model: str = "affine", bbox=None):
+    """(query image, result image, Verification) of one pair, computed as ``imret search
+    --rerank sv`` computes it: the step's matching settings; with ``store``, the query's
+    features reduced by its PCA; with ``index`` too, a result in the index compared through
+    its stored (PQ-coded) features, so both commands count the same inliers."""
+    from .steps import HomographyVerification, SpatialVerification
+
+    step = SpatialVerification() if model == "affine" else HomographyVerification()
+    qi, ri = extractor.load(query, bbox), extractor.load(result)
+    qf, rf = extractor.extract(qi), None
+    if store is not None:
+        qf = store.reduce(qf)
+        pos = None if index is None else index._pos_of.get(os.path.abspath(result))
+        if pos is not None and int(index.ids[pos]) in store:
+            rf = store.features(int(index.ids[pos]))
+    if rf is None:
+        rf = extractor.extract(ri)
+        rf = store.reduce(rf) if store is not None else rf
+    return qi, ri, verify_many(qf, [rf], step.verify_config)[0], step
+
+
+def show_matches(query: str, result: str, out: str, extractor: LocalExtractor, store=None, index=None,
                  model: str = "affine", bbox=None, height: int = 480) -> Verification:
-    """Verify ``result`` against ``query`` and draw the inlier matches to ``out``."""
+    """Verify ``result`` against ``query`` (as ``verify_pair``) and draw the inlier matches
+    to ``out``: the query on the left, the result on the right."""
     from .draw import draw_matches
 
-    qi, ri = extractor.load(query, bbox), extractor.load(result)
-    qf, rf = extractor.extract(qi), extractor.extract(ri)
-    if store is not None:  # the index's PCA, as its searches compare them
-        qf, rf = store.reduce(qf), store.reduce(rf)
-    v = verify(qf, rf, VerifyConfig(model=model))
-    title = f"{v.inliers} inliers ({model}) of {v.tentative} tentative matches"
+    qi, ri, v, step = verify_pair(query, result, extractor, store, index, model, bbox)
+    verdict = "verified" if v.inliers >= step.min_inliers else f"not verified: fewer than {step.min_inliers}"
+    title = (f"query (left) → result (right): {v.inliers} inliers ({model}, {verdict}) "
+             f"of {v.tentative} tentative matches; red ticks: rejected matches")
     draw_matches(qi, ri, v.inlier_points, v.outlier_points, height=height, title=title).save(out)
     return v
 

@@ -97,16 +97,43 @@ def attention_heat(features: LocalFeatures, shape: tuple[int, int], cell: np.nda
     return heat
 
 
+def _colour_bar(img: Image.Image, lo: float, hi: float) -> Image.Image:
+    """``img`` with a strip below it: the colour scale from the lowest to the highest score."""
+    font = _font(max(12, img.height // 36))
+    bar_h = max(10, img.height // 40)
+    text_h = font.getbbox("0")[3] + 8
+    out = Image.new("RGB", (img.width, img.height + bar_h + text_h + 8), (255, 255, 255))
+    out.paste(img, (0, 0))
+    ramp = colormap(0.15 + 0.85 * np.linspace(0, 1, img.width))[None].repeat(bar_h, 0)
+    out.paste(Image.fromarray(ramp), (0, img.height + 4))
+    d = ImageDraw.Draw(out)
+    y = img.height + bar_h + 6
+    d.text((4, y), f"lowest {lo:.3g}", fill=(0, 0, 0), font=font)
+    right = f"attention score, highest {hi:.3g}"
+    d.text((img.width - font.getbbox(right)[2] - 4, y), right, fill=(0, 0, 0), font=font)
+    return out
+
+
 def draw_attention(img: np.ndarray, features: LocalFeatures, height: int = 480, cell: np.ndarray | None = None,
-                   title: str | None = None) -> Image.Image:
-    """The image, greyed, with the keypoint scores as a heat map over it."""
+                   title: str | None = None, keypoints: bool = True) -> Image.Image:
+    """The image, greyed, with the keypoint scores as a heat map over it, a dot at each
+    keypoint (coloured by its score), and the colour scale below."""
     base, f = _fit(img, height)
     heat = attention_heat(features, (base.height, base.width), cell)
     grey = np.asarray(base.convert("L").convert("RGB"), np.float32) * 0.8
     alpha = (0.75 * heat)[..., None]
     out = Image.fromarray((grey * (1 - alpha) + colormap(0.15 + 0.85 * heat).astype(np.float32) * alpha)
                           .astype(np.uint8))
+    lo = float(features.scores.min()) if len(features) else 0.0
+    hi = float(features.scores.max()) if len(features) else 0.0
+    if keypoints and len(features):
+        d = ImageDraw.Draw(out)
+        r = max(2, height // 200)
+        level = (features.scores - lo) / (hi - lo) if hi > lo else np.ones(len(features))
+        sx, sy = base.width / features.size[1], base.height / features.size[0]
+        for (x, y), v in zip(features.xy * [sx, sy], level):
+            c = tuple(int(t) for t in colormap(0.15 + 0.85 * v))
+            d.ellipse([x - r, y - r, x + r, y + r], outline=(255, 255, 255), fill=c)
     if title is None:
-        title = f"{len(features)} keypoints, attention scores {features.scores.min():.3g} to " \
-                f"{features.scores.max():.3g}" if len(features) else "no keypoints"
-    return _caption(out, title)
+        title = f"{len(features)} keypoints (dots); colour: attention score" if len(features) else "no keypoints"
+    return _caption(_colour_bar(out, lo, hi) if len(features) else out, title)

@@ -30,6 +30,7 @@ from ..core.bbox import parse_bbox as core_parse_bbox
 from ..core.errors import ImageLoadError, ImretError, IndexFileError
 from ..index.indexer import apply_batch, extract_batch
 from ..index.lock import DEFAULT_WAIT_S, LockBusy
+from ..index.cutoff import MIN_SCORE, check_min_score, hit_fields, no_match_message
 from ..index.store import Index
 from ..io.images import load_image
 from .holder import IndexHolder
@@ -144,9 +145,9 @@ def create_app(config: ServiceConfig, index: Index | None = None) -> FastAPI:
         except ImretError as exc:
             raise HTTPException(422, str(exc)) from None
 
-    def hit_json(h):
-        return {"rank": h.rank, "score": round(h.score, 6), "id": h.id, "name": os.path.basename(h.path),
-                "path": h.path, "image": f"/images/{h.id}", "thumbnail": f"/thumbnails/{h.id}", **h.verification()}
+    def hit_json(h, min_score: float):
+        return {**hit_fields(h, min_score), "name": os.path.basename(h.path), "image": f"/images/{h.id}",
+                "thumbnail": f"/thumbnails/{h.id}"}
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page():
@@ -171,13 +172,19 @@ def create_app(config: ServiceConfig, index: Index | None = None) -> FastAPI:
         return {"images": i["images"], "dim": i["dim"], "backend": i["backend"], "preset": i["preset"]["name"],
                 "description": i["preset"]["description"], "whitening": i["whitening"] is not None,
                 "writable": config.token is not None, "version": __version__,
-                "max_upload_bytes": config.max_upload_bytes, "rerank_steps": _rerank_names(idx)}
+                "max_upload_bytes": config.max_upload_bytes, "rerank_steps": _rerank_names(idx),
+                "min_score": MIN_SCORE}
 
     @app.post("/search")
     async def search(file: UploadFile | None = File(None), id: int | None = Form(None),
-                     top: int = Form(10), bbox: str | None = Form(None), rerank: str | None = Form(None)):
+                     top: int = Form(10), bbox: str | None = Form(None), rerank: str | None = Form(None),
+                     min_score: float = Form(MIN_SCORE)):
         if not 1 <= top <= config.max_top:
             raise HTTPException(422, f"top must be between 1 and {config.max_top}")
+        try:
+            min_score = check_min_score(min_score)
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
         box = parse_bbox(bbox)
         idx = holder.index
         t0 = time.perf_counter()
@@ -198,7 +205,8 @@ def create_app(config: ServiceConfig, index: Index | None = None) -> FastAPI:
         hits = await run_in_threadpool(_search, idx, img, top, rerank)
         ms = (time.perf_counter() - t0) * 1000
         return {"query": {"name": name, "width": int(img.shape[1]), "height": int(img.shape[0]), "bbox": box},
-                "ms": round(ms, 1), "images": len(idx), "results": [hit_json(h) for h in hits]}
+                "ms": round(ms, 1), "images": len(idx), "min_score": min_score,
+                "no_match": no_match_message(hits, min_score), "results": [hit_json(h, min_score) for h in hits]}
 
     def indexed_path(image_id: int) -> str:
         idx = holder.index

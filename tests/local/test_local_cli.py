@@ -32,14 +32,33 @@ def test_index_local_and_search_rerank_sv(indexed):
     assert os.path.exists(str(index) + ".local.h5")
     info = imret("info", index).stdout
     assert "local       6 images" in info and "pq (20 bytes each)" in info
-    out = json.loads(imret("search", index, query, "--rerank", "sv", "--top", "3", "--json").stdout)
+    out = json.loads(imret("search", index, query, "--rerank", "sv", "--top", "3", "--json", "--matches").stdout)
     assert out["rerank"].startswith("sv:")
     top = out["results"][0]
     assert os.path.basename(top["path"]) == "coffee.png"
     assert top["inliers"] >= 50 and len(top["matches"]) == top["inliers"] and len(top["matches"][0]) == 4
     assert all(r["inliers"] < 12 for r in out["results"][1:])
-    table = imret("search", index, query, "--rerank", "svh:shortlist=3", "--top", "2").stdout
-    assert "inliers" in table.splitlines()[0] and "coffee.png" in table.splitlines()[1]
+    # the ranking score is the cosine plus sv's bonus (weight 0.002 per inlier): two named numbers
+    assert top["verified"] and top["match"] and top["cosine"] <= 1.0
+    assert abs(top["score"] - (top["cosine"] + 0.002 * top["inliers"])) < 1e-5
+    assert not any(r["verified"] for r in out["results"][1:])
+    plain = json.loads(imret("search", index, query, "--rerank", "sv", "--top", "3", "--json").stdout)
+    assert all("matches" not in r for r in plain["results"])  # coordinates only with --matches
+    assert [r["inliers"] for r in plain["results"]] == [r["inliers"] for r in out["results"]]
+    table = imret("search", index, query, "--rerank", "svh:shortlist=3", "--top", "2")
+    lines = table.stdout.splitlines()
+    assert lines[0].split() == ["rank", "cosine", "inliers", "match", "path"]
+    assert "coffee.png" in lines[1] and " ok " in lines[1] and " low " in lines[2]
+    assert "'ok' verifies the result (at least 12)" in table.stderr
+
+
+def test_show_matches_counts_the_inliers_search_counts(indexed, tmp_path):
+    root, db, index, query = indexed
+    found = json.loads(imret("search", index, query, "--rerank", "sv", "--top", "2", "--json").stdout)["results"]
+    for r in found:
+        proc = imret("show-matches", query, r["path"], "--out", tmp_path / "m.png", "--index", index)
+        assert f": {r['inliers']} inliers of" in proc.stderr, (r, proc.stderr)
+        assert f"query {query} (left) against {r['path']} (right)" in proc.stderr
 
 
 def test_search_rerank_sv_needs_local_features(indexed, tmp_path):

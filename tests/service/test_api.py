@@ -79,6 +79,18 @@ def test_search_by_id_and_with_box(client):
     assert client.post("/search", data={"top": 3}).status_code == 422
 
 
+def test_min_score_marks_matches_and_names_no_good_match(client):
+    r = client.post("/search", data={"id": 2, "top": 3}).json()
+    assert r["min_score"] == 0.75 and r["no_match"] is None
+    assert all(h["match"] == (h["cosine"] >= 0.75) and h["cosine"] == h["score"] for h in r["results"])
+    strict = client.post("/search", data={"id": 2, "top": 3, "min_score": 1.0}).json()
+    best = max(h["cosine"] for h in strict["results"])
+    if best < 1.0:  # the photo itself scores 1 up to rounding
+        assert strict["no_match"].startswith("no good match: the best cosine")
+    assert [h["match"] for h in strict["results"][1:]] == [False, False]
+    assert client.post("/search", data={"id": 2, "min_score": 1.5}).status_code == 422
+
+
 def test_images_and_thumbnails(client, setup):
     first = client.post("/search", data={"id": 0, "top": 1}).json()["results"][0]
     raw = client.get(first["image"])

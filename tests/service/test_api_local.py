@@ -46,6 +46,10 @@ def test_sv_gives_inliers_and_matches_inside_both_images(client, photoset, local
     assert all(0 <= qx <= qw and 0 <= qy <= qh and 0 <= rx <= rw and 0 <= ry <= rh
                for qx, qy, rx, ry in top["matches"])
     assert all(h["inliers"] < top["inliers"] for h in body["results"][1:])
+    # two named numbers: the cosine, and the inliers that verified it (the score ranks by both)
+    assert top["verified"] and top["match"] and top["cosine"] <= 1.0
+    assert abs(top["score"] - (top["cosine"] + 0.002 * top["inliers"])) < 1e-5
+    assert all(h["verified"] == (h["inliers"] >= 12) for h in body["results"])
     plain = _search(client, query, top=3).json()["results"][0]
     assert "inliers" not in plain and "matches" not in plain
 

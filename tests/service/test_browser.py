@@ -43,6 +43,20 @@ def server(photoset, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def token_server(photoset, tmp_path_factory):
+    root = tmp_path_factory.mktemp("browser-token")
+    photos = root / "photos"
+    photos.mkdir()
+    for p in [p for p in photoset.db if "distractor" in p][:3]:
+        shutil.copy(p, photos)
+    index, _ = Index.build([photos], get_preset("fast"))
+    path = str(root / "rw.index")
+    index.save(path)
+    for url in _serve(create_app(ServiceConfig(index_path=path, token="page-token"), index=index)):
+        yield url, "page-token"
+
+
+@pytest.fixture(scope="module")
 def local_server(local_index):
     path = local_index[0]
     yield from _serve(create_app(ServiceConfig(index_path=path), index=Index.load(path)))
@@ -121,14 +135,85 @@ def test_drawing_a_box_searches_inside_it(server, browser, photoset):
     page.close()
 
 
-def test_a_non_image_shows_a_message(server, browser, tmp_path):
+def test_a_non_image_shows_a_message_and_clears_the_old_results(server, browser, photoset, tmp_path):
     bad = tmp_path / "notes.jpg"
     bad.write_text("not a photo")
     page = browser.new_page()
     page.goto(server + "/")
+    page.set_input_files("#file", os.path.join(photoset.root, "queries", "coffee__rotate.jpg"))
+    page.wait_for_selector(".results li")
     page.set_input_files("#file", str(bad))
     page.wait_for_function("document.getElementById('message').textContent.includes('not an image')")
     assert "notes.jpg" in page.text_content("#message")
+    assert page.locator(".results li").count() == 0
+    page.close()
+
+
+def test_a_stale_answer_never_replaces_the_latest(server, browser, photoset):
+    """The first search's answer is held back until the second one has been shown: the page
+    must keep the second's results."""
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    held = []
+
+    def hold_first(route):
+        if not held:
+            held.append(route)  # answered later, after the newer search
+        else:
+            route.continue_()
+
+    page.route("**/search", hold_first)
+    page.goto(server + "/")
+    page.wait_for_function("document.getElementById('status').textContent.includes('images')")
+    page.set_input_files("#file", os.path.join(photoset.root, "queries", "coffee__rotate.jpg"))
+    page.wait_for_function("document.getElementById('results').children.length === 0")
+    while not held:
+        page.wait_for_timeout(50)
+    page.set_input_files("#file", os.path.join(photoset.root, "queries", "astronaut__crop.jpg"))
+    page.wait_for_selector(".results li")
+    assert page.locator(".results .name").first.text_content() == "astronaut.png"
+    try:
+        held[0].continue_()  # the aborted request may already be gone
+    except Exception:
+        pass
+    page.wait_for_timeout(1500)
+    assert page.locator(".results .name").first.text_content() == "astronaut.png"
+    page.close()
+
+
+def test_no_good_match_is_said_and_non_matches_are_greyed(server, browser, photoset):
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.goto(server + "/")
+    page.wait_for_function("document.getElementById('min-score').value === '0.75'")
+    page.fill("#min-score", "0.999")
+    page.set_input_files("#file", os.path.join(photoset.root, "queries", "coffee__occlude.jpg"))
+    page.wait_for_selector(".results li")
+    page.wait_for_function("!document.getElementById('notice').hidden")
+    assert "no good match" in page.text_content("#notice")
+    assert page.locator(".results li.no-match").count() == page.locator(".results li").count()
+    page.close()
+
+
+def test_add_and_remove_photos_with_the_token(token_server, browser, photoset):
+    url, token = token_server
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.goto(url + "/")
+    page.wait_for_function("!document.getElementById('manage').hidden")
+    page.click("#manage summary")
+    rocket = next(p for p in photoset.db if os.path.basename(p).startswith("rocket."))
+    page.fill("#token", "wrong")
+    page.set_input_files("#add-files", rocket)
+    page.wait_for_function("document.getElementById('manage-message').textContent.startsWith('not added')")
+    assert "wrong token" in page.text_content("#manage-message")
+    page.fill("#token", token)
+    page.set_input_files("#add-files", rocket)
+    page.wait_for_function("document.getElementById('manage-message').textContent.startsWith('added 1')")
+    assert "4 images in the index" in page.text_content("#manage-message")
+    page.set_input_files("#file", rocket)
+    page.wait_for_selector(".results li .remove")
+    assert page.locator(".results .name").first.text_content().endswith("rocket.png")
+    page.click(".results li >> nth=0 >> .remove")
+    page.wait_for_function("document.getElementById('manage-message').textContent.startsWith('removed')")
+    assert "3 images in the index" in page.text_content("#manage-message")
     page.close()
 
 
@@ -142,6 +227,11 @@ def test_verified_results_show_inliers_and_their_matches(local_server, browser, 
     assert page.locator(".results .name").first.text_content() == "coffee.png"
     inliers = int(page.locator(".results .inliers").first.text_content().split()[0])
     assert inliers >= 20
+    # green (verified) only where verification verified; the others are plain
+    marks = page.locator(".results .inliers").evaluate_all(
+        "els => els.map(e => [parseInt(e.textContent), e.classList.contains('verified')])")
+    assert marks[0][1] and all(v == (n >= 12) for n, v in marks)
+    assert "cosine" in page.locator(".results .cosine").first.text_content()
     page.click(".results li >> nth=0")
     page.wait_for_selector("#detail-extra canvas.matches")
     assert page.get_attribute("#detail-extra canvas.matches", "aria-label") == f"{inliers} inlier matches"
@@ -151,5 +241,10 @@ def test_verified_results_show_inliers_and_their_matches(local_server, browser, 
         let lo = 255, hi = 0; for (let i = 1; i < d.length; i += 4 * 97) { lo = Math.min(lo, d[i]); hi = Math.max(hi, d[i]); }
         return hi - lo; }""")
     assert spread > 50
+    # the match drawing is in view when the detail opens, without scrolling
+    rect = page.evaluate("""() => { const r = document.querySelector('#detail-extra canvas.matches')
+        .getBoundingClientRect(); return [r.top, r.bottom, window.innerHeight]; }""")
+    assert 0 <= rect[0] and rect[1] <= rect[2], rect
+    assert "query (left)" in page.text_content("#detail-extra figcaption")
     page.screenshot(path=os.path.join(_shots(tmp_path), "matches.png"))
     page.close()

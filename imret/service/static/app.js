@@ -1,13 +1,19 @@
 "use strict";
 // The search page: pick or drop a photo, optionally drag a box, see ranked results.
 const $ = (id) => document.getElementById(id);
-const state = { file: null, image: null, box: null, drag: null, scale: 1, query: null };
+// seq: the number of the latest search; an answer to an older one is dropped, so results
+// never show (or open with) another search's matches.
+const state = { file: null, image: null, box: null, drag: null, scale: 1, query: null, seq: 0, abort: null,
+                writable: false };
 
 async function loadInfo() {
   try {
     const r = await fetch("/info");
     const info = await r.json();
     $("status").textContent = `${info.images.toLocaleString()} images · preset ${info.preset} · ${info.dim}-d`;
+    if (typeof info.min_score === "number") $("min-score").value = info.min_score;
+    state.writable = !!info.writable;
+    $("manage").hidden = !info.writable;
     if (info.rerank_steps && info.rerank_steps.length) {
       for (const s of info.rerank_steps) $("rerank").add(new Option(s, s));
       $("rerank-wrap").hidden = false;
@@ -16,10 +22,13 @@ async function loadInfo() {
 }
 
 function showMessage(text) { const m = $("message"); m.textContent = text; m.hidden = !text; }
+function showNotice(text) { const m = $("notice"); m.textContent = text || ""; m.hidden = !text; }
+function clearResults() { $("results").replaceChildren(); showNotice(""); }
 
 function setFile(file) {
   if (!file) return;
   state.file = file; state.box = null;
+  clearResults();  // the old results belong to another photo
   const img = new Image();
   img.onload = () => { state.image = img; drawPreview(); $("search").disabled = false; search(); };
   // The server decodes more formats than browsers do (TIFF, 16-bit, CMYK): let it decide.
@@ -57,46 +66,99 @@ function pointer(ev) {
 
 async function search() {
   if (!state.file) return;
+  const seq = ++state.seq;
+  if (state.abort) state.abort.abort();
+  const abort = state.abort = new AbortController();
   const fd = new FormData();
   fd.append("file", state.file);
   fd.append("top", $("top").value);
   if ($("rerank").value) fd.append("rerank", $("rerank").value);
+  if ($("min-score").value !== "") fd.append("min_score", $("min-score").value);
   if (state.box) fd.append("bbox", norm(state.box).map((v) => Math.round(v)).join(","));
-  $("search").disabled = true; showMessage("");
+  showMessage("");
   const t0 = performance.now();
   try {
-    const r = await fetch("/search", { method: "POST", body: fd });
+    const r = await fetch("/search", { method: "POST", body: fd, signal: abort.signal });
     const body = await r.json();
-    if (!r.ok) { showMessage(typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail)); return; }
+    if (seq !== state.seq) return;  // a newer search was started meanwhile
+    if (!r.ok) {
+      clearResults();
+      showMessage(typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail));
+      return;
+    }
     state.query = body.query;
-    render(body);
+    render(body, seq);
     $("status").textContent = `${body.images.toLocaleString()} images · query ${body.ms.toFixed(0)} ms on the server, ${(performance.now() - t0).toFixed(0)} ms in all`;
-  } catch (e) { showMessage(`search failed: ${e}`); }
-  finally { $("search").disabled = false; }
+  } catch (e) {
+    if (seq === state.seq && e.name !== "AbortError") { clearResults(); showMessage(`search failed: ${e}`); }
+  }
 }
 
-function render(body) {
+function render(body, seq) {
   const ol = $("results"); ol.replaceChildren();
   for (const h of body.results) {
     const li = document.createElement("li");
-    li.tabIndex = 0; li.dataset.id = h.id; li.className = "result";
-    li.innerHTML = `<img loading="lazy" alt=""><div class="meta"><span class="rank">#${h.rank}</span><span class="score">${h.score.toFixed(3)}</span></div><div class="name"></div>`;
+    li.tabIndex = 0; li.dataset.id = h.id; li.dataset.seq = seq;
+    li.className = "result " + (h.match ? "match" : "no-match");
+    li.innerHTML = `<img loading="lazy" alt=""><div class="meta"><span class="rank">#${h.rank}</span><span class="cosine" title="cosine similarity of the descriptors"></span></div><div class="name"></div>`;
+    li.querySelector(".cosine").textContent = `cosine ${h.cosine.toFixed(3)}`;
     if (h.inliers !== undefined) {
       const v = document.createElement("span");
-      v.className = "inliers"; v.textContent = `${h.inliers} inliers`;
+      // coloured only when verification verified it
+      v.className = "inliers " + (h.verified ? "verified" : "low");
+      v.textContent = `${h.inliers} inliers${h.verified ? " ✓" : ""}`;
+      v.title = h.verified ? "verified by matching local features" : "too few consistent local matches: not verified";
       li.querySelector(".meta").append(v);
     }
     li.querySelector("img").src = h.thumbnail;
     li.querySelector(".name").textContent = h.name;
     li.title = h.path;
-    li.onclick = li.onkeydown = (ev) => { if (ev.type === "click" || ev.key === "Enter") openDetail(h); };
+    if (state.writable && $("token").value) {
+      const rm = document.createElement("button");
+      rm.type = "button"; rm.className = "remove"; rm.textContent = "remove";
+      rm.onclick = (ev) => { ev.stopPropagation(); removePhoto(h, li); };
+      li.append(rm);
+    }
+    li.onclick = li.onkeydown = (ev) => {
+      if ((ev.type === "click" || ev.key === "Enter") && Number(li.dataset.seq) === state.seq) openDetail(h);
+    };
     ol.append(li);
   }
   if (!body.results.length) showMessage("The index is empty.");
+  else showNotice(body.no_match ? `${body.no_match}. The closest photos are shown greyed.` : "");
+}
+
+const authHeaders = () => ({ Authorization: `Bearer ${$("token").value}` });
+const detailText = (d) => (typeof d === "string" ? d : d && d.message ? d.message : JSON.stringify(d));
+
+async function addPhotos(files) {
+  if (!files || !files.length) return;
+  const fd = new FormData();
+  for (const f of files) fd.append("files", f);
+  $("manage-message").textContent = `adding ${files.length} photo(s)…`;
+  try {
+    const r = await fetch("/index/add", { method: "POST", body: fd, headers: authHeaders() });
+    const body = await r.json();
+    if (!r.ok) { $("manage-message").textContent = `not added: ${detailText(body.detail)}`; return; }
+    const rej = body.rejected.length ? `; rejected ${body.rejected.map((x) => `${x.name} (${x.reason})`).join(", ")}` : "";
+    $("manage-message").textContent = `added ${body.added.length}${rej}; ${body.images} images in the index`;
+    loadInfo();
+  } catch (e) { $("manage-message").textContent = `adding failed: ${e}`; }
+}
+
+async function removePhoto(h, li) {
+  try {
+    const r = await fetch(`/index/${h.id}`, { method: "DELETE", headers: authHeaders() });
+    const body = await r.json();
+    if (!r.ok) { $("manage-message").textContent = `not removed: ${detailText(body.detail)}`; return; }
+    li.remove();
+    $("manage-message").textContent = `removed ${h.name}; ${body.images} images in the index`;
+  } catch (e) { $("manage-message").textContent = `removing failed: ${e}`; }
 }
 
 function openDetail(h) {
-  $("detail-title").textContent = `#${h.rank} · ${h.name} · score ${h.score.toFixed(3)}`;
+  const verdict = h.inliers === undefined ? "" : ` · ${h.inliers} inliers (${h.verified ? "verified" : "not verified"})`;
+  $("detail-title").textContent = `#${h.rank} · ${h.name} · cosine ${h.cosine.toFixed(3)}${verdict} · ${h.match ? "a match" : "not a match"}`;
   const c = $("detail-query"), img = state.image;
   if (img) {
     const b = state.box ? norm(state.box) : [0, 0, img.naturalWidth, img.naturalHeight];
@@ -104,8 +166,9 @@ function openDetail(h) {
     c.getContext("2d").drawImage(img, b[0], b[1], c.width, c.height, 0, 0, c.width, c.height);
   }
   $("detail-result").src = h.image;
-  $("detail-caption").textContent = h.path;
+  $("detail-caption").textContent = `result: ${h.path}`;
   const extra = $("detail-extra"); extra.replaceChildren();
+  $("detail").classList.toggle("with-matches", !!(h.matches && h.matches.length));
   if (h.matches && h.matches.length && img) {
     const result = new Image();
     result.onload = () => extra.append(drawMatches(h, c, result));
@@ -117,7 +180,7 @@ function openDetail(h) {
 // Query (as searched: the box, at the size the server decoded) and result side by side,
 // with a line for each inlier match of the spatial verification.
 function drawMatches(h, query, result) {
-  const H = 360, gap = 8;
+  const H = Math.max(160, Math.min(360, Math.round(window.innerHeight * 0.45))), gap = 8;  // fits above the fold
   const sq = H / query.height, sr = H / result.naturalHeight;
   const wq = Math.round(query.width * sq), wr = Math.round(result.naturalWidth * sr);
   const k = state.query && state.query.width ? query.width / state.query.width : 1;
@@ -133,7 +196,7 @@ function drawMatches(h, query, result) {
   }
   const fig = document.createElement("figure");
   const cap = document.createElement("figcaption");
-  cap.textContent = `${h.inliers} inlier matches (spatial verification)`;
+  cap.textContent = `query (left) → result (right): ${h.inliers} inlier matches (spatial verification)`;
   fig.append(c, cap);
   return fig;
 }
@@ -157,6 +220,9 @@ function init() {
   $("search").onclick = search;
   $("top").onchange = search;
   $("rerank").onchange = search;
+  $("min-score").onchange = search;
+  $("add-files").addEventListener("change", (e) => { addPhotos(e.target.files); e.target.value = ""; });
+  $("token").addEventListener("change", () => state.file && search());  // show or hide the remove buttons
   window.addEventListener("resize", () => state.image && drawPreview());
   loadInfo();
 }
