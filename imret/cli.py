@@ -107,6 +107,7 @@ def cmd_index(args) -> int:
                                 journal_path=journal)
     if dba is not None:
         index.set_dba(dba)
+    _store_gfr(args, index)
     index.head_state = head_state
     if local:
         _attach_local(args, index, journal)
@@ -115,6 +116,12 @@ def cmd_index(args) -> int:
     log = _write_skip_log(args.out, report.skipped)
     _eprint(f"{report.summary()}; wrote {args.out}" + (f"; skipped files listed in {log}" if log else ""))
     return 0 if report.indexed or not report.skipped else 1
+
+
+def _store_gfr(args, index) -> None:
+    """--gfr [PARAMS]: store the database side of global-feature re-ranking."""
+    if getattr(args, "gfr", None) is not None:
+        index.set_gfr(_rerank("gfr" + (f":{args.gfr}" if args.gfr else "")).steps[0])
 
 
 def _attach_local(args, index, journal: str) -> None:
@@ -158,6 +165,7 @@ def _index_with_ray(args, preset, head_state=None, dba=None, local=False) -> int
     index = Index.from_raw(preset, dim, ok, raw, args.sources)
     if dba is not None:
         index.set_dba(dba)
+    _store_gfr(args, index)
     index.head_state = head_state
     if local:
         _attach_local(args, index, args.out + ".journal")
@@ -309,6 +317,26 @@ def cmd_show_matches(args) -> int:
     return 0
 
 
+def cmd_match(args) -> int:
+    import numpy as np
+
+    from .local.commands import local_extractor, match_pair, transform_3x3
+
+    ex, store = local_extractor(args.local, args.attention, args.index, device=args.device)
+    v = match_pair(ex.load(args.first), ex.load(args.second), ex, store, model=args.model)
+    h = transform_3x3(v)
+    if args.json:
+        print(json.dumps({"first": args.first, "second": args.second, "model": args.model,
+                          "inliers": v.inliers, "tentative": v.tentative,
+                          "transform": None if h is None else np.round(h, 9).tolist(),
+                          "matches": np.round(v.inlier_points.astype(np.float64), 1).tolist()}, indent=1))
+        return 0
+    print(f"{v.inliers} inliers of {v.tentative} tentative matches ({args.model})")
+    if h is not None:
+        print("\n".join("  ".join(f"{x:12.6g}" for x in row) for row in h))
+    return 0
+
+
 def cmd_show_attention(args) -> int:
     from .local.commands import local_extractor, show_attention
 
@@ -369,7 +397,9 @@ def cmd_serve(args) -> int:
 RERANK_HELP = ("re-rank the results by these steps, in order: aqe, qe, gfr, kreciprocal, and dba "
                "(first); parameters after a colon, e.g. 'dba:k=3,aqe:n=3,alpha=3'; sv (affine) or svh "
                "(homography) verifies the shortlist with local features (an index built with --local)")
-LOCAL_HELP = "local-feature configuration: 'delf' (0.25-2.0 pyramid at 512 px, the default) or 'fast'"
+LOCAL_HELP = ("local-feature configuration: 'delf' (the default: 0.25-2.0 pyramid over the photo's own pixels up "
+              "to 1024 px, distance matching, affine RANSAC, inlier scores), 'delf-512' (the same pyramid at 512 px, "
+              "ratio + mutual matching) or 'fast'")
 ATTENTION_HELP = "an attention network trained by 'imret train --local' (its configuration comes with it)"
 
 
@@ -472,6 +502,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dba", nargs="?", const="", default=None, metavar="PARAMS",
                    help="store αDBA rows (each row averaged with its k nearest rows; searches use them), "
                         "optionally with parameters, e.g. --dba k=3,alpha=3")
+    p.add_argument("--gfr", nargs="?", const="", default=None, metavar="PARAMS",
+                   help="store global-feature re-ranking's database side (each image updated from its k nearest "
+                        "images of the whole index; '--rerank gfr' with the same k, alpha, weights, self_weight "
+                        "uses it), optionally with parameters, e.g. --gfr k=3")
     p.add_argument("--checkpoint", default=None, metavar="FILE",
                    help="a model trained by 'imret train' (its preset and weights; --preset is ignored)")
     p.add_argument("--local", nargs="?", const="delf", default=None, metavar="CONFIG",
@@ -553,6 +587,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bbox", type=_bbox, default=None, help="crop the query: x0,y0,x1,y1 in pixels")
     local_source(p)
     p.set_defaults(func=cmd_show_matches)
+
+    p = sub.add_parser("match", help="match two photos' local features and print the inliers and the fitted transform")
+    p.add_argument("first")
+    p.add_argument("second")
+    p.add_argument("--model", choices=["affine", "homography"], default="affine",
+                   help="RANSAC model (the transform maps the first photo's pixels to the second's)")
+    p.add_argument("--json", action="store_true", help="print JSON: inliers, tentative, transform (3×3), matches")
+    local_source(p)
+    p.set_defaults(func=cmd_match)
 
     p = sub.add_parser("show-attention", help="draw a photo's local-feature attention scores as a heat map")
     p.add_argument("image")

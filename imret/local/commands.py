@@ -3,9 +3,11 @@ from __future__ import annotations
 
 from typing import Callable
 
+import numpy as np
+
 from .config import get_local_config
 from .extract import LocalExtractor
-from .verify import Verification, VerifyConfig, verify
+from .verify import Verification, verify
 
 
 def local_extractor(name: str = "delf", attention: str | None = None, index: str | None = None, device=None):
@@ -35,16 +37,38 @@ def build_local(index, name: str = "delf", attention: str | None = None, device=
                                    journal_path=journal_path, journal_header={"mode": "build"})
 
 
+def match_pair(first, second, extractor: LocalExtractor, store=None, model: str = "affine") -> Verification:
+    """Match and verify two images (paths or arrays) by ``extractor``'s recipe
+    (``LocalConfig.verify``). Descriptors are reduced by ``store``'s PCA (an index's, as
+    its searches compare them), else by a PCA learned on the pair: DELF's distance
+    threshold is set for the PCA space."""
+    from .store import LocalCodec
+
+    a, b = extractor.extract(first), extractor.extract(second)
+    if store is not None:
+        a, b = store.reduce(a), store.reduce(b)
+    elif len(a) + len(b) >= 2:
+        cfg = extractor.config
+        codec = LocalCodec.fit(np.concatenate([a.descriptors, b.descriptors]),
+                               cfg.replace(storage="float32", pca_dim=min(cfg.pca_dim, extractor.dim)))
+        a, b = a.replace_descriptors(codec.reduce(a.descriptors)), b.replace_descriptors(codec.reduce(b.descriptors))
+    return verify(a, b, extractor.config.verify_config.replace(model=model))
+
+
+def transform_3x3(v: Verification) -> np.ndarray | None:
+    """The fitted model as a 3×3 matrix (an affine map gets the row 0 0 1)."""
+    if v.model is None:
+        return None
+    return np.vstack([v.model, [0, 0, 1]]) if v.model.shape == (2, 3) else np.asarray(v.model)
+
+
 def show_matches(query: str, result: str, out: str, extractor: LocalExtractor, store=None,
                  model: str = "affine", bbox=None, height: int = 480) -> Verification:
     """Verify ``result`` against ``query`` and draw the inlier matches to ``out``."""
     from .draw import draw_matches
 
     qi, ri = extractor.load(query, bbox), extractor.load(result)
-    qf, rf = extractor.extract(qi), extractor.extract(ri)
-    if store is not None:  # the index's PCA, as its searches compare them
-        qf, rf = store.reduce(qf), store.reduce(rf)
-    v = verify(qf, rf, VerifyConfig(model=model))
+    v = match_pair(qi, ri, extractor, store, model)
     title = f"{v.inliers} inliers ({model}) of {v.tentative} tentative matches"
     draw_matches(qi, ri, v.inlier_points, v.outlier_points, height=height, title=title).save(out)
     return v
@@ -57,7 +81,7 @@ def show_attention(image: str, out: str, extractor: LocalExtractor, height: int 
 
     img = extractor.load(image)
     f = extractor.extract(img)
-    cell = extractor.backbone.stride * max(img.shape[:2]) / (extractor.config.max_size * f.scales)
+    cell = extractor.backbone.stride / (extractor.config.base_scale(img.shape[:2]) * f.scales)
     draw_attention(img, f, height=height, cell=cell).save(out)
     return len(f)
 
