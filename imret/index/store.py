@@ -19,7 +19,7 @@ from ..config import Preset
 from ..descriptor.whitening import PCAWhitening, l2_normalize
 from ..errors import ImretError, IndexFileError
 from ..io.images import list_images
-from ..rerank import DBA, AugmentedRows, Pipeline, Shortlist
+from ..rerank import DBA, AugmentedRows, Database, GlobalFeatureRerank, Pipeline, Shortlist
 from ..rerank.functional import knn
 from .backends import BACKENDS, Backend, make_backend
 from .fileformat import decode_paths, encode_paths, read_container, write_container
@@ -109,6 +109,7 @@ class Index:
         self._pos_of: dict[str, int] = {}
         self.dba: AugmentedRows | None = None  # stored αDBA rows, kept up to date by add/remove
         self._dba_cache: dict = {}  # αDBA with other parameters than the stored ones, made on request
+        self.gfr: AugmentedRows | None = None  # stored global-feature re-ranking rows (``set_gfr``)
         self.local = None  # imret.local.LocalStore: local features per id, saved as PATH.local.h5
 
     def clone(self) -> "Index":
@@ -377,22 +378,12 @@ class Index:
         rows = self.search_rows(pipeline)
         reranking = pipeline is not None and bool(pipeline.shortlist_steps) and len(self) > 0
         depth = max(top, pipeline.depth) if reranking else top
-        if (self.backend.name == "flat" and rows is self.descriptors) or not len(self):
-            scores, pos = self.backend.search(q, depth)
-        elif self.backend.name == "flat":
-            pos, scores = knn(q, rows, depth)
-        else:
-            # the approximate structure holds the plain rows: its candidates are re-scored
-            # exactly against the rows searched (the augmented ones, with αDBA)
-            cand = self._candidates(q, max(4 * depth, self.preset.index.rescore or self.backend.rescore))
-            safe = np.where(cand >= 0, cand, 0)
-            exact = np.einsum("qd,qkd->qk", q, np.asarray(rows)[safe])
-            exact = np.where(cand >= 0, exact, -np.inf)
-            order = np.argsort(-exact, axis=1, kind="stable")[:, :depth]
-            scores = np.take_along_axis(exact, order, 1)
-            pos = np.where(np.isfinite(scores), np.take_along_axis(cand, order, 1), -1)
+        scores, pos = self._search_rows(q, rows, depth)
         if reranking:
-            sl = pipeline.rerank(Shortlist(q, pos, scores.astype(np.float32)), rows)
+            # re-ranking steps search the whole index again through this same path (hook)
+            db = Database(rows, lambda qq, k, scored=None: self._search_rows(qq, rows, k, scored)[::-1],
+                          {} if self.gfr is None or pipeline.database_step else {self.gfr.step: self.gfr})
+            sl = pipeline.rerank(Shortlist(q, pos, scores.astype(np.float32)), rows, db)
             scores, pos = sl.scores, sl.ranks
         scores, pos = scores[:, :top], pos[:, :top]
         out = []
@@ -401,6 +392,27 @@ class Index:
                     for r, (s, p) in enumerate((s, p) for s, p in zip(srow, prow) if p >= 0)]
             out.append(hits)
         return out
+
+    def _search_rows(self, q: np.ndarray, rows: np.ndarray, depth: int, scored: np.ndarray | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """(Q×depth scores, positions) of the best ``rows`` for ``q`` by the backend: exact
+        (flat) or its candidates re-scored exactly. ``scored``: rows to score the
+        candidates against instead (e.g. re-ranking's updated rows)."""
+        if scored is None and ((self.backend.name == "flat" and rows is self.descriptors) or not len(self)):
+            return self.backend.search(q, depth)
+        target = rows if scored is None else scored
+        if self.backend.name == "flat":
+            pos, scores = knn(q, target, depth)
+            return scores, pos
+        # the approximate structure holds the plain rows: its candidates are re-scored
+        # exactly against the rows searched (the augmented ones, with αDBA)
+        cand = self._candidates(q, max(4 * depth, self.preset.index.rescore or self.backend.rescore))
+        safe = np.where(cand >= 0, cand, 0)
+        exact = np.einsum("qd,qkd->qk", q, np.asarray(target)[safe])
+        exact = np.where(cand >= 0, exact, -np.inf)
+        order = np.argsort(-exact, axis=1, kind="stable")[:, :depth]
+        scores = np.take_along_axis(exact, order, 1)
+        return scores, np.where(np.isfinite(scores), np.take_along_axis(cand, order, 1), -1)
 
     def _candidates(self, q: np.ndarray, k: int) -> np.ndarray:
         """Q×k row positions from the search structure (−1 pads)."""
@@ -445,11 +457,20 @@ class Index:
             self._dba_cache = {step: step.augment(self.descriptors)}
         return self._dba_cache[step]
 
+    def set_gfr(self, step: GlobalFeatureRerank | None) -> None:
+        """Store the database side of global-feature re-ranking made with ``step`` (each
+        image updated from its k nearest images of the whole index; None drops it): saved
+        with the index, kept current on add/remove, used by ``gfr`` searches with the same
+        k, alpha, weights and self_weight."""
+        self.gfr = None if step is None else AugmentedRows.build(step, self.descriptors)
+
     def _dba_changed(self, update) -> None:
         # assignments, not in-place changes: a clone() shares these objects with its original
         self._dba_cache = {}
         if self.dba is not None:
             self.dba = update(self.dba)[0]
+        if self.gfr is not None:
+            self.gfr = update(self.gfr)[0]
 
     def path_of(self, image_id: int) -> str:
         k = np.flatnonzero(self.ids == image_id)
@@ -470,6 +491,7 @@ class Index:
             "created": self.created,
             "bytes_per_image": int(self.descriptors.itemsize * self.dim),
             "dba": None if self.dba is None else self.dba.step.to_dict(),
+            "gfr": None if self.gfr is None else self.gfr.step.to_dict(),
             "local": None if self.local is None else self.local.info(),
         }
 
@@ -488,6 +510,7 @@ class Index:
             "head_state": sorted(self.head_state) if self.head_state else [],
             "roots": self.roots,
             "dba": None if self.dba is None else self.dba.step.to_dict(),
+            "gfr": None if self.gfr is None else self.gfr.step.to_dict(),
         }
         arrays = {"ids": self.ids, "descriptors": np.asarray(self.descriptors, np.float32),
                   "paths": encode_paths(self.paths)}
@@ -497,8 +520,9 @@ class Index:
             arrays["backend"] = self.backend.to_bytes()
         if self.head_state:
             arrays.update({f"head/{k}": v.detach().cpu().numpy() for k, v in self.head_state.items()})
-        if self.dba is not None:
-            arrays.update(self.dba.arrays())
+        for side in (self.dba, self.gfr):
+            if side is not None:
+                arrays.update(side.arrays())
         write_container(path, meta, arrays)
         from ..local import local_path
 
@@ -528,6 +552,8 @@ class Index:
             index._pos_of = {p: i for i, p in enumerate(index.paths)}
             if meta.get("dba"):
                 index.dba = AugmentedRows.from_arrays(meta["dba"], arrays, n, index.dim)
+            if meta.get("gfr"):
+                index.gfr = AugmentedRows.from_arrays(meta["gfr"], arrays, n, index.dim, "gfr")
             if meta.get("head_state"):
                 import torch
 
