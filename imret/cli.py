@@ -220,7 +220,12 @@ def cmd_search(args) -> int:
         _eprint(f"note: {args.index} {stored}; computing {step.spec()} for this search "
                 f"(store it with 'imret index --dba')")
     t0 = time.perf_counter()
-    hits = index.search_image(args.query, top=args.top, bbox=args.bbox, rerank=args.rerank)
+    if args.mode == "global":
+        hits = index.search_image(args.query, top=args.top, bbox=args.bbox, rerank=args.rerank)
+    else:  # local features alone (hook: imret.local.search)
+        from .local.search import search_index
+
+        hits = search_index(index, args.query, args.mode, top=args.top, path=args.index, bbox=args.bbox)
     ms = (time.perf_counter() - t0) * 1000
     if args.json:
         print(json.dumps({"query": args.query, "bbox": args.bbox, "ms": round(ms, 1),
@@ -521,6 +526,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=10)
     p.add_argument("--bbox", type=_bbox, default=None, help="crop the query: x0,y0,x1,y1 in pixels")
     p.add_argument("--rerank", type=_rerank, default=None, metavar="STEPS", help=RERANK_HELP)
+    p.add_argument("--mode", choices=["global", "local", "asmk"], default="global",
+                   help="global descriptors (default); 'local': votes of every stored local descriptor, then "
+                        "verification, score = inliers; 'asmk': the asmk package's ASMK over the local features "
+                        "(codebook learned on the index, saved as INDEX.asmk.npz); both need 'imret index --local'")
     p.add_argument("--json", action="store_true")
     tuning_options(p, "for this search (default: as the index was built)")
     common(p, preset=False)
