@@ -43,10 +43,11 @@ def run_module(name: str, limit: int, niceness: int) -> dict:
         src = os.path.join(ROOT, part)
         (shutil.copytree if os.path.isdir(src) else shutil.copy)(src, os.path.join(work, part))
     with open(os.path.join(work, "setup.cfg"), "w") as f:
+        # list values are one per line (mutmut's setup.cfg reader)
         f.write("[mutmut]\nsource_paths=imret\n"
                 f"only_mutate={path}\n"
-                f"pytest_add_cli_args_test_selection={' '.join(tests)}\n"
-                "pytest_add_cli_args=-x -q -p no:cacheprovider\n"
+                "pytest_add_cli_args_test_selection=\n" + "".join(f"    {t}\n" for t in tests) +
+                "pytest_add_cli_args=\n    -p\n    no:cacheprovider\n"
                 "use_git_change_detection=False\n")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     t = time.time()

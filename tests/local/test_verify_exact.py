@@ -47,3 +47,26 @@ def test_fit_model_needs_three_points_for_an_affine_map_and_four_for_a_homograph
     assert mask.tolist() == [True, True, True]
     model, mask = fit_model(src, src + 5, VerifyConfig(model="homography"))
     assert model is None and mask.tolist() == [False, False, False]
+
+
+def test_matcher_defaults_and_output_types():
+    from imret.local.verify import match, match_distance
+
+    d = np.eye(3, 4, dtype=np.float32)
+    r = np.deg2rad
+    # 50° from d1: 0.845 apart (fails the default 0.8), 40° from d0: 0.684 (passes)
+    q = np.array([[0, np.cos(r(50)), 0, np.sin(r(50))], [np.cos(r(40)), 0, 0, np.sin(r(40))]], np.float32)
+    assert match_distance(q, d).tolist() == [[1, 0]]
+    for out in (match_distance(q, d), match_distance(q[:0], d), match(q, d), match(q[:0], d), match(q, d[:0])):
+        assert out.dtype == np.int64 and out.shape[1] == 2
+    # match's defaults: ratio 0.9 and the mutual check. Both queries are nearest to d0 and pass
+    # the ratio test; d0's nearest query is the second: only it is mutual
+    q2 = np.array([[0.9, 0.3, 0.3, 0], [0.99, 0.1, 0.1, 0]], np.float32)
+    q2 /= np.linalg.norm(q2, axis=1, keepdims=True)
+    assert match(q2, d).tolist() == [[1, 0]]
+    assert match(q2, d, mutual=False).tolist() == [[0, 0], [1, 0]]
+    # an ambiguous query (nearly equidistant to d0 and d1) fails the ratio test even where mutual
+    amb = np.array([[1, 1, 0.05, 0]], np.float32) / np.linalg.norm([1, 1, 0.05])
+    assert match(np.vstack([q2[1:], amb]), d, ratio=0.9).tolist() == [[0, 0]]
+    # alone, it is its nearest row's nearest query (mutual) and still fails the ratio test
+    assert match(amb, d).tolist() == [] and match(amb, d, ratio=1.0).tolist() == [[0, 0]]
