@@ -80,7 +80,12 @@ def main(argv=None) -> int:
         rows.append((name, r["file"], str(s.get("total", "?")), str(killed), str(s.get("survived", "?")),
                      str(s.get("not_checked", "?")), f"{100 * killed / done:.1f}" if done else "-", f"{r['seconds']:.0f}"))
         out.append(r)
-        print(f"{name}: survivors {' '.join(r['survivors']) or '-'}", flush=True)
+        by_function: dict[str, int] = {}
+        for m in r["survivors"]:  # module.x_function__mutmut_N → function
+            f = m.rsplit(".", 1)[-1].split("__mutmut_")[0].lstrip("x").lstrip("_").replace("ǁ", ".")
+            by_function[f] = by_function.get(f, 0) + 1
+        print(f"{name}: survivors by function: " + (", ".join(f"{f} {n}" for f, n in by_function.items()) or "-")
+              + f" (mutmut results / mutmut show NAME in {r['work']})", flush=True)
         if not s:
             print(r["tail"])
     table("Mutation testing (mutmut; each module with its own tests)",
