@@ -147,8 +147,10 @@ def cmd_index(args) -> int:
 
     preset, head_state = _model_from_args(args)
     dba = None if args.dba is None else _rerank("dba" + (f":{args.dba}" if args.dba else "")).database_step
-    indexer = Indexer(preset, head_state, device=args.device, dba=dba, local=args.local, attention=args.attention,
-                      progress=not args.quiet, on_error=_skip_logger(args.quiet), threads=_thread_plan(args))
+    gfr = None if getattr(args, "gfr", None) is None else _rerank("gfr" + (f":{args.gfr}" if args.gfr else "")).steps[0]
+    indexer = Indexer(preset, head_state, device=args.device, dba=dba, gfr=gfr, local=args.local,
+                      attention=args.attention, progress=not args.quiet, on_error=_skip_logger(args.quiet),
+                      threads=_thread_plan(args))
     if args.engine == "ray":
         return _index_with_ray(args, indexer)
     if os.path.exists(Indexer.journal_of(args.out)):
@@ -263,7 +265,12 @@ def cmd_search(args) -> int:
         _eprint(f"note: {args.index} {stored}; computing {step.spec()} for this search "
                 f"(store it with 'imret index --dba')")
     t0 = time.perf_counter()
-    hits = index.search_image(args.query, top=args.top, bbox=args.bbox, rerank=args.rerank)
+    if args.mode == "global":
+        hits = index.search_image(args.query, top=args.top, bbox=args.bbox, rerank=args.rerank)
+    else:  # local features alone (hook: imret.local.search)
+        from .index.local_modes import search_index
+
+        hits = search_index(index, args.query, args.mode, top=args.top, path=args.index, bbox=args.bbox)
     ms = (time.perf_counter() - t0) * 1000
     from .cli_output import results_table
     from .index.cutoff import hit_fields, no_match_message
@@ -382,6 +389,26 @@ def cmd_show_matches(args) -> int:
     return 0
 
 
+def cmd_match(args) -> int:
+    import numpy as np
+
+    from .local.commands import local_extractor, match_pair, transform_3x3
+
+    ex, store = local_extractor(args.local, args.attention, args.index, device=args.device)
+    v = match_pair(ex.load(args.first), ex.load(args.second), ex, store, model=args.model)
+    h = transform_3x3(v)
+    if args.json:
+        print(json.dumps({"first": args.first, "second": args.second, "model": args.model,
+                          "inliers": v.inliers, "tentative": v.tentative,
+                          "transform": None if h is None else np.round(h, 9).tolist(),
+                          "matches": np.round(v.inlier_points.astype(np.float64), 1).tolist()}, indent=1))
+        return 0
+    print(f"{v.inliers} inliers of {v.tentative} tentative matches ({args.model})")
+    if h is not None:
+        print("\n".join("  ".join(f"{x:12.6g}" for x in row) for row in h))
+    return 0
+
+
 def cmd_show_attention(args) -> int:
     from .local.commands import local_extractor, show_attention
 
@@ -437,7 +464,9 @@ def cmd_serve(args) -> int:
 RERANK_HELP = ("re-rank the results by these steps, in order: aqe, qe, gfr, kreciprocal, and dba "
                "(first); parameters after a colon, e.g. 'dba:k=3,aqe:n=3,alpha=3'; sv (affine) or svh "
                "(homography) verifies the shortlist with local features (an index built with --local)")
-LOCAL_HELP = "local-feature configuration: 'delf' (0.25-2.0 pyramid at 512 px, the default) or 'fast'"
+LOCAL_HELP = ("local-feature configuration: 'delf' (the default: 0.25-2.0 pyramid over the photo's own pixels up "
+              "to 1024 px, distance matching, affine RANSAC, inlier scores), 'delf-512' (the same pyramid at 512 px, "
+              "ratio + mutual matching) or 'fast'")
 ATTENTION_HELP = "an attention network trained by 'imret train --local' (its configuration comes with it)"
 
 
@@ -564,6 +593,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dba", nargs="?", const="", default=None, metavar="PARAMS",
                    help="store αDBA rows (each row averaged with its k nearest rows; searches use them), "
                         "optionally with parameters, e.g. --dba k=3,alpha=3")
+    p.add_argument("--gfr", nargs="?", const="", default=None, metavar="PARAMS",
+                   help="store global-feature re-ranking's database side (each image updated from its k nearest "
+                        "images of the whole index; '--rerank gfr' with the same k, alpha, weights, self_weight "
+                        "uses it), optionally with parameters, e.g. --gfr k=3")
     p.add_argument("--checkpoint", default=None, metavar="FILE",
                    help="a model trained by 'imret train' (its preset and weights; --preset is ignored)")
     p.add_argument("--local", nargs="?", const="delf", default=None, metavar="CONFIG",
@@ -579,6 +612,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=_positive_int, default=10, help="how many results (default 10)")
     p.add_argument("--bbox", type=_bbox, default=None, help="crop the query: x0,y0,x1,y1 in pixels")
     p.add_argument("--rerank", type=_rerank, default=None, metavar="STEPS", help=RERANK_HELP)
+    p.add_argument("--mode", choices=["global", "local", "asmk"], default="global",
+                   help="global descriptors (default); 'local': votes of every stored local descriptor, then "
+                        "verification, score = inliers; 'asmk': the asmk package's ASMK over the local features "
+                        "(codebook learned on the index, saved as INDEX.asmk.npz); both need 'imret index --local'")
     p.add_argument("--json", action="store_true")
     p.add_argument("--min-score", type=_min_score, default=None, metavar="COSINE",
                    help="results below this cosine (and not verified by sv) are not matches; "
@@ -656,6 +693,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bbox", type=_bbox, default=None, help="crop the query: x0,y0,x1,y1 in pixels")
     local_source(p)
     p.set_defaults(func=cmd_show_matches)
+
+    p = sub.add_parser("match", help="match two photos' local features and print the inliers and the fitted transform")
+    p.add_argument("first")
+    p.add_argument("second")
+    p.add_argument("--model", choices=["affine", "homography"], default="affine",
+                   help="RANSAC model (the transform maps the first photo's pixels to the second's)")
+    p.add_argument("--json", action="store_true", help="print JSON: inliers, tentative, transform (3×3), matches")
+    local_source(p)
+    p.set_defaults(func=cmd_match)
 
     p = sub.add_parser("show-attention", help="draw a photo's local-feature attention scores as a heat map")
     p.add_argument("image")

@@ -98,6 +98,7 @@ class Indexer:
     head_state: dict | None = None
     device: str | None = None
     dba: object = None
+    gfr: object = None  # a GlobalFeatureRerank step: its database side is stored (like αDBA's rows)
     local: str | None = None
     attention: str | None = None
     progress: bool = False
@@ -137,6 +138,8 @@ class Indexer:
         refuse_empty(report, out, sources)  # an index of nothing never replaces one
         if self.dba is not None:
             index.set_dba(self.dba)
+        if self.gfr is not None:
+            index.set_gfr(self.gfr)
         index.head_state = self.head_state
         if self.local is not None or self.attention is not None:
             build_local(index, self.local or "delf", self.attention, device=self.device, progress=self.progress,

@@ -19,7 +19,7 @@ from ..config import Preset
 from ..descriptor.whitening import PCAWhitening, l2_normalize
 from ..core.errors import ImretError, IndexFileError
 from ..core.paths import collect_paths
-from ..rerank import DBA, AugmentedRows, Pipeline, Shortlist
+from ..rerank import DBA, AugmentedRows, Database, GlobalFeatureRerank, Pipeline, Shortlist
 from .backends import BACKENDS, Backend, make_backend, searcher, tuning_keys
 from .fileformat import decode_paths, encode_paths, read_container, write_container
 
@@ -109,6 +109,7 @@ class Index:
         self._pos_of: dict[str, int] = {}
         self.dba: AugmentedRows | None = None  # stored αDBA rows, kept up to date by add/remove
         self._dba_cache: dict = {}  # αDBA with other parameters than the stored ones, made on request
+        self.gfr: AugmentedRows | None = None  # stored global-feature re-ranking rows (``set_gfr``)
         self.local = None  # imret.local.LocalStore: local features per id, saved as PATH.local.h5
 
     def clone(self) -> "Index":
@@ -365,10 +366,12 @@ class Index:
         rows = self.search_rows(pipeline)
         reranking = pipeline is not None and bool(pipeline.shortlist_steps) and len(self) > 0
         depth = max(top, pipeline.depth) if reranking else top
-        held = rows is self.descriptors or not len(self)
-        scores, pos = searcher(self.backend).search(q, depth, rows, self.positions, held=held)
+        scores, pos = self._search_rows(q, rows, depth)
         if reranking:
-            sl = pipeline.rerank(Shortlist(q, pos, scores.astype(np.float32)), rows)
+            # re-ranking steps search the whole index again through this same path (hook)
+            db = Database(rows, lambda qq, k, scored=None: self._search_rows(qq, rows, k, scored)[::-1],
+                          {} if self.gfr is None or pipeline.database_step else {self.gfr.step: self.gfr})
+            sl = pipeline.rerank(Shortlist(q, pos, scores.astype(np.float32)), rows, db)
             scores, pos = sl.scores, sl.ranks
         scores, pos = scores[:, :top], pos[:, :top]
         out = []
@@ -390,6 +393,15 @@ class Index:
     def _content(self) -> tuple[np.ndarray, np.ndarray]:
         """(ids, rows) held: what the search structure is rebuilt from."""
         return self.ids, np.asarray(self.descriptors)
+
+    def _search_rows(self, q: np.ndarray, rows: np.ndarray, depth: int, scored: np.ndarray | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """(Q×depth scores, positions) of the best ``rows`` for ``q`` through the backend:
+        exact, or its candidates re-scored exactly. ``scored``: rows to score against
+        instead (re-ranking's updated rows)."""
+        target = rows if scored is None else scored
+        held = target is self.descriptors or not len(self)
+        return searcher(self.backend).search(q, depth, target, self.positions, held=held)
 
     def search_image(self, image, top: int = 10, bbox=None, rerank=None) -> list[Hit]:
         """A path or H×W×3 uint8 array (optionally cropped to ``bbox`` x0,y0,x1,y1) → ranked hits."""
@@ -421,11 +433,20 @@ class Index:
             self._dba_cache = {step: step.augment(self.descriptors)}
         return self._dba_cache[step]
 
+    def set_gfr(self, step: GlobalFeatureRerank | None) -> None:
+        """Store the database side of global-feature re-ranking made with ``step`` (each
+        image updated from its k nearest images of the whole index; None drops it): saved
+        with the index, kept current on add/remove, used by ``gfr`` searches with the same
+        k, alpha, weights and self_weight."""
+        self.gfr = None if step is None else AugmentedRows.build(step, self.descriptors)
+
     def _dba_changed(self, update) -> None:
         # assignments, not in-place changes: a clone() shares these objects with its original
         self._dba_cache = {}
         if self.dba is not None:
             self.dba = update(self.dba)[0]
+        if self.gfr is not None:
+            self.gfr = update(self.gfr)[0]
 
     def path_of(self, image_id: int) -> str:
         k = np.flatnonzero(self.ids == image_id)
@@ -446,6 +467,7 @@ class Index:
             "created": self.created,
             "bytes_per_image": int(self.descriptors.itemsize * self.dim),
             "dba": None if self.dba is None else self.dba.step.to_dict(),
+            "gfr": None if self.gfr is None else self.gfr.step.to_dict(),
             "local": None if self.local is None else self.local.info(),
         }
 
@@ -464,6 +486,7 @@ class Index:
             "head_state": sorted(self.head_state) if self.head_state else [],
             "roots": self.roots,
             "dba": None if self.dba is None else self.dba.step.to_dict(),
+            "gfr": None if self.gfr is None else self.gfr.step.to_dict(),
         }
         arrays = {"ids": self.ids, "descriptors": np.asarray(self.descriptors, np.float32),
                   "paths": encode_paths(self.paths)}
@@ -473,8 +496,9 @@ class Index:
             arrays["backend"] = self.backend.to_bytes()
         if self.head_state:
             arrays.update({f"head/{k}": v.detach().cpu().numpy() for k, v in self.head_state.items()})
-        if self.dba is not None:
-            arrays.update(self.dba.arrays())
+        for side in (self.dba, self.gfr):
+            if side is not None:
+                arrays.update(side.arrays())
         write_container(path, meta, arrays)
         from ..local import local_path
 
@@ -504,6 +528,8 @@ class Index:
             index._pos_of = {p: i for i, p in enumerate(index.paths)}
             if meta.get("dba"):
                 index.dba = AugmentedRows.from_arrays(meta["dba"], arrays, n, index.dim)
+            if meta.get("gfr"):
+                index.gfr = AugmentedRows.from_arrays(meta["gfr"], arrays, n, index.dim, "gfr")
             if meta.get("head_state"):
                 import torch
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 import os
 from typing import Callable
 
+import numpy as np
+
 from ..index.indexer import build_local, local_extractor  # noqa: F401  (used by the CLI and tests)
 from .config import get_local_config
 from .extract import LocalExtractor
-from .verify import Verification, verify_many
+from .verify import Verification, verify, verify_many
 
 
 def verify_pair(query: str, result: str, extractor: LocalExtractor, store=None, index=None,
@@ -32,6 +34,31 @@ def verify_pair(query: str, result: str, extractor: LocalExtractor, store=None, 
     return qi, ri, verify_many(qf, [rf], step.verify_config)[0], step
 
 
+def match_pair(first, second, extractor: LocalExtractor, store=None, model: str = "affine") -> Verification:
+    """Match and verify two images (paths or arrays) by ``extractor``'s recipe
+    (``LocalConfig.verify``). Descriptors are reduced by ``store``'s PCA (an index's, as
+    its searches compare them), else by a PCA learned on the pair: DELF's distance
+    threshold is set for the PCA space."""
+    from .codec import LocalCodec
+
+    a, b = extractor.extract(first), extractor.extract(second)
+    if store is not None:
+        a, b = store.reduce(a), store.reduce(b)
+    elif len(a) + len(b) >= 2:
+        cfg = extractor.config
+        codec = LocalCodec.fit(np.concatenate([a.descriptors, b.descriptors]),
+                               cfg.replace(storage="float32", pca_dim=min(cfg.pca_dim, extractor.dim)))
+        a, b = a.replace_descriptors(codec.reduce(a.descriptors)), b.replace_descriptors(codec.reduce(b.descriptors))
+    return verify(a, b, extractor.config.verify_config.replace(model=model))
+
+
+def transform_3x3(v: Verification) -> np.ndarray | None:
+    """The fitted model as a 3×3 matrix (an affine map gets the row 0 0 1)."""
+    if v.model is None:
+        return None
+    return np.vstack([v.model, [0, 0, 1]]) if v.model.shape == (2, 3) else np.asarray(v.model)
+
+
 def show_matches(query: str, result: str, out: str, extractor: LocalExtractor, store=None, index=None,
                  model: str = "affine", bbox=None, height: int = 480) -> Verification:
     """Verify ``result`` against ``query`` (as ``verify_pair``) and draw the inlier matches
@@ -53,7 +80,7 @@ def show_attention(image: str, out: str, extractor: LocalExtractor, height: int 
 
     img = extractor.load(image)
     f = extractor.extract(img)
-    cell = extractor.backbone.stride * max(img.shape[:2]) / (extractor.config.max_size * f.scales)
+    cell = extractor.backbone.stride / (extractor.config.base_scale(img.shape[:2]) * f.scales)
     draw_attention(img, f, height=height, cell=cell).save(out)
     return len(f)
 

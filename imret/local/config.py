@@ -19,14 +19,17 @@ DEFAULT_STAGES = {"efficientnet-lite0": "stage5", "efficientnet-lite1": "stage5"
 class LocalConfig(_Config):
     """``backbone``: the net and the stage the dense features come from (stage None: the
     stride-16 stage of ``DEFAULT_STAGES``). ``max_size``: longest side of the image at
-    scale 1; ``scales``: the pyramid. ``max_features``: features kept per image, the
+    scale 1 (``upscale`` False: scale 1 is the photo's own resolution, reduced to
+    ``max_size`` only when larger, as DELF does); ``scales``: the pyramid. ``max_features``: features kept per image, the
     highest attention scores first; ``score_threshold``: none below it is kept.
     ``nms_iou``: a feature is dropped as a duplicate when its cell (its map location's
     stride-sized footprint in the image) overlaps a better one's, at another scale, by
     more than this IoU (1 keeps all). ``pca_dim``: descriptors are L2-normalised, reduced
     by PCA learned on the database to this size, and L2-normalised again.
     ``storage``: 'pq' (product quantisation, ``pq_m`` bytes per descriptor), 'float16'
-    or 'float32'. ``attention_hidden``: width of the attention network's first layer."""
+    or 'float32'. ``attention_hidden``: width of the attention network's first layer.
+    ``verify``: the matching and verification recipe of these features
+    (``imret.local.verify.VERIFY_CONFIGS``: 'delf' or 'ratio')."""
 
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     max_size: int = 512
@@ -39,6 +42,9 @@ class LocalConfig(_Config):
     storage: str = "pq"
     pq_m: int = 20
     attention_hidden: int = 512
+    # defaults of the two fields below keep files saved before they existed as they were
+    upscale: bool = True
+    verify: str = "ratio"
 
     def __post_init__(self):
         if self.backbone.stage is None:
@@ -65,6 +71,25 @@ class LocalConfig(_Config):
             raise ConfigError(f"pq_m must divide pca_dim={self.pca_dim}, got {self.pq_m!r}")
         if not (isinstance(self.attention_hidden, int) and self.attention_hidden >= 2):
             raise ConfigError(f"attention_hidden must be an integer >= 2, got {self.attention_hidden!r}")
+        if not isinstance(self.upscale, bool):
+            raise ConfigError(f"upscale must be true or false, got {self.upscale!r}")
+        from .verify import VERIFY_CONFIGS
+
+        if self.verify not in VERIFY_CONFIGS:
+            raise ConfigError(f"verify must be one of {', '.join(VERIFY_CONFIGS)}, got {self.verify!r}")
+
+    def base_scale(self, size: tuple[int, int]) -> float:
+        """The factor from an image of ``size`` (h, w) to its pyramid's scale 1."""
+        from .verify import frame_scale
+
+        return frame_scale(size, self.max_size, self.upscale)
+
+    @property
+    def verify_config(self):
+        """The ``VerifyConfig`` these features are matched and verified by."""
+        from .verify import get_verify_config
+
+        return get_verify_config(self.verify)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "LocalConfig":
@@ -74,10 +99,14 @@ class LocalConfig(_Config):
         return super().from_dict(data)
 
 
-# Named local-feature configurations (``--local NAME``): the DELF pyramid at 512 px, and a
-# lighter one (3 scales at 384 px: 8× fewer pixels through the backbone) for CPU-bound collections.
+# Named local-feature configurations (``--local NAME``): DELF as the paper runs it (scale 1 =
+# the photo's own pixels up to 1024 px, distance matching, affine RANSAC, score = inliers);
+# 'delf-512', the same pyramid at a fixed 512 px with imret's ratio + mutual matching (what
+# 'delf' was before); and a lighter one (3 scales at 384 px: 8× fewer pixels through the
+# backbone than 'delf-512') for CPU-bound collections.
 LOCAL_CONFIGS = {
-    "delf": LocalConfig(),
+    "delf": LocalConfig(max_size=1024, upscale=False, verify="delf"),
+    "delf-512": LocalConfig(),
     "fast": LocalConfig(max_size=384, scales=(0.5, 0.7071, 1.0)),
 }
 

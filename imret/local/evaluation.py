@@ -40,4 +40,4 @@ def bind_dataset(pipeline, store: LocalStore, queries: list[LocalFeatures | None
     def lookup(positions: np.ndarray) -> dict[int, LocalFeatures]:
         return store.many([int(p) for p in positions])
 
-    return bind_pipeline(Pipeline.parse(pipeline), queries, lookup)[0]
+    return bind_pipeline(Pipeline.parse(pipeline), queries, lookup, store.config.verify)[0]

@@ -130,7 +130,7 @@ class LocalExtractor:
     def pyramid(self, img: np.ndarray):
         """(scale, 1×3×h×w tensor of 0–255 values) for each pyramid scale that gives a map."""
         h, w = img.shape[:2]
-        base = self.config.max_size / max(h, w)
+        base = self.config.base_scale((h, w))
         pil = Image.fromarray(img)
         min_side = 2 ** len(self._layers)  # smaller inputs give maps of one pixel or none
         for s in self.config.scales:
@@ -158,7 +158,7 @@ class LocalExtractor:
         """H×W×3 uint8 RGB → its selected local features (descriptors at the backbone's width)."""
         cfg = self.config
         h, w = img.shape[:2]
-        base = cfg.max_size / max(h, w)
+        base = cfg.base_scale((h, w))
         descs, scores, xys, scales, cells = [], [], [], [], []
         for s, fmap, att, (ys, xs) in self.dense(img):
             c = fmap.shape[0]

@@ -2,12 +2,17 @@
 
 The step re-ranks the first ``shortlist`` results of each query by geometric
 verification of local features: a result whose matches RANSAC explains with at least
-``min_inliers`` inliers is verified and its score becomes ``global + weight · inliers``;
-the others keep their global score. The default weight (0.002: 500 inliers add 1 to a
-cosine similarity) combines both, which did best on the embedded photo set (ranking by
-inliers alone lets a photo that fills the background of a query beat the one pasted
-onto it); ``weight=1`` ranks verified results by inliers alone, as DELF does. Later expansion steps (``aqe``, ``qe``) expand from verified
-results only.
+``min_inliers`` inliers is verified. How pairs are matched, fitted and scored comes
+from the features' configuration (``LocalConfig.verify``: 'delf' or 'ratio', see
+``imret.local.verify``) unless the step names another (``verify=``) or overrides a
+part (``distance``, ``ratio``, ``threshold``, ``trials``, ``score``).
+
+Scores (``score=``): 'inliers' (DELF) ranks the shortlist by inlier count; 'global'
+makes a verified result's score ``global + weight · inliers`` and leaves the others'
+global score. The default weight (0.002: 500 inliers add 1 to a cosine similarity)
+combines both, which did best on the embedded photo set (ranking by inliers alone
+lets a photo that fills the background of a query beat the one pasted onto it).
+Later expansion steps (``aqe``, ``qe``) expand from verified results only.
 
 The step needs the local features of the queries and of the database rows, which a
 ``Shortlist`` does not carry: ``bind`` gives it them (``Index.search_image`` and
@@ -23,7 +28,7 @@ import numpy as np
 from ..config import ConfigError
 from ..rerank import STEPS, Pipeline, Shortlist, Step
 from .features import LocalFeatures
-from .verify import Verification, VerifyConfig, verify_many
+from .verify import VERIFY_CONFIGS, Verification, VerifyConfig, get_verify_config, verify_many
 
 
 @STEPS.register("sv")
@@ -36,29 +41,46 @@ class SpatialVerification(Step):
     shortlist: int = 100
     min_inliers: int = 12
     weight: float = 0.002
-    ratio: float = 0.9
-    threshold: float = 12.0
+    verify: str | None = None
+    score: str | None = None
+    distance: float | None = None
+    ratio: float | None = None
+    threshold: float | None = None
+    trials: int | None = None
 
     def __post_init__(self):
         self._check_int("shortlist", 1)
         self._check_int("min_inliers", 3)
         self._check_float("weight", 0.0)
-        self._check_float("ratio", 0.01, 1.0)
-        self._check_float("threshold", 0.1)
+        if self.verify is not None:
+            self._check(self.verify in VERIFY_CONFIGS, f"verify must be one of {', '.join(VERIFY_CONFIGS)}, "
+                                                       f"got {self.verify!r}")
+        if self.score is not None:
+            self._check(self.score in ("global", "inliers"), f"score must be 'global' or 'inliers', got {self.score!r}")
+        for name, low, high in (("distance", 0.01, 2.0), ("ratio", 0.01, 1.0), ("threshold", 0.1, None)):
+            if getattr(self, name) is not None:
+                self._check_float(name, low, high)
+        if self.trials is not None:
+            self._check_int("trials", 1)
 
-    @property
-    def verify_config(self) -> VerifyConfig:
-        return VerifyConfig(ratio=self.ratio, model=self.model, threshold=self.threshold, min_inliers=self.min_inliers)
+    def verify_config(self, features: str = "ratio") -> VerifyConfig:
+        """The recipe this step runs: ``verify`` (else ``features``, the name the local
+        features were made with) with this step's overrides."""
+        base = get_verify_config(self.verify or features)
+        over = {k: v for k, v in (("distance", self.distance), ("ratio", self.ratio), ("threshold", self.threshold),
+                                  ("max_iters", self.trials), ("score", self.score)) if v is not None}
+        return base.replace(model=self.model, min_inliers=self.min_inliers, **over)
 
     def __call__(self, sl: Shortlist, rows: np.ndarray) -> Shortlist:
         raise ConfigError(f"{self.name} needs local features: search an index built with 'imret index --local' "
                           "with a query image (or evaluate with local features)")
 
     def bind(self, queries: Sequence[LocalFeatures | None],
-             lookup: Callable[[np.ndarray], dict[int, LocalFeatures]]) -> "BoundVerification":
-        """This step with the local features of ``queries`` (one per shortlist row) and
-        ``lookup``: database row positions → {position: features}."""
-        return BoundVerification(self, list(queries), lookup)
+             lookup: Callable[[np.ndarray], dict[int, LocalFeatures]], features: str = "ratio") -> "BoundVerification":
+        """This step with the local features of ``queries`` (one per shortlist row),
+        ``lookup``: database row positions → {position: features}, and ``features``: the
+        verification recipe the features were made for (``LocalConfig.verify``)."""
+        return BoundVerification(self, list(queries), lookup, self.verify_config(features))
 
 
 @STEPS.register("svh")
@@ -70,10 +92,14 @@ class HomographyVerification(SpatialVerification):
     model: ClassVar[str] = "homography"
 
 
-def combine(scores: np.ndarray, inliers: np.ndarray, step: SpatialVerification) -> tuple[np.ndarray, np.ndarray]:
-    """(new scores, verified mask) from global ``scores`` and ``inliers`` (same shapes)."""
-    verified = inliers >= step.min_inliers
-    return np.where(verified, scores + step.weight * inliers, scores).astype(np.float32), verified
+def combine(scores: np.ndarray, inliers: np.ndarray, min_inliers: int, weight: float, score: str = "global"
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """(new scores, verified mask) from global ``scores`` and ``inliers`` (same shapes):
+    'global': global + weight · inliers where verified; 'inliers': the inlier counts."""
+    verified = inliers >= min_inliers
+    if score == "inliers":
+        return inliers.astype(np.float32), verified
+    return np.where(verified, scores + weight * inliers, scores).astype(np.float32), verified
 
 
 class BoundVerification:
@@ -83,8 +109,9 @@ class BoundVerification:
     stage = "shortlist"
 
     def __init__(self, step: SpatialVerification, queries: list[LocalFeatures | None],
-                 lookup: Callable[[np.ndarray], dict[int, LocalFeatures]]):
+                 lookup: Callable[[np.ndarray], dict[int, LocalFeatures]], config: VerifyConfig | None = None):
         self.step, self.queries, self.lookup = step, queries, lookup
+        self.config = config or step.verify_config()
         self.results: dict[tuple[int, int], Verification] = {}
         self.cosines: dict[tuple[int, int], float] = {}  # each pair's score before verification
 
@@ -99,7 +126,7 @@ class BoundVerification:
         s = min(self.step.shortlist, sl.ranks.shape[1])
         if len(self.queries) != len(sl.ranks):
             raise ValueError(f"{self.step.name}: {len(self.queries)} query feature sets for {len(sl.ranks)} queries")
-        cfg = self.step.verify_config
+        cfg = self.config
         inliers = np.zeros((len(sl.ranks), s), np.int64)
         for qi, (qf, ranks) in enumerate(zip(self.queries, sl.ranks[:, :s])):
             if qf is None:
@@ -110,7 +137,7 @@ class BoundVerification:
                 self.results[(qi, int(ranks[k]))] = v
                 self.cosines[(qi, int(ranks[k]))] = float(sl.scores[qi, k])
                 inliers[qi, k] = v.inliers
-        scores, verified = combine(sl.scores[:, :s], inliers, self.step)
+        scores, verified = combine(sl.scores[:, :s], inliers, cfg.min_inliers, self.step.weight, cfg.score)
         before = sl.verified if sl.verified is not None else np.zeros(sl.ranks.shape, bool)
         mask = before.copy()
         mask[:, :s] |= verified
@@ -118,13 +145,15 @@ class BoundVerification:
 
 
 def bind_pipeline(pipeline: Pipeline, queries: Sequence[LocalFeatures | None],
-                  lookup: Callable[[np.ndarray], dict[int, LocalFeatures]]) -> tuple[Pipeline, list[BoundVerification]]:
-    """``pipeline`` with its verification steps bound to these features, and those bound steps."""
+                  lookup: Callable[[np.ndarray], dict[int, LocalFeatures]], features: str = "ratio"
+                  ) -> tuple[Pipeline, list[BoundVerification]]:
+    """``pipeline`` with its verification steps bound to these features (made for the
+    ``features`` verification recipe), and those bound steps."""
     bound = []
     steps = []
     for s in pipeline.steps:
         if isinstance(s, SpatialVerification):
-            s = s.bind(queries, lookup)
+            s = s.bind(queries, lookup, features)
             bound.append(s)
         steps.append(s)
     return Pipeline(tuple(steps)), bound
@@ -158,7 +187,7 @@ def bind_index(pipeline: Pipeline | None, index, query_local: Sequence[LocalFeat
         got = store.many([int(i) for i in ids])
         return {int(p): got[int(i)] for p, i in zip(positions, ids) if int(i) in got}
 
-    pipeline, bound = bind_pipeline(pipeline, query_local, lookup)
+    pipeline, bound = bind_pipeline(pipeline, query_local, lookup, store.config.verify)
 
     def fields(query: int, position: int) -> dict:
         for b in reversed(bound):  # the last verification decides

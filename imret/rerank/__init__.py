@@ -11,8 +11,8 @@ Each step is a frozen dataclass registered in ``STEPS``; its pure core is in
 """
 from .augmented import AugmentedRows
 from .pipeline import DEFAULT_DEPTH, Pipeline
-from .steps import (DBA, STEPS, AlphaQE, AverageQE, GlobalFeatureRerank, KReciprocal, Shortlist, Step, make_step,
-                    parse_steps)
+from .steps import (DBA, STEPS, AlphaQE, AverageQE, Database, GlobalFeatureRerank, KReciprocal, Shortlist, Step,
+                    make_step, parse_steps)
 
-__all__ = ["AlphaQE", "AugmentedRows", "AverageQE", "DBA", "DEFAULT_DEPTH", "GlobalFeatureRerank", "KReciprocal",
+__all__ = ["AlphaQE", "AugmentedRows", "AverageQE", "DBA", "Database", "DEFAULT_DEPTH", "GlobalFeatureRerank", "KReciprocal",
            "Pipeline", "STEPS", "Shortlist", "Step", "make_step", "parse_steps"]

@@ -37,12 +37,22 @@ def similarity_weights(sims: np.ndarray, alpha: float) -> np.ndarray:
     return np.power(np.maximum(np.asarray(sims, np.float32), 0), np.float32(alpha)).astype(np.float32)
 
 
+def weighted_sum(x: np.ndarray, nbr: np.ndarray, valid: np.ndarray, sims: np.ndarray, alpha: float,
+                 self_weight: float = 1.0, rank_weights: np.ndarray | None = None) -> np.ndarray:
+    """L2(w₀·x + Σᵣ wᵣ nbrᵣ) over the valid neighbours: wᵣ = max(0, simsᵣ)^α, or
+    ``rank_weights[r]`` when given; w₀ = ``self_weight``. x: M×D, nbr: M×n×D, valid and
+    sims: M×n → M×D. The update of αQE, αDBA and global-feature re-ranking."""
+    if rank_weights is None:
+        w = similarity_weights(np.where(valid, sims, 0), alpha) * valid
+    else:
+        w = np.asarray(rank_weights, np.float32)[None, :valid.shape[1]] * valid
+    return l2_normalize(np.float32(self_weight) * x + np.einsum("mn,mnd->md", w.astype(np.float32), nbr))
+
+
 def alpha_qe(q: np.ndarray, nbr: np.ndarray, valid: np.ndarray, alpha: float) -> np.ndarray:
     """αQE: q' = L2(q + Σᵢ max(0, q·dᵢ)^α dᵢ) over the valid neighbours.
     q: Q×D, nbr: Q×n×D, valid: Q×n bool → Q×D."""
-    sims = np.einsum("qd,qnd->qn", q, nbr)
-    w = similarity_weights(sims, alpha) * valid
-    return l2_normalize(q + np.einsum("qn,qnd->qd", w, nbr))
+    return weighted_sum(q, nbr, valid, np.einsum("qd,qnd->qn", q, nbr), alpha)
 
 
 def average_qe(q: np.ndarray, nbr: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -101,8 +111,11 @@ def knn(queries: np.ndarray, rows: np.ndarray, k: int, exclude: np.ndarray | Non
 
 
 def augment_rows(rows: np.ndarray, nbr: np.ndarray, sims: np.ndarray, alpha: float,
-                 which: np.ndarray | None = None) -> np.ndarray:
-    """αDBA rows: L2(dᵢ + Σⱼ max(0, sᵢⱼ)^α dⱼ) over each row's neighbour list.
+                 which: np.ndarray | None = None, self_weight: float = 1.0,
+                 rank_weights: np.ndarray | None = None) -> np.ndarray:
+    """αDBA rows: L2(w₀·dᵢ + Σⱼ max(0, sᵢⱼ)^α dⱼ) over each row's neighbour list (w₀ =
+    ``self_weight``); with ``rank_weights`` (k numbers) neighbour j of rank r weighs
+    ``rank_weights[r]`` instead (Chen & Yao's fixed weights).
     ``which``: positions to compute (default all) → len(which)×D."""
     which = np.arange(len(rows)) if which is None else np.asarray(which, np.int64)
     rows = np.asarray(rows, np.float32)
@@ -110,8 +123,7 @@ def augment_rows(rows: np.ndarray, nbr: np.ndarray, sims: np.ndarray, alpha: flo
     for s in range(0, len(which), _CHUNK):
         w = which[s:s + _CHUNK]
         g, valid = gather(rows, nbr[w])
-        weights = similarity_weights(np.where(valid, sims[w], 0), alpha) * valid
-        out[s:s + _CHUNK] = l2_normalize(rows[w] + np.einsum("mk,mkd->md", weights, g))
+        out[s:s + _CHUNK] = weighted_sum(rows[w], g, valid, sims[w], alpha, self_weight, rank_weights)
     return out
 
 
@@ -157,6 +169,40 @@ def knn_after_remove(rows_kept: np.ndarray, keep: np.ndarray, nbr: np.ndarray, s
     if len(redo):
         mapped[redo], out_sims[redo] = knn(np.asarray(rows_kept)[redo], rows_kept, nbr.shape[1], exclude=redo)
     return mapped, out_sims, redo
+
+
+def merge_requery(ranks: np.ndarray, scores: np.ndarray, head: int, head_scores: np.ndarray,
+                  found: np.ndarray, found_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Merge a re-query of the whole database into a ranking.
+
+    ``ranks``/``scores``: Q×K, the ranking so far; its first ``head`` entries were scored
+    again by the new query (``head_scores``, Q×head); ``found``/``found_scores``: Q×F,
+    what searching the whole database with the new query returned (−1 pads). The new
+    ranking is the union of the head and the found rows, best new score first (ties to
+    the lower position), then the old entries past the head that are not in it, in
+    their order, cut to K → (Q×K ranks, Q×K scores, Q×K positions in the old ranking, −1
+    for rows only the re-query found)."""
+    nq, k = ranks.shape
+    out_r = np.full((nq, k), -1, np.int64)
+    out_s = np.full((nq, k), -np.inf, np.float32)
+    out_o = np.full((nq, k), -1, np.int64)
+    for i in range(nq):
+        pos = np.concatenate([ranks[i, :head], found[i]])
+        sc = np.concatenate([head_scores[i], found_scores[i]]).astype(np.float32)
+        old = np.concatenate([np.arange(min(head, k)), np.full(found.shape[1], -1)])
+        ok = pos >= 0
+        pos, sc, old = pos[ok], sc[ok], old[ok]
+        uniq, first = np.unique(pos, return_index=True)  # a row in both keeps its head entry (first)
+        pos, sc, old = uniq, sc[first], old[first]
+        order = np.lexsort((pos, -sc))
+        pos, sc, old = pos[order], sc[order], old[order]
+        tail = np.arange(head, k)
+        tail = tail[(ranks[i, head:] >= 0) & ~np.isin(ranks[i, head:], pos)]
+        r = np.concatenate([pos, ranks[i, tail]])[:k]
+        out_r[i, :len(r)] = r
+        out_s[i, :len(r)] = np.concatenate([sc, scores[i, tail]])[:k]
+        out_o[i, :len(r)] = np.concatenate([old, tail])[:k]
+    return out_r, out_s, out_o
 
 
 def resort(scores: np.ndarray, *by_rank: np.ndarray) -> tuple[np.ndarray, ...]:

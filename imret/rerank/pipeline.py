@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..config import ConfigError
-from .steps import Shortlist, Step, parse_steps
+from .steps import Database, Shortlist, Step, parse_steps
 
 DEFAULT_DEPTH = 100
 
@@ -52,8 +52,11 @@ class Pipeline:
         step = self.database_step
         return np.asarray(rows, np.float32) if step is None else step.augment(rows)
 
-    def rerank(self, sl: Shortlist, rows: np.ndarray) -> Shortlist:
-        """Apply the shortlist steps in order. ``rows``: the prepared database rows."""
+    def rerank(self, sl: Shortlist, rows: np.ndarray, database: Database | None = None) -> Shortlist:
+        """Apply the shortlist steps in order. ``rows``: the prepared database rows;
+        ``database``: how steps search the whole database again (default: exactly, over ``rows``)."""
+        if sl.database is None:
+            sl = sl.replace(database=database or Database(rows))
         for step in self.shortlist_steps:
             sl = step(sl, rows)
         return sl

@@ -7,6 +7,13 @@ they only reorder the first ``shortlist`` entries and leave the rest as they wer
 A spatial-verification step slots in the same way: it sets ``verified`` (and may
 change scores), and the expansion steps then expand from verified results only.
 Database steps (``dba``) change the rows themselves, once, before any search.
+
+Expansion steps (``aqe``, ``qe``, ``gfr``) search the whole database again with the
+expanded query (``scope=database``, the default) through the shortlist's ``Database``:
+an index passes its own search (exact or approximate backend: the code path of a first
+search), ``Pipeline`` an exact search over the rows otherwise. ``scope=shortlist``
+re-scores the first ``shortlist`` entries only (imret's earlier behaviour: a positive
+ranked past the shortlist cannot come back).
 """
 from __future__ import annotations
 
@@ -14,7 +21,7 @@ import dataclasses
 import math
 import typing
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Callable, ClassVar
 
 import numpy as np
 
@@ -22,18 +29,48 @@ from ..config import ConfigError, _Config
 from ..core.registry import STEPS
 from . import functional as F
 
+SCOPES = ("database", "shortlist")
+
+
+class Database:
+    """What a shortlist step may ask of the whole database: ``search(q, k, rows=None)`` →
+    (Q×k positions, Q×k scores) over every row, best first, scored against ``rows``
+    (default: the rows searched); ``neighbour_rows(step)``: the rows ``step`` made over
+    the whole database at index time (``AugmentedRows``; computed now when not stored).
+    This default searches ``rows`` exactly; ``Index`` gives its own."""
+
+    def __init__(self, rows: np.ndarray, search: Callable | None = None, stored: dict | None = None):
+        self.rows = rows
+        self._search = search
+        self._made: dict = dict(stored or {})
+
+    def search(self, q: np.ndarray, k: int, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        if self._search is not None:
+            return self._search(q, k, rows)
+        return F.knn(q, self.rows if rows is None else rows, k)
+
+    def neighbour_rows(self, step: "Step") -> np.ndarray:
+        key = step.database_key()
+        if key not in self._made:  # as AugmentedRows.build makes them (kept there with their lists)
+            d = np.asarray(self.rows, np.float32)
+            nbr, sims = F.knn(d, d, key.k, exclude=np.arange(len(d)))
+            self._made[key] = key.augment_with(d, nbr, sims)
+        made = self._made[key]
+        return getattr(made, "rows", made)  # a stored AugmentedRows, or rows made here
 
 
 @dataclass(frozen=True)
 class Shortlist:
     """``queries``: Q×D float32 (expansion steps replace them); ``ranks``: Q×K database row
     positions, best first, −1 for none; ``scores``: Q×K float32, higher is better;
-    ``verified``: Q×K bool or None (no verification ran)."""
+    ``verified``: Q×K bool or None (no verification ran); ``database``: the whole
+    database for steps that search it again (None: the rows they are given, exactly)."""
 
     queries: np.ndarray
     ranks: np.ndarray
     scores: np.ndarray
     verified: np.ndarray | None = None
+    database: Database | None = dataclasses.field(default=None, compare=False, repr=False)
 
     def __post_init__(self):
         q, r, s = self.queries, self.ranks, self.scores
@@ -117,34 +154,53 @@ def _expansion_set(sl: Shortlist, rows: np.ndarray, n: int, shortlist: int) -> t
     return F.gather(rows, pos)
 
 
+def _rescore(sl: Shortlist, rows: np.ndarray, q: np.ndarray, shortlist: int, scope: str,
+             scored: np.ndarray | None = None) -> Shortlist:
+    """The ranking for new queries ``q``: the first ``shortlist`` entries scored against
+    ``scored`` (default ``rows``); with scope 'database', merged with a search of the whole
+    database by ``q`` (the ``shortlist`` best)."""
+    scored = rows if scored is None else scored
+    cand, ok = _head(sl, scored, shortlist)
+    scores = np.where(ok, np.einsum("qd,qsd->qs", q, cand), -np.inf).astype(np.float32)
+    if scope == "shortlist":
+        return sl.reorder_head(scores, queries=q)
+    db = sl.database or Database(rows)
+    found, found_scores = db.search(q, shortlist, None if scored is rows else scored)
+    head = scores.shape[1]
+    ranks, new_scores, old = F.merge_requery(sl.ranks, sl.scores, head, scores, found, found_scores)
+    verified = None
+    if sl.verified is not None:
+        verified = np.where(old >= 0, np.take_along_axis(sl.verified, np.maximum(old, 0), 1), False)
+    return sl.replace(queries=q, ranks=ranks, scores=new_scores, verified=verified)
+
+
 class _Expansion(Step):
-    """Shared by the query-expansion steps: expand, then re-score the shortlist."""
+    """Shared by the query-expansion steps: expand, then search again (see the module docstring)."""
 
     def _expand(self, q, nbr, valid):
         raise NotImplementedError
 
     def __call__(self, sl: Shortlist, rows: np.ndarray) -> Shortlist:
         nbr, valid = _expansion_set(sl, rows, self.n, self.shortlist)
-        q = self._expand(sl.queries, nbr, valid)
-        cand, ok = _head(sl, rows, self.shortlist)
-        scores = np.where(ok, np.einsum("qd,qsd->qs", q, cand), -np.inf)
-        return sl.reorder_head(scores, queries=q)
+        return _rescore(sl, rows, self._expand(sl.queries, nbr, valid), self.shortlist, self.scope)
 
     def _validate_expansion(self):
         self._check_int("n", 1)
         self._check_int("shortlist", 1)
+        self._check(self.scope in SCOPES, f"scope must be one of {', '.join(SCOPES)}, got {self.scope!r}")
 
 
 @STEPS.register("aqe")
 @dataclass(frozen=True)
 class AlphaQE(_Expansion):
     """αQE (Radenović et al. 2018): q' = L2(q + Σ_{i≤n} max(0, q·dᵢ)^α dᵢ) over the top n,
-    then the shortlist is scored against q'. α=0 is average query expansion."""
+    then the whole database is searched with q' (``scope``). α=0 is average query expansion."""
 
     name: ClassVar[str] = "aqe"
     n: int = 2
     alpha: float = 3.0
     shortlist: int = 100
+    scope: str = "database"
 
     def __post_init__(self):
         self._validate_expansion()
@@ -157,11 +213,13 @@ class AlphaQE(_Expansion):
 @STEPS.register("qe")
 @dataclass(frozen=True)
 class AverageQE(_Expansion):
-    """Average query expansion (Chum et al. 2007): q' = mean of q and its top n."""
+    """Average query expansion (Chum et al. 2007): q' = mean of q and its top n, then the
+    whole database is searched with q' (``scope``)."""
 
     name: ClassVar[str] = "qe"
     n: int = 2
     shortlist: int = 100
+    scope: str = "database"
 
     def __post_init__(self):
         self._validate_expansion()
@@ -173,11 +231,18 @@ class AverageQE(_Expansion):
 @STEPS.register("gfr")
 @dataclass(frozen=True)
 class GlobalFeatureRerank(Step):
-    """Global-feature re-ranking (Chen & Yao 2025): the query and each of the top
-    ``shortlist`` images become a weighted linear sum of themselves (``self_weight``)
-    and their own k top-ranked neighbours, then the shortlist is scored again.
-    Neighbour weights: ``weights`` by neighbour rank (k numbers, e.g. 1/0.5) when
-    given, else max(0, s)^α."""
+    """Global-feature re-ranking (Chen & Yao 2025): the query and every database image
+    become a weighted linear sum of themselves (``self_weight``) and their own k
+    top-ranked neighbours, and the images are ranked again by the updated features.
+    Neighbour weights: ``weights`` by neighbour rank (k numbers, e.g. 1/0.5) when given,
+    else max(0, s)^α.
+
+    ``scope=database`` (the paper's reading): a database image's neighbours are its k
+    nearest other images of the whole database, found at index time and stored
+    (``Index.set_gfr``; kept current on add/remove, like αDBA rows); the query's are its
+    first k results; the whole database is then searched with the updated query against
+    the updated rows. ``scope=shortlist``: neighbours are sought within the query's top
+    ``shortlist`` only and only those are re-scored (imret's earlier approximation)."""
 
     name: ClassVar[str] = "gfr"
     k: int = 2
@@ -185,12 +250,14 @@ class GlobalFeatureRerank(Step):
     weights: tuple[float, ...] | None = None
     self_weight: float = 1.0
     shortlist: int = 100
+    scope: str = "database"
 
     def __post_init__(self):
         self._check_int("k", 1)
         self._check_int("shortlist", 2)
         self._check_float("alpha", 0.0, 100.0)
         self._check_float("self_weight", 0.0)
+        self._check(self.scope in SCOPES, f"scope must be one of {', '.join(SCOPES)}, got {self.scope!r}")
         if self.weights is not None:
             object.__setattr__(self, "weights", tuple(self.weights))
             self._check(len(self.weights) == self.k, f"weights needs k={self.k} numbers, got {len(self.weights)}")
@@ -199,11 +266,28 @@ class GlobalFeatureRerank(Step):
                             f"weights must be finite numbers ≥ 0, got {self.weights}")
             self._check(self.self_weight > 0 or sum(self.weights) > 0, "all weights are zero")
 
+    @property
+    def rank_weights(self) -> np.ndarray | None:
+        return None if self.weights is None else np.asarray(self.weights, np.float32)
+
+    def database_key(self) -> "GlobalFeatureRerank":
+        """This step with only the parameters of the database side (the stored rows')."""
+        return GlobalFeatureRerank(k=self.k, alpha=self.alpha, weights=self.weights, self_weight=self.self_weight)
+
+    def augment_with(self, rows, nbr, sims, which=None) -> np.ndarray:
+        return F.augment_rows(rows, nbr, sims, self.alpha, which, self.self_weight, self.rank_weights)
+
     def __call__(self, sl: Shortlist, rows: np.ndarray) -> Shortlist:
-        cand, ok = _head(sl, rows, self.shortlist)
-        w = None if self.weights is None else np.asarray(self.weights, np.float32)
-        q, scores = F.refine_shortlist(sl.queries, cand, ok, self.k, self.alpha, w, self.self_weight)
-        return sl.reorder_head(scores, queries=q)
+        if self.scope == "shortlist":
+            cand, ok = _head(sl, rows, self.shortlist)
+            q, scores = F.refine_shortlist(sl.queries, cand, ok, self.k, self.alpha, self.rank_weights,
+                                           self.self_weight)
+            return sl.reorder_head(scores, queries=q)
+        top, valid = F.gather(rows, sl.ranks[:, :self.k])
+        q = F.weighted_sum(sl.queries, top, valid, np.einsum("qd,qkd->qk", sl.queries, top), self.alpha,
+                           self.self_weight, self.rank_weights)
+        refined = (sl.database or Database(rows)).neighbour_rows(self)
+        return _rescore(sl, rows, q, self.shortlist, "database", scored=refined)
 
 
 @STEPS.register("kreciprocal")
@@ -249,7 +333,13 @@ class DBA(Step):
     def augment(self, rows: np.ndarray) -> np.ndarray:
         rows = np.asarray(rows, np.float32)
         nbr, sims = F.knn(rows, rows, self.k, exclude=np.arange(len(rows)))
-        return F.augment_rows(rows, nbr, sims, self.alpha)
+        return self.augment_with(rows, nbr, sims)
+
+    def database_key(self) -> "DBA":
+        return self
+
+    def augment_with(self, rows, nbr, sims, which=None) -> np.ndarray:
+        return F.augment_rows(rows, nbr, sims, self.alpha, which)
 
     def __call__(self, sl: Shortlist, rows: np.ndarray) -> Shortlist:
         raise ConfigError("dba changes the database rows before the search; it cannot re-rank a shortlist")
@@ -264,6 +354,8 @@ def _convert(cls: type[Step], key: str, text: str):
         return None
     base = next((a for a in args if a is not type(None)), hint) if optional else hint
     try:
+        if base is str:
+            return text
         if base is int:
             return int(text)
         if base is float:

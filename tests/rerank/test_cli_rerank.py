@@ -42,7 +42,8 @@ def test_index_with_dba_then_search_and_eval_with_rerank(small):
     proc = run("search", out, query, "--top", "3", "--rerank", "aqe:n=2,gfr", "--json")
     assert proc.returncode == 0, proc.stderr
     res = json.loads(proc.stdout)
-    assert res["rerank"] == "aqe:n=2,alpha=3,shortlist=100,gfr:k=2,alpha=3,weights=none,self_weight=1,shortlist=100"
+    assert res["rerank"] == ("aqe:n=2,alpha=3,shortlist=100,scope=database,"
+                             "gfr:k=2,alpha=3,weights=none,self_weight=1,shortlist=100,scope=database")
     assert [r["rank"] for r in res["results"]] == [1, 2, 3]
     assert os.path.basename(res["results"][0]["path"]) == expected
     assert "computing" not in proc.stderr  # the stored αDBA rows were used

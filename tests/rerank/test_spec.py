@@ -23,7 +23,7 @@ def test_steps_and_their_parameters_in_order():
 def test_spec_round_trips():
     p = Pipeline.parse("dba:k=4,alpha=1,aqe:n=3,gfr:weights=1/0.5,kreciprocal:lam=0.2,qe:n=1")
     assert Pipeline.parse(str(p)) == p
-    assert str(Pipeline.parse("aqe")) == "aqe:n=2,alpha=3,shortlist=100"
+    assert str(Pipeline.parse("aqe")) == "aqe:n=2,alpha=3,shortlist=100,scope=database"
 
 
 def test_depth_is_the_largest_shortlist():

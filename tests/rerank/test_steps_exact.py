@@ -66,10 +66,11 @@ def test_expansion_uses_only_verified_results_once_verification_ran():
     assert dict(zip(out.ranks[0], out.verified[0])) == {0: False, 1: True, 2: True}
 
 
-def test_steps_leave_entries_past_their_shortlist_alone(rng):
+def test_shortlist_scoped_steps_leave_entries_past_their_shortlist_alone(rng):
     rows = random_rows(rng, 60)
     sl = shortlist_for(l2_normalize(rows[:3] + 0.5), rows)
-    for step in (AlphaQE(shortlist=10), GlobalFeatureRerank(shortlist=10), KReciprocal(shortlist=10)):
+    for step in (AlphaQE(shortlist=10, scope="shortlist"), GlobalFeatureRerank(shortlist=10, scope="shortlist"),
+                 KReciprocal(shortlist=10)):
         out = step(sl, rows)
         np.testing.assert_array_equal(out.ranks[:, 10:], sl.ranks[:, 10:])
         assert all(set(a) == set(b) for a, b in zip(out.ranks[:, :10], sl.ranks[:, :10]))
@@ -166,11 +167,11 @@ def gfr_reference(q, cand, k, alpha, self_weight):
     return new_q, np.array([new_q @ c for c in new_cand])
 
 
-def test_gfr_matches_a_literal_reading_of_the_method(rng):
+def test_shortlist_gfr_matches_a_literal_reading_of_that_approximation(rng):
     rows = random_rows(rng, 40, 8)
     q = l2_normalize(rows[:3] + 0.4 * rng.normal(size=(3, 8)).astype(np.float32))
     sl = shortlist_for(q, rows, 12)
-    out = GlobalFeatureRerank(k=3, alpha=2.0, self_weight=0.7, shortlist=12)(sl, rows)
+    out = GlobalFeatureRerank(k=3, alpha=2.0, self_weight=0.7, shortlist=12, scope="shortlist")(sl, rows)
     for i in range(3):
         new_q, scores = gfr_reference(q[i], rows[sl.ranks[i]], 3, 2.0, 0.7)
         np.testing.assert_allclose(out.queries[i], new_q, atol=1e-5)

@@ -1,0 +1,20 @@
+"""An index searched by its local features alone (``imret search --mode local|asmk``):
+the index's images and paths around ``imret.local.search.LocalSearch``."""
+from __future__ import annotations
+
+from ..local.search import LocalSearch, asmk_path
+from .store import Hit
+
+
+def search_index(index, image, mode: str, top: int = 10, path: str | None = None, bbox=None, **options):
+    """``Index`` search by local features alone → ``imret.index.store.Hit`` list (inliers set
+    for 'local'). ``path``: where the index lives (the ASMK codebook is saved beside it)."""
+    state = getattr(index, "_local_search", None)
+    if state is None or state.store is not index.local_store():
+        state = LocalSearch(index.local_store(), asmk_path(path) if path else None, repr(index.created))
+        index._local_search = state
+    query = state.store.query(image, bbox=bbox)
+    hits = state.search(mode, query, top, **options)
+    pos = {int(i): k for k, i in enumerate(index.ids)}
+    return [Hit(r + 1, h.score, h.image_id, index.paths[pos[h.image_id]], h.inliers,
+                h.matches) for r, h in enumerate(hits) if h.image_id in pos]

@@ -1,0 +1,92 @@
+"""Exact, hand-computed cases for local-feature extraction: attention scores (softplus),
+cross-scale suppression, receptive-field centres, the pyramid's scale 1, and the
+L2 → PCA → L2 reduction."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from imret.local.attention import Attention
+from imret.local.config import LocalConfig
+from imret.local.extract import _axis_centres, cross_scale_nms
+
+
+def test_attention_is_softplus_of_a_relu_layer():
+    att = Attention(2, hidden=2)
+    with torch.no_grad():
+        att.conv1.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, -1.0]])[:, :, None, None])
+        att.conv1.bias.zero_()
+        att.conv2.weight.copy_(torch.tensor([[1.0, 1.0]])[:, :, None, None])
+        att.conv2.bias.fill_(-1.0)
+    # f = (2, 3): ReLU(2, −3) = (2, 0) → 2 − 1 = 1 → ln(1 + e); f = (−1, −2): (0, 2) → 1 → ln(1 + e);
+    # f = (−1, 1): (0, 0) → −1 → ln(1 + 1/e) = 0.3133 (a ReLU instead of softplus would give 0)
+    f = torch.tensor([[2.0, -1.0, -1.0], [3.0, -2.0, 1.0]])[None, :, None, :]
+    out = att(f)[0, 0, 0]
+    torch.testing.assert_close(out, torch.tensor([math.log(1 + math.e)] * 2 + [math.log(1 + 1 / math.e)]),
+                               atol=1e-6, rtol=0)
+
+
+def test_cross_scale_nms_by_hand():
+    xy = np.array([[0, 0], [1, 0], [10, 10]], np.float32)
+    cell = np.array([4, 4, 4], np.float32)
+    scores = np.array([0.5, 0.9, 0.1], np.float32)
+    # boxes of side 4: 0 and 1 overlap 3×4 = 12, union 20, IoU 0.6; 2 is apart
+    assert cross_scale_nms(xy, cell, scores, 0.45, 10).tolist() == [1, 2]
+    assert cross_scale_nms(xy, cell, scores, 0.6, 10).tolist() == [1, 0, 2]  # 0.6 is not above 0.6
+    assert cross_scale_nms(xy, cell, scores, 0.59, 10).tolist() == [1, 2]
+    assert cross_scale_nms(xy, cell, scores, 0.45, 1).tolist() == [1]
+    assert cross_scale_nms(xy, cell, scores, 1.0, 2).tolist() == [1, 0]
+    # a small cell inside a big one: IoU = 4/64
+    big = cross_scale_nms(np.array([[0, 0], [0, 0]], np.float32), np.array([8, 2], np.float32),
+                          np.array([1.0, 0.5], np.float32), 0.06, 5)
+    assert big.tolist() == [0]
+    assert cross_scale_nms(np.array([[0, 0], [0, 0]], np.float32), np.array([8, 2], np.float32),
+                           np.array([1.0, 0.5], np.float32), 0.07, 5).tolist() == [0, 1]
+
+
+def test_receptive_field_centres_by_hand():
+    # explicit padding 1, 3×3/2: c_in = 2c + 1 − 1 = 2c
+    np.testing.assert_allclose(_axis_centres([(3, 2, 1)], 8, 4), [0, 2, 4, 6])
+    # TensorFlow SAME on 8: total padding (4−1)·2 + 3 − 8 = 1, none before: c_in = 2c + 1
+    np.testing.assert_allclose(_axis_centres([(3, 2, None)], 8, 4), [1, 3, 5, 7])
+    # SAME on 7: total (4−1)·2 + 3 − 7 = 2, one before: c_in = 2c
+    np.testing.assert_allclose(_axis_centres([(3, 2, None)], 7, 4), [0, 2, 4, 6])
+    # two layers, innermost last: 7×7/2 pad 3 then 3×3/2 pad 1 → c = 2·(2c) + 3 − 3 = 4c
+    np.testing.assert_allclose(_axis_centres([(7, 2, 3), (3, 2, 1)], 16, 4), [0, 4, 8, 12])
+    # a 2×2/2 pool without padding: c_in = 2c + 0.5
+    np.testing.assert_allclose(_axis_centres([(2, 2, 0)], 8, 4), [0.5, 2.5, 4.5, 6.5])
+
+
+def test_reduction_normalises_before_and_after_the_pca():
+    from imret.local.store import LocalCodec
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 8)).astype(np.float32) + 2.0  # a mean far from 0
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    codec = LocalCodec.fit(x, LocalConfig(pca_dim=4, storage="float32"))
+    r = codec.reduce(x[:5])
+    np.testing.assert_allclose(np.linalg.norm(r, axis=1), 1, atol=1e-5)
+    # the L2 before the PCA: a descriptor's length does not matter (the mean subtraction would)
+    np.testing.assert_allclose(codec.reduce(3 * x[:5]), r, atol=1e-5)
+    # and it is (x − mean)·P, L2-normalised
+    p = (x[:5] - codec.pca.mean) @ codec.pca.projection.T
+    np.testing.assert_allclose(r, p / np.linalg.norm(p, axis=1, keepdims=True), atol=1e-5)
+
+
+def test_pyramid_scales_of_a_photo_smaller_and_larger_than_the_maximum():
+    from imret.local.extract import LocalExtractor
+
+    class Fake:  # no backbone needed: only the pyramid geometry is checked
+        _layers = [(3, 2, None)] * 4
+        config = LocalConfig(max_size=64, upscale=False, scales=(0.5, 1.0, 2.0))
+
+    img = np.zeros((40, 50, 3), np.uint8)
+    sizes = [(s, tuple(x.shape[2:])) for s, x in LocalExtractor.pyramid(Fake(), img)]
+    assert sizes == [(0.5, (20, 25)), (1.0, (40, 50)), (2.0, (80, 100))]  # its own pixels at scale 1
+    Fake.config = LocalConfig(max_size=64, scales=(0.5, 1.0))  # upscale: the long side becomes 64
+    sizes = [(s, tuple(x.shape[2:])) for s, x in LocalExtractor.pyramid(Fake(), img)]
+    assert sizes == [(0.5, (26, 32)), (1.0, (51, 64))]
+    big = np.zeros((200, 100, 3), np.uint8)
+    Fake.config = LocalConfig(max_size=64, upscale=False, scales=(1.0,))
+    assert [tuple(x.shape[2:]) for _, x in LocalExtractor.pyramid(Fake(), big)] == [(64, 32)]

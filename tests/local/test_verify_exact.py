@@ -1,0 +1,72 @@
+"""Exact cases for verification: the model comes back in original pixels, and the RANSAC
+threshold is in pixels of the frame (longest side ``frame``; ``upscale`` off keeps
+smaller images' own pixels)."""
+import numpy as np
+
+from imret.local.features import LocalFeatures
+from imret.local.verify import VerifyConfig, fit_model, verify
+
+
+def _features(xy, size, desc):
+    n = len(xy)
+    return LocalFeatures(np.asarray(xy, np.float32), np.ones(n, np.float32), np.ones(n, np.float32),
+                         np.asarray(desc, np.float32), size)
+
+
+def _grid_pair(shift_last: float):
+    """20 query points on a grid and their images under x' = 0.5·x + 100, y' = 0.5·y + 40, the
+    last one moved ``shift_last`` px further in x; each pair shares a one-hot descriptor."""
+    g = np.array([(x, y) for x in range(100, 1100, 200) for y in range(100, 900, 200)], np.float32)
+    dst = g * 0.5 + np.array([100, 40], np.float32)
+    dst[-1, 0] += shift_last
+    desc = np.eye(len(g), dtype=np.float32)
+    return _features(g, (1000, 2000), desc), _features(dst, (500, 1000), desc)
+
+
+def test_the_model_maps_original_pixels_whatever_the_frame():
+    q, r = _grid_pair(0.0)
+    for cfg in (VerifyConfig(), VerifyConfig(matcher="distance", method="ransac", frame=1024, upscale=False)):
+        v = verify(q, r, cfg)
+        assert v.inliers == 20
+        np.testing.assert_allclose(v.model, [[0.5, 0, 100], [0, 0.5, 40]], atol=1e-3)
+
+
+def test_the_threshold_is_in_frame_pixels():
+    # the result is 1000 px wide: in a 512 px frame (×0.512) a 20 px error is 10.2 px, under
+    # 12; with frame 1024 and upscale off it keeps its own pixels: 20 px, over 12
+    q, r = _grid_pair(20.0)
+    assert verify(q, r, VerifyConfig(threshold=12)).inliers == 20
+    assert verify(q, r, VerifyConfig(threshold=12, frame=1024, upscale=False)).inliers == 19
+    assert verify(q, r, VerifyConfig(threshold=12, frame=2048, upscale=True)).inliers == 19
+
+
+def test_fit_model_needs_three_points_for_an_affine_map_and_four_for_a_homography():
+    src = np.array([[0, 0], [10, 0], [0, 10]], np.float32)
+    model, mask = fit_model(src, src + 5, VerifyConfig(method="ransac"))
+    np.testing.assert_allclose(model, [[1, 0, 5], [0, 1, 5]], atol=1e-6)
+    assert mask.tolist() == [True, True, True]
+    model, mask = fit_model(src, src + 5, VerifyConfig(model="homography"))
+    assert model is None and mask.tolist() == [False, False, False]
+
+
+def test_matcher_defaults_and_output_types():
+    from imret.local.verify import match, match_distance
+
+    d = np.eye(3, 4, dtype=np.float32)
+    r = np.deg2rad
+    # 50° from d1: 0.845 apart (fails the default 0.8), 40° from d0: 0.684 (passes)
+    q = np.array([[0, np.cos(r(50)), 0, np.sin(r(50))], [np.cos(r(40)), 0, 0, np.sin(r(40))]], np.float32)
+    assert match_distance(q, d).tolist() == [[1, 0]]
+    for out in (match_distance(q, d), match_distance(q[:0], d), match(q, d), match(q[:0], d), match(q, d[:0])):
+        assert out.dtype == np.int64 and out.shape[1] == 2
+    # match's defaults: ratio 0.9 and the mutual check. Both queries are nearest to d0 and pass
+    # the ratio test; d0's nearest query is the second: only it is mutual
+    q2 = np.array([[0.9, 0.3, 0.3, 0], [0.99, 0.1, 0.1, 0]], np.float32)
+    q2 /= np.linalg.norm(q2, axis=1, keepdims=True)
+    assert match(q2, d).tolist() == [[1, 0]]
+    assert match(q2, d, mutual=False).tolist() == [[0, 0], [1, 0]]
+    # an ambiguous query (nearly equidistant to d0 and d1) fails the ratio test even where mutual
+    amb = np.array([[1, 1, 0.05, 0]], np.float32) / np.linalg.norm([1, 1, 0.05])
+    assert match(np.vstack([q2[1:], amb]), d, ratio=0.9).tolist() == [[0, 0]]
+    # alone, it is its nearest row's nearest query (mutual) and still fails the ratio test
+    assert match(amb, d).tolist() == [] and match(amb, d, ratio=1.0).tolist() == [[0, 0]]
