@@ -31,7 +31,7 @@ def verify_pair(query: str, result: str, extractor: LocalExtractor, store=None, 
     if rf is None:
         rf = extractor.extract(ri)
         rf = store.reduce(rf) if store is not None else rf
-    return qi, ri, verify_many(qf, [rf], step.verify_config)[0], step
+    return qi, ri, verify_many(qf, [rf], step.verify_config(extractor.config.verify))[0], step
 
 
 def match_pair(first, second, extractor: LocalExtractor, store=None, model: str = "affine") -> Verification:
