@@ -29,9 +29,12 @@ def _key(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def extractor(max_size: int) -> Extractor:
+def extractor(max_size: int, backbone=None) -> Extractor:
+    """The frozen backbone (default: Lite0's last stage) at ``max_size``, one scale."""
     preset = Preset(name="maps", extraction=ExtractionConfig(max_size=max_size, scales=(1.0,)),
                     whitening=WhiteningConfig(kind="none"))
+    if backbone is not None:
+        preset = preset.replace(backbone=backbone)
     return Extractor(preset, device="cpu")
 
 
@@ -62,7 +65,7 @@ def view_bank(ex: Extractor, folders: list[str], views: int, seed: int, cache: s
 
 def eval_maps(ex: Extractor, root: str, cache: str | None, scales=SCALES) -> DatasetMaps:
     ds = load_dataset(root)
-    key = _key(ds.db, ds.queries, ds.bboxes, ex.preset.extraction.max_size, scales, ex.preset.backbone.to_dict())
+    key = _key([os.path.relpath(p, root) for p in ds.db], [os.path.relpath(p, root) for p in ds.queries], ds.bboxes, ex.preset.extraction.max_size, scales, ex.preset.backbone.to_dict())
 
     def make():
         m = dataset_maps(ex, ds, scales=scales, dtype=torch.float16)

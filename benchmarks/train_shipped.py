@@ -45,6 +45,31 @@ def summary(paris: dict, ukb: dict | None) -> dict:
     return out
 
 
+def train_delf(root: str, args) -> tuple:
+    """The DELF keypoint attention of ``--local`` (the 'delf' local config): cross-entropy
+    over the same label-free instances, backbone frozen (``imret.local.train``)."""
+    from imret.local.config import get_local_config
+    from imret.local.train import AttentionTrainConfig, save_attention, shipped_attention, train_attention
+
+    config = get_local_config("delf")
+    cfg = AttentionTrainConfig(mode="unsupervised", steps=args.steps or 200, batch=16, views=4, max_size=384, seed=0)
+    ex = head_maps.extractor(cfg.max_size, config.backbone)
+    bank = head_maps.view_bank(ex, [os.path.join(root, d) for d in TRAIN_DATA], cfg.views, cfg.seed, args.cache)
+    t = time.time()
+    res = train_attention(None, config, cfg, bank=bank, progress=args.progress)
+    seconds = time.time() - t
+    if not args.dry_run:
+        path = os.path.join(os.path.dirname(os.path.dirname(args.out)), "local", "weights", "delf-attention.pt")
+        save_attention(path, {k: v.half() for k, v in res.state.items()}, config, cfg, res.losses,
+                       {"photos": len(bank.paths), "folders": list(TRAIN_DATA), "labels": "none (each photo its "
+                        "own instance, augmentations as positives)", "protocol": "label-free"})
+        assert shipped_attention("delf") == path
+    n = 20
+    acc = sum(res.accuracies[-n:]) / n
+    return ("delf attention (--local)", "label-free", f"loss {sum(res.losses[:n]) / n:.2f}→{sum(res.losses[-n:]) / n:.2f}",
+            f"train acc {acc:.2f}", "", "", "", f"{seconds:.0f}", sum(v.numel() for v in res.state.values()))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-root", default=os.path.join(REPO, "..", "shared", "data"))
@@ -54,6 +79,7 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=None, help="override every recipe's steps (experiments)")
     ap.add_argument("--dry-run", action="store_true", help="train and score, write nothing")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--progress", action="store_true", help="a progress bar per training")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     root = os.path.normpath(args.data_root)
@@ -79,7 +105,7 @@ def main(argv=None):
         head = build_head(preset.head, ex.backbone.out_channels)
         before = summary(figures(head, paris, preset.whitening), figures(head, ukb, preset.whitening))
         t = time.time()
-        res = train(preset, cfg, None, bank=bank)
+        res = train(preset, cfg, None, bank=bank, progress=args.progress)
         seconds = time.time() - t
         path = os.path.join(args.out, f"{name}.pt")
         data = {"photos": len(bank.paths), "folders": list(TRAIN_DATA), "labels": "none (each photo its own "
@@ -97,6 +123,8 @@ def main(argv=None):
         rows.append((name, "label-free", *after.values(), before["Hard"], f"{seconds:.0f}",
                      sum(p.numel() for p in head.parameters())))
         print("  ".join(map(str, rows[-1])), flush=True)
+    if not args.only or "delf" in args.only:
+        rows.append(train_delf(root, args))
     table(f"Shipped heads on paris6k-sub (mAP %) and ukbench (N-S), Lite0 @ 512 px, 3 scales; load "
           f"{os.getloadavg()[0]:.2f}", ["preset", "trained", "Easy", "Medium", "Hard", "N-S", "Hard untrained",
                                        "train s", "params"], rows)

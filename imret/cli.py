@@ -94,6 +94,17 @@ def cmd_index(args) -> int:
     from .index.store import Index
 
     preset, head_state = _model_from_args(args)
+    if args.adapt:
+        from .training.adapt import adapt
+
+        _eprint(f"adapting the {preset.head.name} head of {preset.name} to these photos (no labels)")
+        from .training.adapt import ADAPT
+
+        cfg = ADAPT if args.adapt_steps is None else ADAPT.replace(steps=args.adapt_steps,
+                                                                   checkpoint_every=args.adapt_steps)
+        res = adapt(preset, args.sources, cfg, device=args.device, progress=not args.quiet,
+                    on_error=_skip_logger(args.quiet), start=head_state)
+        head_state = res.head_state
     dba = None if args.dba is None else _rerank("dba" + (f":{args.dba}" if args.dba else "")).database_step
     local = args.local is not None or args.attention is not None
     if args.engine == "ray":
@@ -107,7 +118,9 @@ def cmd_index(args) -> int:
                                 journal_path=journal)
     if dba is not None:
         index.set_dba(dba)
-    index.head_state = head_state
+    # the weights actually used (a shipped head included) are kept with the index
+    index.head_state = head_state if head_state is not None else (
+        ex.trained.float_state() if ex.trained is not None else None)
     if local:
         _attach_local(args, index, journal)
     index.save(args.out)
@@ -259,10 +272,13 @@ def cmd_info(args) -> int:
 
 
 def cmd_presets(args) -> int:
-    from .presets import list_presets
+    from .presets import list_presets, training_status
 
     for p in list_presets():
-        print(f"{p.name:16s} {p.description}")
+        print(f"{p.name:18s} {p.description}")
+        status = training_status(p)
+        if status:
+            print(f"{'':18s}   head: {status}")
     return 0
 
 
@@ -474,6 +490,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "optionally with parameters, e.g. --dba k=3,alpha=3")
     p.add_argument("--checkpoint", default=None, metavar="FILE",
                    help="a model trained by 'imret train' (its preset and weights; --preset is ignored)")
+    p.add_argument("--adapt", action="store_true",
+                   help="first adapt the preset's attention head to these photos without labels (each photo "
+                        "its own instance, augmentations as positives; a few minutes), then index with it")
+    p.add_argument("--adapt-steps", type=int, default=None, metavar="N",
+                   help="training steps of --adapt (default 150)")
     p.add_argument("--local", nargs="?", const="delf", default=None, metavar="CONFIG",
                    help="also extract local features (saved beside the index as OUT.local.h5) for "
                         "'imret search --rerank sv'; " + LOCAL_HELP)

@@ -10,15 +10,20 @@ from .verify import Verification, VerifyConfig, verify
 
 def local_extractor(name: str = "delf", attention: str | None = None, index: str | None = None, device=None):
     """(extractor, store or None): an index's local features (their config, attention and
-    PCA), else a trained attention file's config and weights, else the named config."""
+    PCA), else a trained attention file's config and weights, else the named config with
+    the attention the package ships trained for it (if any)."""
     if index is not None:
         from ..index.store import Index
 
         store = Index.load(index).local_store()
         return store.extractor(device), store
-    if attention is not None:
-        from .train import load_attention
+    from .train import load_attention, shipped_attention
 
+    if attention is None and shipped_attention(name) is not None:
+        shipped_cfg, state = load_attention(shipped_attention(name))
+        if shipped_cfg == get_local_config(name):
+            return LocalExtractor(shipped_cfg, state, device=device), None
+    if attention is not None:
         cfg, state = load_attention(attention)
         return LocalExtractor(cfg, state, device=device), None
     return LocalExtractor(get_local_config(name), device=device), None
