@@ -1,74 +1,114 @@
-"""Ablation of the attention heads: one backbone, one dataset, each head's parts
-switched on one at a time.
+"""Ablation of the attention heads on real photos: each head's parts switched on one
+at a time, untrained and trained under each honest protocol.
 
-    python benchmarks/ablation.py [--data DIR] [--steps 300] [--max-size 256] [--threads 1]
+    python benchmarks/ablation.py [--rows TEXT…] [--steps N] [--lolo TEXT…] [--cache .cache]
 
-Backbone: EfficientNet-Lite0 (ImageNet weights), one scale at ``--max-size``, no
-whitening, exact search. Data: ``--data`` (any layout ``imret eval`` reads), by
-default the embedded photo set (real photos from scikit-image/scikit-learn, 121
-Copydays-style altered queries). Heads with learnable parts are trained with
-``imret train``'s unsupervised mode on the dataset's database images only (the
-queries are held apart), or on the photos in ``--train-on``, ``--steps`` steps from
-the same cached views; the
-'untrained' column is the same head before training (NetVLAD rows: with random
-clusters, before the k-means start that training makes). Figures follow the
-dataset's protocol (mAP and rank-1 in %). ms/image: the whole extraction of one
-query (decode, resize, backbone, head) by ``Extractor.extract``, median over
-``--timing-images`` queries; head ms: the head alone on its feature map.
+Backbone EfficientNet-Lite0 (ImageNet weights), frozen; descriptors as the 'default'
+preset extracts them (512 px, 3 scales averaged; whitening as the preset learns it:
+none below 500 images), scored by ``imret.evaluation.evaluate.evaluate_descriptors``
+(the public evaluation path). Columns: Easy/Medium/Hard mAP on ``paris6k-sub``
+(revisited protocol), N-S on ``ukbench``, extraction ms/image (whole ``Extractor.extract``
+of a paris6k-sub photo: decode, 3 scales, head; median of ``--timing-images``), head
+parameters.
+
+Protocols (no head is ever trained on the labels of the photos it is scored on):
+- untrained: the head as built (NetVLAD: random clusters);
+- label-free: unsupervised on the photos of paris6k-sub/jpg, ukbench/full and
+  fordham-places, each its own instance, augmentations as positives; no label read
+  (what ``imret index --adapt`` does on a collection, and how the shipped heads are made);
+- LOLO (``--lolo``): labelled transfer, leave-one-landmark-out: for each paris6k-sub
+  landmark L, train with instance labels on the other landmarks' photos, the UKBench
+  objects and the Fordham places (L's photos unseen), score the queries of L; the
+  figures are those per-landmark scores averaged over queries, beside the label-free
+  head and GeM on the same queries.
 """
 from __future__ import annotations
 
 import argparse
+import csv
 import os
+import re
 import sys
-import tempfile
 import time
 
 import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import head_maps  # noqa: E402
 from bench_spine import table  # noqa: E402
 
-from imret.config import ExtractionConfig, HeadConfig, Preset, WhiteningConfig  # noqa: E402
-from imret.evaluation.datasets import load_dataset  # noqa: E402
+from imret.config import HeadConfig  # noqa: E402
 from imret.extractor import Extractor  # noqa: E402
 from imret.heads import build_head  # noqa: E402
-from imret.index.store import collect_paths  # noqa: E402
-from imret.training import TrainConfig, train, training_extractor  # noqa: E402
-from imret.training.bank import ViewBank  # noqa: E402
-from imret.training.probe import dataset_maps, figures  # noqa: E402
+from imret.presets import get_preset  # noqa: E402
+from imret.training import TrainConfig, train  # noqa: E402
+from imret.training.probe import descriptors, figures, subset  # noqa: E402
+from imret.training.recipes import SHIPPED_RECIPES, TRAIN_DATA  # noqa: E402
+from imret.evaluation.evaluate import evaluate_descriptors  # noqa: E402
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DAGF_OFF = {"spatial": False, "channel": False, "scales": 1, "max_mask": False}
 
-# (row label, head, params): each attention head with its parts added one at a time
+# (row label, head, params, recipe of the shipped preset whose training it follows)
 ROWS = [
-    ("GeM p=3", "gem", {"p": 3.0}),
-    ("R-MAC", "rmac", {}),
-    ("CroW", "crow", {}),
-    ("DAGF spatial", "dagf", {**DAGF_OFF, "spatial": True}),
-    ("DAGF spatial→channel", "dagf", {**DAGF_OFF, "spatial": True, "channel": True}),
-    ("DAGF + scale filters", "dagf", {**DAGF_OFF, "spatial": True, "channel": True, "scales": 3}),
-    ("DAGF + MAX-mask (full)", "dagf", {"spatial": True, "channel": True, "scales": 3, "max_mask": True}),
-    ("DAGF channel→spatial (full)", "dagf", {"order": "channel-spatial"}),
-    ("regional attention", "regional", {}),
-    ("NetVLAD", "netvlad", {"attention": "none"}),
-    ("IA + NetVLAD", "netvlad", {"attention": "ia"}),
-    ("ICSA + NetVLAD", "netvlad", {"attention": "icsa"}),
-    ("SE + NetVLAD", "netvlad", {"attention": "se"}),
-    ("CBAM + NetVLAD", "netvlad", {"attention": "cbam"}),
-    ("self-similarity (add)", "selfsim", {"fusion": "add"}),
-    ("self-similarity (concat)", "selfsim", {"fusion": "concat"}),
+    ("GeM p=3 (default)", "gem", {"p": 3.0}, None),
+    ("R-MAC", "rmac", {}, None),
+    ("CroW", "crow", {}, None),
+    ("DAGF spatial", "dagf", {**DAGF_OFF, "spatial": True}, "lite0-dagf"),
+    ("DAGF channel→spatial", "dagf", {**DAGF_OFF, "spatial": True, "channel": True}, "lite0-dagf"),
+    ("DAGF spatial→channel", "dagf", {**DAGF_OFF, "spatial": True, "channel": True, "order": "spatial-channel"},
+     "lite0-dagf"),
+    ("DAGF + scale filters", "dagf", {**DAGF_OFF, "spatial": True, "channel": True, "scales": 3}, "lite0-dagf"),
+    ("DAGF + MAX-mask (full, lite0-dagf)", "dagf", {"spatial": True, "channel": True, "scales": 3, "max_mask": True},
+     "lite0-dagf"),
+    ("regional attention (lite0-regional)", "regional", {"levels": 3}, "lite0-regional"),
+    ("regional + per-region PCA 256", "regional", {"levels": 3, "pca": 256}, "lite0-regional"),
+    ("NetVLAD", "netvlad", {"attention": "none", "clusters": 16, "dim": 128}, "lite0-icsa-netvlad"),
+    ("IA + NetVLAD (lite0-ia-netvlad)", "netvlad", {"attention": "ia", "clusters": 16, "dim": 128},
+     "lite0-ia-netvlad"),
+    ("ICSA + NetVLAD (lite0-icsa-netvlad)", "netvlad", {"attention": "icsa", "clusters": 16, "dim": 128},
+     "lite0-icsa-netvlad"),
+    ("ICSA before the L2 + NetVLAD", "netvlad", {"attention": "icsa", "clusters": 16, "dim": 128,
+                                               "placement": "before-l2"}, "lite0-icsa-netvlad"),
+    ("SE + NetVLAD", "netvlad", {"attention": "se", "clusters": 16, "dim": 128}, "lite0-icsa-netvlad"),
+    ("CBAM + NetVLAD", "netvlad", {"attention": "cbam", "clusters": 16, "dim": 128}, "lite0-icsa-netvlad"),
+    ("self-similarity add (lite0-selfsim)", "selfsim", {"window": 5, "fusion": "add"}, "lite0-selfsim"),
+    ("self-similarity concat", "selfsim", {"window": 5, "fusion": "concat"}, "lite0-selfsim"),
 ]
 
 
-def _learnable(head) -> bool:
-    return any(p.requires_grad for p in head.parameters())
+def instance_labels(paths: list[str], root: str) -> list[str | None]:
+    """Each training photo's instance from the datasets' own files: paris6k-sub's
+    labels.tsv (landmark), UKBench's groups of 4, Fordham's place folders."""
+    with open(os.path.join(root, "paris6k-sub", "labels.tsv")) as f:
+        paris = {r["image"]: r["instance"] for r in csv.DictReader(f, delimiter="\t")}
+    out = []
+    for p in paths:
+        stem = os.path.splitext(os.path.basename(p))[0]
+        if stem in paris:
+            out.append(None if paris[stem] in ("-", "none", "arc_triomphe") else "paris:" + paris[stem])
+        elif m := re.fullmatch(r"ukbench(\d{5})", stem):
+            out.append(f"ukbench:{int(m.group(1)) // 4}")
+        else:
+            out.append("fordham:" + os.path.basename(os.path.dirname(p)))
+    return out
 
 
-def _extraction_ms(preset: Preset, head_state, paths) -> float:
-    ex = Extractor(preset, device="cpu", head_state=head_state)
-    ex.extract(paths[0])  # warm-up
+def query_landmarks(dataset, root: str) -> list[str]:
+    with open(os.path.join(root, "paris6k-sub", "labels.tsv")) as f:
+        paris = {r["image"]: r["instance"] for r in csv.DictReader(f, delimiter="\t")}
+    return [paris[os.path.splitext(os.path.basename(q))[0]] for q in dataset.queries]
+
+
+def summary(paris: dict, ukb: dict | None = None) -> list[str]:
+    out = [f"{paris[k]['mAP']:.1f}" for k in ("easy", "medium", "hard")]
+    return out + ([f"{ukb['N-S']:.3f}"] if ukb is not None else [])
+
+
+def extraction_ms(preset, state, paths) -> float:
+    ex = Extractor(preset, device="cpu", head_state=state)
+    ex.extract(paths[0])
     times = []
     for p in paths:
         t = time.perf_counter()
@@ -77,82 +117,96 @@ def _extraction_ms(preset: Preset, head_state, paths) -> float:
     return 1000 * float(np.median(times))
 
 
-@torch.no_grad()
-def _head_ms(head, maps) -> float:
-    head.eval()
-    head(maps[0])
-    times = []
-    for m in maps:
-        t = time.perf_counter()
-        head(m)
-        times.append(time.perf_counter() - t)
-    return 1000 * float(np.median(times))
+def lolo_figures(preset, cfg, bank, labels, paris, landmarks, whitening):
+    """Per left-out landmark L: train on labelled photos other than L's, score L's queries;
+    the concatenated per-landmark rankings scored together."""
+    lms = sorted({lab for lab in landmarks if lab not in ("-", "none", "arc_triomphe")})
+    qs_all, db_by, q_by = [], {}, {}
+    for lm in lms:
+        keep_q = [i for i, lab in enumerate(landmarks) if lab == lm]
+        keep_img = [i for i, lab in enumerate(labels) if lab is not None and lab != "paris:" + lm]
+        names = sorted({labels[i] for i in keep_img})
+        fold = bank.relabel([names.index(lab) if lab in names else -1 for lab in labels], keep_img)
+        res = train(preset, cfg, None, bank=fold)
+        head = build_head(preset.head, bank.extractor.backbone.out_channels)
+        head.load_state_dict(res.head_state)
+        db, q = descriptors(head, subset(paris, keep_q))
+        qs_all += keep_q
+        db_by[lm], q_by[lm] = db, q
+    return lms, db_by, q_by
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default=None, help="dataset folder (default: the embedded photo set)")
-    ap.add_argument("--train-on", default=None, metavar="DIR",
-                    help="unlabeled photos to train on (default: the dataset's database images)")
-    ap.add_argument("--steps", type=int, default=300, help="training steps of each learnable head")
-    ap.add_argument("--max-size", type=int, default=256, help="longest image side, training and extraction")
-    ap.add_argument("--views", type=int, default=3, help="views per training photo (the photo + augmentations)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--timing-images", type=int, default=20)
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    ap.add_argument("--data-root", default=os.path.join(REPO, "..", "shared", "data"))
+    ap.add_argument("--cache", default=os.path.join(REPO, ".cache"))
     ap.add_argument("--rows", nargs="+", default=None, help="only rows whose label contains one of these")
+    ap.add_argument("--steps", type=int, default=None, help="training steps (default: the shipped recipe's)")
+    ap.add_argument("--lolo", nargs="+", default=[], help="rows (label substrings) also trained leave-one-landmark-out")
+    ap.add_argument("--timing-images", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.data:
-        dataset = load_dataset(args.data)
-    else:
-        from imret.evaluation.photoset import make_photoset
-
-        dataset = load_dataset(make_photoset(tempfile.mkdtemp(prefix="imret-ablation-")).root)
-    base = Preset(name="ablation", extraction=ExtractionConfig(max_size=args.max_size, scales=(1.0,)),
-                  whitening=WhiteningConfig(kind="none"))
-    cfg = TrainConfig(steps=args.steps, max_size=args.max_size, views=args.views, seed=args.seed,
-                      checkpoint_every=args.steps)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores; "
-          f"{dataset.name}: {len(dataset.db)} database images, {len(dataset.queries)} queries; "
-          f"EfficientNet-Lite0 at {args.max_size} px, one scale, no whitening", flush=True)
-    t = time.time()
-    ex = training_extractor(base, cfg)
-    # One bank of training views for every head, each photo its own instance.
-    train_paths = collect_paths([args.train_on]) if args.train_on else dataset.db
-    bank = ViewBank(ex, train_paths, list(range(len(train_paths))), cfg.views, cfg.seed, dtype=torch.float32)
-    db_maps = None
-    if not args.train_on:  # the database maps are the training views 0
-        photo_maps = {bank.paths[i]: bank.maps([k])[0] for k, (i, v) in enumerate(bank.items) if v == 0}
-        db_maps = [photo_maps[p] for p in dataset.db]
-    maps = dataset_maps(ex, dataset, db=db_maps)
-    print(f"feature maps of {len(bank)} training views and {len(dataset.queries)} queries: "
-          f"{time.time() - t:.0f} s", flush=True)
-    timing_paths = dataset.queries[: args.timing_images]
-    rows = []
-    for label, name, params in ROWS:
+    torch.set_num_threads(args.threads)
+    root = os.path.normpath(args.data_root)
+    ex = head_maps.extractor(512)
+    paris = head_maps.eval_maps(ex, os.path.join(root, "paris6k-sub"), args.cache)
+    ukb = head_maps.eval_maps(ex, os.path.join(root, "ukbench"), args.cache)
+    bank = head_maps.view_bank(ex, [os.path.join(root, d) for d in TRAIN_DATA], 4, 0, args.cache)
+    labels = instance_labels(bank.paths, root)
+    landmarks = query_landmarks(paris.dataset, root)
+    timing = paris.dataset.db[: args.timing_images]
+    base = get_preset("default")
+    white = base.whitening
+    print(f"{len(bank)} training views of {len(bank.paths)} photos; load {os.getloadavg()[0]:.2f}; "
+          f"torch {torch.get_num_threads()} thread(s)", flush=True)
+    rows, lolo_rows = [], []
+    gem_head = build_head(base.head, ex.backbone.out_channels)
+    for label, name, params, recipe in ROWS:
         if args.rows and not any(r.lower() in label.lower() for r in args.rows):
             continue
-        preset = base.replace(head=HeadConfig(name, params))
+        preset = base.replace(name="ablation", head=HeadConfig(name, params))
         head = build_head(preset.head, ex.backbone.out_channels)
-        start = figures(head, maps)
-        state, seconds = None, 0.0
-        if _learnable(head):
-            t = time.time()
-            res = train(preset, cfg, None, bank=bank)
-            seconds = time.time() - t
-            state = res.head_state
-            head.load_state_dict(state)
-        got = figures(head, maps)
-        rows.append((label, f"{got['mAP']:.1f}", f"{got['R@1']:.1f}",
-                     f"{start['mAP']:.1f}" if state is not None else "", f"{start['R@1']:.1f}" if state is not None else "",
-                     f"{_extraction_ms(preset, state, timing_paths):.0f}", f"{_head_ms(head, maps.queries):.1f}",
-                     f"{head.out_dim}", f"{seconds:.0f}" if state is not None else ""))
-        print("  " + "  ".join(rows[-1]), flush=True)
-    table(f"Ablation on {dataset.name} ({len(dataset.queries)} queries), EfficientNet-Lite0 @ {args.max_size} px, "
-          f"trained heads: {args.steps} unsupervised steps (triplet, frozen backbone)",
-          ["head", "mAP", "R@1", "mAP untrained", "R@1 untrained", "ms/image", "head ms", "dim", "train s"], rows)
+        n_params = sum(p.numel() for p in head.parameters() if p.requires_grad)
+        untrained = summary(figures(head, paris, white), figures(head, ukb, white))
+        ms = extraction_ms(preset, None, timing)
+        if recipe is None:
+            rows.append((label, "-", *untrained, f"{ms:.0f}", n_params, ""))
+            print("  " + "  ".join(map(str, rows[-1])), flush=True)
+            continue
+        rows.append((label, "untrained", *untrained, f"{ms:.0f}", n_params, ""))
+        print("  " + "  ".join(map(str, rows[-1])), flush=True)
+        cfg: TrainConfig = SHIPPED_RECIPES[recipe].config
+        if args.steps:
+            cfg = cfg.replace(steps=args.steps, checkpoint_every=args.steps)
+        t = time.time()
+        res = train(preset, cfg, None, bank=bank)
+        seconds = time.time() - t
+        head.load_state_dict(res.head_state)
+        rows.append((label, "label-free", *summary(figures(head, paris, white), figures(head, ukb, white)),
+                     f"{ms:.0f}", n_params, f"{seconds:.0f}"))
+        print("  " + "  ".join(map(str, rows[-1])), flush=True)
+        if any(r.lower() in label.lower() for r in args.lolo):
+            free_db, free_q = descriptors(head, paris)
+            gem_db, gem_q = descriptors(gem_head, paris)
+            lms, db_by, q_by = lolo_figures(preset, cfg, bank, labels, paris, landmarks, white)
+            for lm in lms:
+                keep = [i for i, lab in enumerate(landmarks) if lab == lm]
+                sub = subset(paris, keep).dataset
+
+                def fig(db, q):
+                    return evaluate_descriptors(sub, db, q, white)["figures"]
+
+                lolo_rows.append((label, lm, len(keep), *summary(fig(gem_db, gem_q[keep]))[1:],
+                                  *summary(fig(free_db, free_q[keep]))[1:], *summary(fig(db_by[lm], q_by[lm]))[1:]))
+                print("  " + "  ".join(map(str, lolo_rows[-1])), flush=True)
+    steps = f"{args.steps} steps" if args.steps else "the shipped recipes' steps"
+    table(f"Ablation: paris6k-sub mAP % (Easy/Medium/Hard), ukbench N-S; Lite0 @ 512 px, 3 scales; trained on "
+          f"cached maps, {steps}, backbone frozen; load {os.getloadavg()[0]:.2f}",
+          ["head", "protocol", "Easy", "Medium", "Hard", "N-S", "ms/image", "params", "train s"], rows)
+    if lolo_rows:
+        table("Leave-one-landmark-out: Medium / Hard mAP % on the left-out landmark's queries",
+              ["head", "left out", "queries", "GeM M", "GeM H", "label-free M", "label-free H", "LOLO M",
+               "LOLO H"], lolo_rows)
 
 
 if __name__ == "__main__":

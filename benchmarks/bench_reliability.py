@@ -293,7 +293,7 @@ def main(argv=None) -> int:
     ap.add_argument("--flips", type=int, default=200)
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args(argv)
-    from imret.index.store import collect_paths
+    from imret.core.paths import collect_paths
 
     photos = collect_paths([args.data])[:11]
     t = Tally()

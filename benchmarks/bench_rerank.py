@@ -123,7 +123,7 @@ def bench_latency(n: int, dim: int, n_queries: int, shortlist: int, steps):
     rng = np.random.default_rng(0)
     x, q = synthetic(n, dim, n_queries, rng)
     backend = FlatBackend(dim, None)
-    backend.add(x)
+    backend.add(np.arange(len(x), dtype=np.int64), x)
     search_ms = best_ms(lambda: [backend.search(q[i:i + 1], shortlist) for i in range(n_queries)]) / n_queries
     scores, ranks = backend.search(q, shortlist)
     rows = [("first search (faiss flat)", f"{search_ms:.2f}", "-")]

@@ -106,7 +106,7 @@ def bench_backends(sizes, dim, kinds, n_queries, sweep=()):
 def bench_ray(data, n_images, workers):
     from imret.engines.ray_engine import RayConfig, extract_with_ray
     from imret.extractor import Extractor
-    from imret.index.store import collect_paths
+    from imret.core.paths import collect_paths
     from imret.presets import get_preset
 
     if data:

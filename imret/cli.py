@@ -146,6 +146,15 @@ def cmd_index(args) -> int:
     from .index.indexer import Indexer
 
     preset, head_state = _model_from_args(args)
+    if args.adapt:
+        from .training.adapt import ADAPT, adapt
+
+        _eprint(f"adapting the {preset.head.name} head of {preset.name} to these photos (no labels)")
+        cfg = ADAPT if args.adapt_steps is None else ADAPT.replace(steps=args.adapt_steps,
+                                                                   checkpoint_every=args.adapt_steps)
+        res = adapt(preset, args.sources, cfg, device=args.device, progress=not args.quiet,
+                    on_error=_skip_logger(args.quiet), start=head_state)
+        head_state = res.head_state
     dba = None if args.dba is None else _rerank("dba" + (f":{args.dba}" if args.dba else "")).database_step
     gfr = None if getattr(args, "gfr", None) is None else _rerank("gfr" + (f":{args.gfr}" if args.gfr else "")).steps[0]
     indexer = Indexer(preset, head_state, device=args.device, dba=dba, gfr=gfr, local=args.local,
@@ -308,10 +317,14 @@ def cmd_info(args) -> int:
 
 
 def cmd_presets(args) -> int:
+    from .heads.trained import training_status
     from .presets import list_presets
 
     for p in list_presets():
-        print(f"{p.name:16s} {p.description}")
+        print(f"{p.name:18s} {p.description}")
+        status = training_status(p)
+        if status:
+            print(f"{'':18s}   head: {status}")
     return 0
 
 
@@ -599,6 +612,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "uses it), optionally with parameters, e.g. --gfr k=3")
     p.add_argument("--checkpoint", default=None, metavar="FILE",
                    help="a model trained by 'imret train' (its preset and weights; --preset is ignored)")
+    p.add_argument("--adapt", action="store_true",
+                   help="first adapt the preset's attention head to these photos without labels (each photo "
+                        "its own instance, augmentations as positives; a few minutes), then index with it")
+    p.add_argument("--adapt-steps", type=int, default=None, metavar="N",
+                   help="training steps of --adapt (default 150)")
     p.add_argument("--local", nargs="?", const="delf", default=None, metavar="CONFIG",
                    help="also extract local features (saved beside the index as OUT.local.h5) for "
                         "'imret search --rerank sv'; " + LOCAL_HELP)

@@ -113,6 +113,14 @@ class Extractor:
         self.batch_pixels = batch_pixels
         self.backbone = build_backbone(preset.backbone)
         self.head = build_head(preset.head, self.backbone.out_channels)
+        # A preset whose head ships trained (imret/heads/weights) gets those weights unless
+        # the caller brings its own (a checkpoint, an index's stored head).
+        self.trained = None
+        if head_state is None and getattr(self.head, "trainable", False):
+            from .heads.trained import shipped_for
+
+            self.trained = shipped_for(preset)
+            head_state = self.trained.float_state() if self.trained is not None else None
         if head_state is not None:
             self.head.load_state_dict(head_state)
         self.backbone.to(self.device).eval()

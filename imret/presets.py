@@ -59,16 +59,20 @@ def list_presets() -> list[Preset]:
     return [PRESETS.get(n) for n in PRESETS.names()]
 
 
-# Attention heads. Their learnable parts start as the identity (DAGF, regional and
-# self-similarity then behave as their base pooling); train them on your photos
-# with 'imret train --preset NAME', then 'imret index --checkpoint FILE'.
+# Attention heads. The package ships each trained (imret/heads/weights/NAME.pt, made by
+# benchmarks/train_shipped.py; 'imret presets' says on what); 'imret index --adapt'
+# adapts one to a collection, 'imret train' trains one on your photos.
 _lite0(HeadConfig("dagf", {"spatial": True, "channel": True, "scales": 3, "max_mask": True}), "lite0-dagf",
-       "EfficientNet-Lite0, DAGF: spatial + channel attention, scale filters, MAX-mask, GeM (train it first)")
+       "EfficientNet-Lite0, DAGF: channel weights → context spatial attention, scale filters, MAX-mask, GeM")
+# R-MAC grid of 3 levels, not Kim & Yoon's S=5: on Lite0's 16×12 maps at 512 px the
+# 5-level regions are 4×4 cells and R-MAC falls from 44.6 to 39.5 Hard mAP on
+# paris6k-sub (measured untrained, benchmarks/ablation.py).
 _lite0(HeadConfig("regional", {"levels": 3}), "lite0-regional",
-       "EfficientNet-Lite0, context-aware regional attention over R-MAC regions (untrained: R-MAC)")
+       "EfficientNet-Lite0, context-aware regional attention over R-MAC regions (Kim & Yoon)")
 _lite0(HeadConfig("netvlad", {"attention": "icsa", "clusters": 16, "dim": 128}), "lite0-icsa-netvlad",
-       "EfficientNet-Lite0, ICSA attention + NetVLAD 16×128 (needs 'imret train': k-means clusters)")
+       "EfficientNet-Lite0, ICSA attention + NetVLAD 16×128")
 _lite0(HeadConfig("netvlad", {"attention": "ia", "clusters": 16, "dim": 128}), "lite0-ia-netvlad",
-       "EfficientNet-Lite0, IA attention + NetVLAD 16×128 (needs 'imret train': k-means clusters)")
-_lite0(HeadConfig("selfsim", {"window": 5, "fusion": "concat"}), "lite0-selfsim",
-       "EfficientNet-Lite0, self-similarity embedding fused with the features, GeM (untrained: GeM)")
+       "EfficientNet-Lite0, IA attention + NetVLAD 16×128")
+# 'add' fusion (x + conv(s)): 82 k parameters where 'concat' takes 1.7 M (3.4 MB shipped)
+_lite0(HeadConfig("selfsim", {"window": 5, "fusion": "add"}), "lite0-selfsim",
+       "EfficientNet-Lite0, self-similarity embedding added to the features, GeM")

@@ -1,13 +1,21 @@
 """DAGF: deep attentive global features.
 
-feature map → attention cascade (spatial attention from global context, then a
-trainable weight per channel; order configurable) → scale filters (parallel
+feature map → attention cascade (a trainable weight per channel, then spatial
+attention from global context; order configurable) → scale filters (parallel
 stride-1 average filters of several sizes, mixed) → MAX-mask (only the positions
-that hold some channel's maximum) → GeM over the kept positions.
+that hold the maximum of many channels) → GeM over the kept positions.
 
 Every part is switched by a parameter (``spatial``, ``channel``, ``scales=1``,
 ``max_mask``) so that an ablation can add them one at a time. The learnable parts
 start as the identity: an untrained DAGF with only attention on is GeM.
+
+Why each part survives the index's PCA-whitening (which undoes any invertible
+linear map of the descriptor, a per-dimension rescale included): GeM of a
+channel-weighted map is the channel-weighted GeM, so channel weights applied last
+("spatial-channel") are cancelled exactly. Applied first (the default,
+"channel-spatial"), they decide what the spatial evaluator sees and so which
+locations the descriptor is made of. Spatial weights, scale filters and the mask
+mix locations before GeM's power, which no linear map of the output undoes.
 """
 from __future__ import annotations
 
@@ -74,19 +82,22 @@ class ScaleFilters(nn.Module):
 @HEADS.register("dagf")
 class DAGF(AttentionHead):
     def __init__(self, in_channels: int, spatial: bool = True, channel: bool = True,
-                 order: str = "spatial-channel", scales: int = 3, max_mask: bool = True,
-                 p: float = 3.0, reduction: int = 16):
+                 order: str = "channel-spatial", scales: int = 3, max_mask: bool = True,
+                 p: float = 3.0, reduction: int = 16, mask_votes: float = 1.0):
         super().__init__(in_channels)
         self.spatial = ContextSpatialAttention(in_channels, reduction) if spatial else None
         self.channel = ChannelWeights(in_channels) if channel else None
         self.cascade = tuple(part for part in ORDERS[order] if getattr(self, part) is not None)
         self.scales = ScaleFilters(scales) if scales > 1 else None
         self.max_mask = max_mask
+        self.mask_votes = float(mask_votes)
         self.p = float(p)
 
     @staticmethod
-    def validate(spatial: bool = True, channel: bool = True, order: str = "spatial-channel", scales: int = 3,
-                 max_mask: bool = True, p: float = 3.0, reduction: int = 16) -> None:
+    def validate(spatial: bool = True, channel: bool = True, order: str = "channel-spatial", scales: int = 3,
+                 max_mask: bool = True, p: float = 3.0, reduction: int = 16, mask_votes: float = 1.0) -> None:
+        if not mask_votes >= 0:
+            raise ValueError(f"mask_votes must be >= 0, got {mask_votes}")
         if order not in ORDERS:
             raise ValueError(f"order must be one of {sorted(ORDERS)}, got {order!r}")
         if not all(isinstance(v, bool) for v in (spatial, channel, max_mask)):
@@ -103,4 +114,4 @@ class DAGF(AttentionHead):
             x = getattr(self, part)(x)
         if self.scales is not None:
             x = self.scales(x)
-        return Fn.gem(x, self.p, mask=Fn.max_mask(x) if self.max_mask else None)
+        return Fn.gem(x, self.p, mask=Fn.max_mask(x, self.mask_votes) if self.max_mask else None)

@@ -101,16 +101,23 @@ def l2n(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     return x / (x.norm(dim=-1, keepdim=True) + eps)
 
 
-def max_mask(x: torch.Tensor) -> torch.Tensor:
+def max_mask(x: torch.Tensor, votes: float = 0.0) -> torch.Tensor:
     """B×C×H×W → B×1×H×W bool: the positions that hold the maximum (first argmax) of
-    at least one channel. Channels that are zero everywhere have no maximum and
-    vote for nothing; a map with no live channel keeps every position."""
+    more than ``votes``·C/(H·W) channels, i.e. more than ``votes`` times a uniform
+    share of the live channels' maxima (0: at least one channel, Do et al.'s MAX-mask
+    on maps with fewer channels than positions). With many more channels than
+    positions (Lite0: 1280 channels, ~200 positions) nearly every position holds some
+    channel's maximum, and only a share threshold drops the meaningless ones.
+    Channels that are zero everywhere vote for nothing; a map where no position passes
+    keeps the position(s) with the most votes."""
     b, c, h, w = x.shape
     flat = x.flatten(2)
-    votes = torch.zeros(b, h * w, dtype=x.dtype, device=x.device)
-    votes.scatter_add_(1, flat.argmax(2), (flat.amax(2) > 0).to(x.dtype))
-    keep = votes > 0
-    keep |= ~keep.any(1, keepdim=True)
+    live = (flat.amax(2) > 0).to(x.dtype)
+    counts = torch.zeros(b, h * w, dtype=x.dtype, device=x.device)
+    counts.scatter_add_(1, flat.argmax(2), live)
+    share = votes * live.sum(1, keepdim=True) / (h * w)
+    keep = counts > share if votes > 0 else counts > 0
+    keep |= ~keep.any(1, keepdim=True) & (counts == counts.amax(1, keepdim=True))
     return keep.view(b, 1, h, w)
 
 

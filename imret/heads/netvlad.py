@@ -29,9 +29,17 @@ from torch import nn
 
 from ..core.registry import HEADS, Registry
 from . import functional as Fn
-from .common import AttentionHead, Reweighting, gate, ones_through_softplus, positive
+from .common import AttentionHead, Reweighting, ones_through_softplus, positive
 
 ATTENTION: Registry[type[nn.Module]] = Registry("attention module")
+
+# Where the attention module sits relative to NetVLAD's per-location L2 normalisation.
+# 'after-l2' (default): the weights act on unit local descriptors, so a location's
+# spatial weight survives as its weight in the residual sums (and a channel weight as a
+# fixed anisotropic scaling of the descriptor space); placed before the L2, the
+# normalisation would divide the spatial part out again: a weight common to all of a
+# location's channels cancels exactly, leaving only the channel profile.
+PLACEMENTS = ("after-l2", "before-l2")
 
 
 def _fit_to(weights: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -94,40 +102,37 @@ class ChannelSpatialAttention(Reweighting):
 
 @ATTENTION.register("se")
 class SqueezeExcitation(Reweighting):
-    """SE (Hu et al.): channel weights from the channel means through a bottleneck."""
+    """SE (Hu et al. 2018), the standard module: channel weights
+    sigmoid(W2·relu(W1·mean(x))), a bottleneck of C/``reduction`` units (PyTorch's
+    default initialisation, so an untrained SE already rescales channels by ~0.5)."""
 
     def __init__(self, channels: int, size: int, reduction: int):
         super().__init__()
-        hidden = max(8, channels // reduction)
+        hidden = max(1, channels // reduction)
         self.squeeze = nn.Linear(channels, hidden)
         self.excite = nn.Linear(hidden, channels)
-        nn.init.zeros_(self.excite.weight)
-        nn.init.zeros_(self.excite.bias)
 
     def weights(self, x: torch.Tensor) -> torch.Tensor:
-        return gate(self.excite(torch.relu(self.squeeze(x.mean((2, 3))))))[..., None, None]
+        return torch.sigmoid(self.excite(torch.relu(self.squeeze(x.mean((2, 3))))))[..., None, None]
 
 
 @ATTENTION.register("cbam")
 class CBAM(Reweighting):
-    """CBAM (Woo et al.): channel weights from mean- and max-pooled channels through a
-    shared bottleneck, then spatial weights from a 7×7 convolution of the per-location
-    channel mean and max."""
+    """CBAM (Woo et al. 2018), the standard module: channel weights
+    sigmoid(MLP(mean(x)) + MLP(max(x))) through a shared C/``reduction`` bottleneck,
+    then spatial weights sigmoid(conv7×7([mean_c, max_c])) of the channel-weighted map."""
 
     def __init__(self, channels: int, size: int, reduction: int):
         super().__init__()
-        hidden = max(8, channels // reduction)
+        hidden = max(1, channels // reduction)
         self.mlp = nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(), nn.Linear(hidden, channels))
         self.spatial = nn.Conv2d(2, 1, 7, padding=3)
-        for layer in (self.mlp[2], self.spatial):
-            nn.init.zeros_(layer.weight)
-            nn.init.zeros_(layer.bias)
 
     def channel_weights(self, x: torch.Tensor) -> torch.Tensor:
-        return gate(self.mlp(x.mean((2, 3))) + self.mlp(x.amax((2, 3))))[..., None, None]
+        return torch.sigmoid(self.mlp(x.mean((2, 3))) + self.mlp(x.amax((2, 3))))[..., None, None]
 
     def spatial_weights(self, x: torch.Tensor) -> torch.Tensor:
-        return gate(self.spatial(torch.cat([x.mean(1, keepdim=True), x.amax(1, keepdim=True)], 1)))
+        return torch.sigmoid(self.spatial(torch.cat([x.mean(1, keepdim=True), x.amax(1, keepdim=True)], 1)))
 
     def weights(self, x: torch.Tensor) -> torch.Tensor:
         c = self.channel_weights(x)
@@ -137,9 +142,10 @@ class CBAM(Reweighting):
 @HEADS.register("netvlad")
 class AttentiveNetVLAD(AttentionHead):
     def __init__(self, in_channels: int, attention: str = "none", clusters: int = 16, dim: int = 128,
-                 size: int = 8, reduction: int = 16):
+                 size: int = 8, reduction: int = 16, placement: str = "after-l2"):
         d = dim or in_channels
         super().__init__(clusters * d)
+        self.placement = placement
         self.attention = ATTENTION.get(attention)(in_channels, size, reduction)
         self.reduce = None
         if dim:
@@ -156,7 +162,9 @@ class AttentiveNetVLAD(AttentionHead):
 
     @staticmethod
     def validate(attention: str = "none", clusters: int = 16, dim: int = 128, size: int = 8,
-                 reduction: int = 16) -> None:
+                 reduction: int = 16, placement: str = "after-l2") -> None:
+        if placement not in PLACEMENTS:
+            raise ValueError(f"placement must be one of {list(PLACEMENTS)}, got {placement!r}")
         if attention not in ATTENTION:
             raise ValueError(f"unknown attention module {attention!r}; known: {', '.join(ATTENTION.names())}")
         for name, v, lo in (("clusters", clusters, 1), ("size", size, 1), ("reduction", reduction, 1),
@@ -171,9 +179,15 @@ class AttentiveNetVLAD(AttentionHead):
         self.assign_weight.copy_(2 * alpha * centroids)
         self.assign_bias.copy_(-alpha * centroids.pow(2).sum(1))
 
+    def weighted(self, x: torch.Tensor) -> torch.Tensor:
+        """B×C×H×W backbone map → the attended, per-location L2-normalised map."""
+        if self.placement == "after-l2":
+            return self.attention(F.normalize(x, dim=1))
+        return F.normalize(self.attention(x), dim=1)
+
     def local_descriptors(self, x: torch.Tensor) -> torch.Tensor:
         """B×C×H×W → B×d×H×W descriptors that NetVLAD aggregates."""
-        x = self.attention(F.normalize(x, dim=1))
+        x = self.weighted(x)
         return self.reduce(x) if self.reduce is not None else x
 
     def vlad(self, x: torch.Tensor) -> torch.Tensor:
@@ -189,7 +203,7 @@ class AttentiveNetVLAD(AttentionHead):
         (1×C×h×w backbone maps of training images)."""
         import faiss
 
-        x = torch.cat([self.attention(F.normalize(m.float(), dim=1)).flatten(2)[0].T.cpu() for m in maps])
+        x = torch.cat([self.weighted(m.float()).flatten(2)[0].T.cpu() for m in maps])
         g = torch.Generator().manual_seed(seed)
         if len(x) > max_samples:
             x = x[torch.randperm(len(x), generator=g)[:max_samples]]

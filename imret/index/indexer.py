@@ -57,19 +57,22 @@ def apply_batch(index: Index, batch: Batch, roots=()) -> np.ndarray:
 
 def local_extractor(name: str = "delf", attention: str | None = None, index: str | None = None, device=None):
     """(extractor, store or None): an index's local features (their config, attention and
-    PCA), else a trained attention file's config and weights, else the named config."""
+    PCA), else a trained attention file's config and weights, else the named config with
+    the attention the package ships trained for it (if any)."""
     if index is not None:
         store = Index.load(index).local_store()
         return store.extractor(device), store
-    if attention is not None:
-        from ..local.extract import LocalExtractor
-        from ..local.train import load_attention
-
-        cfg, state = load_attention(attention)
-        return LocalExtractor(cfg, state, device=device), None
     from ..local.config import get_local_config
     from ..local.extract import LocalExtractor
+    from ..local.train import load_attention, shipped_attention
 
+    if attention is None and shipped_attention(name) is not None:
+        shipped_cfg, state = load_attention(shipped_attention(name))
+        if shipped_cfg == get_local_config(name):  # trained for exactly this configuration
+            return LocalExtractor(shipped_cfg, state, device=device), None
+    if attention is not None:
+        cfg, state = load_attention(attention)
+        return LocalExtractor(cfg, state, device=device), None
     return LocalExtractor(get_local_config(name), device=device), None
 
 
@@ -140,7 +143,10 @@ class Indexer:
             index.set_dba(self.dba)
         if self.gfr is not None:
             index.set_gfr(self.gfr)
-        index.head_state = self.head_state
+        # the weights actually used (a shipped head included) are kept with the index
+        trained = getattr(ex, "trained", None)
+        index.head_state = self.head_state if self.head_state is not None else (
+            trained.float_state() if trained is not None else None)
         if self.local is not None or self.attention is not None:
             build_local(index, self.local or "delf", self.attention, device=self.device, progress=self.progress,
                         on_error=self.on_error, journal_path=Index.local_journal_path(journal))

@@ -129,10 +129,26 @@ def train_attention(data: str, config: LocalConfig | None = None, cfg: Attention
 
 
 def save_attention(path: str | os.PathLike, state: dict[str, torch.Tensor], config: LocalConfig,
-                   cfg: AttentionTrainConfig, losses: list[float]) -> None:
-    """Write a trained attention network (tensors and JSON-able values only: no pickle of code)."""
+                   cfg: AttentionTrainConfig, losses: list[float], data: dict | None = None) -> None:
+    """Write a trained attention network (tensors and JSON-able values only: no pickle of code),
+    with the digest of its weights and, when given, what it was trained on."""
+    from ..heads.trained import state_digest
+
     torch.save({"format": FORMAT, "local": config.to_dict(), "train": cfg.to_dict(), "state": state,
+                "digest": state_digest(state), "data": dict(data or {}),
                 "losses": [float(v) for v in losses]}, os.fspath(path))
+
+
+def shipped_attention(name: str) -> str | None:
+    """The package's trained attention file for the local config named so, if it ships one
+    (``imret/local/weights/NAME-attention.pt``, made by ``benchmarks/train_shipped.py``)."""
+    from importlib import resources
+
+    try:
+        f = resources.files("imret.local.weights").joinpath(f"{name}-attention.pt")
+    except ModuleNotFoundError:
+        return None
+    return str(f) if f.is_file() else None
 
 
 def load_attention(path: str | os.PathLike) -> tuple[LocalConfig, dict[str, torch.Tensor]]:
@@ -145,6 +161,12 @@ def load_attention(path: str | os.PathLike) -> tuple[LocalConfig, dict[str, torc
     try:
         if obj.get("format") != FORMAT:
             raise ValueError(f"format {obj.get('format')!r}")
-        return LocalConfig.from_dict(obj["local"]), dict(obj["state"])
+        state = dict(obj["state"])
+        if "digest" in obj:
+            from ..heads.trained import state_digest
+
+            if state_digest(state) != obj["digest"]:
+                raise ValueError("weights do not match their digest (file altered or damaged)")
+        return LocalConfig.from_dict(obj["local"]), state
     except Exception as exc:
         raise WeightsError(path, f"not an imret attention file ({type(exc).__name__}: {exc})") from None

@@ -104,6 +104,39 @@ class ViewBank:
         order = {lab: k for k, lab in enumerate(sorted(set(self.labels)))}
         self.labels = [order[lab] for lab in self.labels]
 
+    def state(self) -> dict:
+        """What ``from_state`` rebuilds the bank from (tensors and plain values)."""
+        return {"items": self.items, "labels": self.labels, "paths": self.paths, "skipped": self.skipped,
+                "store": self._store, "views": self.views, "seed": self.seed, "cache": self.cache}
+
+    @classmethod
+    def from_state(cls, extractor, state: dict) -> "ViewBank":
+        """A bank made earlier (``state()``) for the same extractor, without recomputing it."""
+        bank = cls.__new__(cls)
+        bank.extractor = extractor
+        bank.items = [tuple(i) for i in state["items"]]
+        bank.labels, bank.paths = list(state["labels"]), list(state["paths"])
+        bank.skipped = [tuple(s) for s in state["skipped"]]
+        bank._store = list(state["store"])
+        bank.views, bank.seed, bank.cache = state["views"], state["seed"], state["cache"]
+        return bank
+
+    def relabel(self, labels_of_image: Sequence[int], keep: Sequence[int] | None = None) -> "ViewBank":
+        """The same views with instance labels given per image (index into ``paths``),
+        restricted to the images ``keep`` (default: all): labelled training from views
+        made once."""
+        keep_set = set(range(len(self.paths)) if keep is None else keep)
+        bank = ViewBank.from_state(self.extractor, self.state())
+        ks = [k for k, (i, _) in enumerate(self.items) if i in keep_set]
+        remap = {i: n for n, i in enumerate(sorted(keep_set))}
+        bank.items = [(remap[self.items[k][0]], self.items[k][1]) for k in ks]
+        bank._store = [self._store[k] for k in ks]
+        bank.paths = [self.paths[i] for i in sorted(keep_set)]
+        raw = [int(labels_of_image[self.items[k][0]]) for k in ks]
+        order = {lab: n for n, lab in enumerate(sorted(set(raw)))}
+        bank.labels = [order[lab] for lab in raw]
+        return bank
+
     @property
     def n_labels(self) -> int:
         return len(set(self.labels))

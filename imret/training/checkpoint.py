@@ -82,7 +82,15 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
 
 
 def model_from_checkpoint(path: str | os.PathLike) -> tuple[Preset, dict[str, torch.Tensor]]:
-    """The preset and head state that extract descriptors as the trained model does."""
+    """The preset and head state that extract descriptors as the trained model does:
+    from a training checkpoint, or from a trained-head file (``imret.heads.trained``:
+    a shipped head, or one ``imret index --adapt`` wrote)."""
+    from ..heads.trained import FORMAT as HEAD_FORMAT, load_trained
+
+    obj = load_torch_file(path, "checkpoint")
+    if isinstance(obj, dict) and obj.get("format") == HEAD_FORMAT:
+        th = load_trained(path)
+        return Preset.from_dict(th.preset), th.float_state()
     ck = load_checkpoint(path)
     preset = ck.preset
     if ck.backbone is not None:

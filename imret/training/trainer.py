@@ -105,13 +105,14 @@ class _Miner:
 
 def train(preset: Preset, cfg: TrainConfig, data: str | None, out: str | None = None, *, device=None,
           bank: ViewBank | None = None, resume: bool = False, progress: bool = False,
-          on_error: Callable[[str, str], None] | None = None) -> TrainResult:
+          on_error: Callable[[str, str], None] | None = None, start: dict | None = None) -> TrainResult:
     """Train ``preset``'s head (and ``cfg.train_blocks`` backbone stages) on ``data``.
 
     ``out``: checkpoint file, written every ``cfg.checkpoint_every`` steps and at the
     end; with ``resume`` an existing one is continued. ``bank``: training views
     already made for this backbone and config (the ablation shares one); ``data``
-    may then be None."""
+    may then be None. ``start``: a head state to start from (e.g. a trained head being
+    adapted) instead of the untrained head and its data-dependent start."""
     ck = None
     if out is not None and os.path.exists(out):
         if not resume:
@@ -137,9 +138,9 @@ def train(preset: Preset, cfg: TrainConfig, data: str | None, out: str | None = 
     if not head_params and not backbone_params:
         raise ConfigError(f"head {preset.head.name!r} has nothing to train; pick an attention head "
                           "or unfreeze backbone stages (--train-blocks)")
-    if ck is not None:
-        head.load_state_dict(ck.head)
-        if ck.backbone is not None:
+    if ck is not None or start is not None:
+        head.load_state_dict(ck.head if ck is not None else start)
+        if ck is not None and ck.backbone is not None:
             backbone.net.load_state_dict(ck.backbone)
     elif hasattr(head, "init_from_features"):
         with torch.no_grad():

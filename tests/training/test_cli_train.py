@@ -70,3 +70,17 @@ def test_eval_with_a_checkpoint(checkpoint, few_photos, tmp_path):
         shutil.copy(os.path.join(few_photos, name), root / f"thing{i}" / "b.png")
     res = json.loads(imret("eval", "--dataset", root, "--checkpoint", checkpoint, "--json", "-q").stdout)
     assert res["figures"]["mAP"] == pytest.approx(100.0)
+
+
+def test_index_adapt_trains_then_indexes_with_the_adapted_head(few_photos, tmp_path):
+    out = tmp_path / "adapted.index"
+    proc = imret("index", few_photos, "--out", out, "--preset", "lite0-regional", "--adapt", "--adapt-steps", "2",
+                 "-q", "--no-whitening")
+    assert "adapting the regional head" in proc.stderr and "wrote" in proc.stderr
+    index = Index.load(str(out))
+    ex = Extractor(index.preset, device="cpu", head_state=index.head_state)
+    shipped = Extractor(index.preset, device="cpu")
+    assert ex.head_digest() != shipped.head_digest()  # the index keeps the adapted head, not the shipped one
+    assert index.search_image(index.paths[0], top=1)[0].path == index.paths[0]
+    bad = imret("index", few_photos, "--out", tmp_path / "x.index", "--adapt", "-q", check=False)
+    assert bad.returncode == 1 and "no learnable head" in bad.stderr

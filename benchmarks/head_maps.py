@@ -1,0 +1,75 @@
+"""Backbone feature maps of the heads' training photos and benchmark datasets, made once.
+
+The backbone is frozen while heads train, so the maps of every training view and
+of every evaluation image are computed once per backbone and size and kept on disk
+(``--cache``); ``train_shipped.py`` and ``ablation.py`` then train and score heads
+on them in minutes. A cache file is named by a digest of what made it (paths,
+sizes, views, seed, scales), so a change of any of them makes a new one.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+
+import torch
+
+from imret.config import ExtractionConfig, Preset, WhiteningConfig
+from imret.evaluation.datasets import load_dataset
+from imret.extractor import Extractor
+from imret.core.paths import collect_paths
+from imret.training.bank import ViewBank
+from imret.training.probe import DatasetMaps, dataset_maps
+
+SCALES = (1.0, 2 ** -0.5, 0.5)  # the 'default' preset's
+
+
+def _key(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def extractor(max_size: int, backbone=None) -> Extractor:
+    """The frozen backbone (default: Lite0's last stage) at ``max_size``, one scale."""
+    preset = Preset(name="maps", extraction=ExtractionConfig(max_size=max_size, scales=(1.0,)),
+                    whitening=WhiteningConfig(kind="none"))
+    if backbone is not None:
+        preset = preset.replace(backbone=backbone)
+    return Extractor(preset, device="cpu")
+
+
+def _cached(cache: str | None, name: str, key: str, make):
+    if cache is None:
+        return make()
+    os.makedirs(cache, exist_ok=True)
+    path = os.path.join(cache, f"{name}-{key}.pt")
+    if os.path.exists(path):
+        return torch.load(path, weights_only=True)
+    t = time.time()
+    obj = make()
+    torch.save(obj, path + ".tmp")
+    os.replace(path + ".tmp", path)
+    print(f"  cached {name} in {time.time() - t:.0f} s ({path})", flush=True)
+    return obj
+
+
+def view_bank(ex: Extractor, folders: list[str], views: int, seed: int, cache: str | None) -> ViewBank:
+    """Every photo under ``folders`` as its own instance (labels: image index), with
+    ``views``-1 strong augmentations; maps at ``ex``'s size, float16."""
+    paths = collect_paths(folders)
+    key = _key(paths, ex.preset.extraction.max_size, views, seed, ex.preset.backbone.to_dict())
+    state = _cached(cache, "views", key, lambda: ViewBank(
+        ex, paths, list(range(len(paths))), views, seed, dtype=torch.float16).state())
+    return ViewBank.from_state(ex, state)
+
+
+def eval_maps(ex: Extractor, root: str, cache: str | None, scales=SCALES) -> DatasetMaps:
+    ds = load_dataset(root)
+    key = _key([os.path.relpath(p, root) for p in ds.db], [os.path.relpath(p, root) for p in ds.queries], ds.bboxes, ex.preset.extraction.max_size, scales, ex.preset.backbone.to_dict())
+
+    def make():
+        m = dataset_maps(ex, ds, scales=scales, dtype=torch.float16)
+        return {"db": m.db, "queries": m.queries}
+
+    got = _cached(cache, f"eval-{ds.name}", key, make)
+    return DatasetMaps(ds, got["db"], got["queries"], tuple(scales))

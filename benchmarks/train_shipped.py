@@ -1,0 +1,134 @@
+"""Train every attentive preset's head on real photos and write the files the package ships.
+
+    python benchmarks/train_shipped.py [--cache .cache] [--out imret/heads/weights] [--only NAME…]
+                                       [--dry-run] [--threads 1]
+
+Seeded: the same machine and thread count give the same files. Protocol of the
+shipped heads (label-free): every photo of ``../shared/data/paris6k-sub/jpg``,
+``ukbench/full`` and ``fordham-places`` is its own instance, its positives are strong
+augmentations of it (``imret.training.augment``), its negatives the other photos; no
+label of any dataset is read. The heads are then scored on paris6k-sub (its queries,
+revisited Easy/Medium/Hard) and ukbench (N-S) as ``imret eval`` scores the 'default'
+preset: EfficientNet-Lite0 at 512 px, 3 scales, whitening as the preset learns it
+(none below 500 images). Backbone maps are computed once and cached
+(``benchmarks/head_maps.py``); each head then trains on the cached maps in minutes.
+The DELF keypoint attention of ``--local`` is trained by its own recipe (cross-entropy
+over the same label-free instances, ``imret.local.train``) and shipped beside.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import head_maps  # noqa: E402
+from bench_spine import table  # noqa: E402
+
+from imret.heads import build_head  # noqa: E402
+from imret.heads.trained import save_trained  # noqa: E402
+from imret.presets import get_preset  # noqa: E402
+from imret.training import TrainConfig, train  # noqa: E402
+from imret.training.probe import figures  # noqa: E402
+from imret.training.recipes import SHIPPED_RECIPES, TRAIN_DATA  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def summary(paris: dict, ukb: dict | None) -> dict:
+    out = {k: round(paris[k.lower()]["mAP"], 2) for k in ("Easy", "Medium", "Hard")}
+    if ukb is not None:
+        out["N-S"] = round(ukb["N-S"], 3)
+    return out
+
+
+def train_delf(root: str, args) -> tuple:
+    """The DELF keypoint attention of ``--local`` (the 'delf' local config): cross-entropy
+    over the same label-free instances, backbone frozen (``imret.local.train``)."""
+    from imret.local.config import get_local_config
+    from imret.local.train import AttentionTrainConfig, save_attention, shipped_attention, train_attention
+
+    config = get_local_config("delf")
+    cfg = AttentionTrainConfig(mode="unsupervised", steps=args.steps or 200, batch=16, views=4, max_size=384, seed=0)
+    ex = head_maps.extractor(cfg.max_size, config.backbone)
+    bank = head_maps.view_bank(ex, [os.path.join(root, d) for d in TRAIN_DATA], cfg.views, cfg.seed, args.cache)
+    t = time.time()
+    res = train_attention(None, config, cfg, bank=bank, progress=args.progress)
+    seconds = time.time() - t
+    if not args.dry_run:
+        path = os.path.join(os.path.dirname(os.path.dirname(args.out)), "local", "weights", "delf-attention.pt")
+        save_attention(path, {k: v.half() for k, v in res.state.items()}, config, cfg, res.losses,
+                       {"photos": len(bank.paths), "folders": list(TRAIN_DATA), "labels": "none (each photo its "
+                        "own instance, augmentations as positives)", "protocol": "label-free"})
+        assert shipped_attention("delf") == path
+    n = 20
+    acc = sum(res.accuracies[-n:]) / n
+    return ("delf attention (--local)", "label-free", f"loss {sum(res.losses[:n]) / n:.2f}→{sum(res.losses[-n:]) / n:.2f}",
+            f"train acc {acc:.2f}", "", "", "", f"{seconds:.0f}", sum(v.numel() for v in res.state.values()))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data-root", default=os.path.join(REPO, "..", "shared", "data"))
+    ap.add_argument("--cache", default=os.path.join(REPO, ".cache"), help="folder of cached backbone maps")
+    ap.add_argument("--out", default=os.path.join(REPO, "imret", "heads", "weights"))
+    ap.add_argument("--only", nargs="+", default=None, help="only these presets")
+    ap.add_argument("--steps", type=int, default=None, help="override every recipe's steps (experiments)")
+    ap.add_argument("--dry-run", action="store_true", help="train and score, write nothing")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--progress", action="store_true", help="a progress bar per training")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    root = os.path.normpath(args.data_root)
+    t0 = time.time()
+    ex = head_maps.extractor(512)
+    paris = head_maps.eval_maps(ex, os.path.join(root, "paris6k-sub"), args.cache)
+    ukb = head_maps.eval_maps(ex, os.path.join(root, "ukbench"), args.cache)
+    bank = head_maps.view_bank(ex, [os.path.join(root, d) for d in TRAIN_DATA], 4, 0, args.cache)
+    print(f"maps ready in {time.time() - t0:.0f} s: {len(bank)} training views of {len(bank.paths)} photos; "
+          f"torch {torch.get_num_threads()} thread(s); load {os.getloadavg()[0]:.2f}", flush=True)
+    base = get_preset("default")
+    gem = summary(figures(build_head(base.head, ex.backbone.out_channels), paris, base.whitening),
+                  figures(build_head(base.head, ex.backbone.out_channels), ukb, base.whitening))
+    rows = [("default (GeM)", "-", *gem.values(), "", "", "")]
+    print("  ".join(map(str, rows[-1])), flush=True)
+    for name, recipe in SHIPPED_RECIPES.items():
+        if args.only and name not in args.only:
+            continue
+        preset = get_preset(name)
+        cfg: TrainConfig = recipe.config
+        if args.steps:
+            cfg = cfg.replace(steps=args.steps, checkpoint_every=args.steps)
+        head = build_head(preset.head, ex.backbone.out_channels)
+        before = summary(figures(head, paris, preset.whitening), figures(head, ukb, preset.whitening))
+        t = time.time()
+        res = train(preset, cfg, None, bank=bank, progress=args.progress)
+        seconds = time.time() - t
+        path = os.path.join(args.out, f"{name}.pt")
+        data = {"photos": len(bank.paths), "folders": list(TRAIN_DATA), "labels": "none (each photo its own "
+                "instance, augmentations as positives)"}
+        meta = {"protocol": "label-free", "train": cfg.to_dict(), "seconds": round(seconds, 1),
+                "notes": recipe.notes}
+        if args.dry_run:
+            state = res.head_state
+        else:
+            state = save_trained(path, preset, res.head_state, meta, data).float_state()
+        head.load_state_dict(state)  # score the weights as shipped (float16-rounded)
+        after = summary(figures(head, paris, preset.whitening), figures(head, ukb, preset.whitening))
+        if not args.dry_run:
+            save_trained(path, preset, state, meta, data, {"paris6k-sub": after, "untrained": before})
+        rows.append((name, "label-free", *after.values(), before["Hard"], f"{seconds:.0f}",
+                     sum(p.numel() for p in head.parameters())))
+        print("  ".join(map(str, rows[-1])), flush=True)
+    if not args.only or "delf" in args.only:
+        rows.append(train_delf(root, args))
+    table(f"Shipped heads on paris6k-sub (mAP %) and ukbench (N-S), Lite0 @ 512 px, 3 scales; load "
+          f"{os.getloadavg()[0]:.2f}", ["preset", "trained", "Easy", "Medium", "Hard", "N-S", "Hard untrained",
+                                       "train s", "params"], rows)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""Trained heads as one file each: what rebuilds the model, its weights, their digest.
+
+``torch.save`` of a plain dict (read with ``weights_only=True``):
+
+- ``format``: ``imret-head/1``; ``preset``: the ``Preset.to_dict()`` the head was
+  trained for (backbone, head and extraction settings);
+- ``state``: the head's tensors (float16 when shipped: the figures reported for a
+  shipped file are measured with these rounded weights);
+- ``digest``: sha256 of the state's bytes, checked on every load;
+- ``recipe``: how it was trained (protocol, training config, seconds), ``data``: on
+  what photos (and whether labels were used), ``figures``: what it scored.
+
+The package ships one such file per attentive preset in ``imret/heads/weights/``
+(made by ``benchmarks/train_shipped.py``); ``Extractor`` loads the one of its preset
+when no other head state is given, so indexing, search, evaluation, the service and
+Ray workers all get the trained head the same way.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+
+import torch
+
+from ..config import Preset
+
+FORMAT = "imret-head/1"
+WEIGHTS_PACKAGE = "imret.heads.weights"
+
+
+def state_digest(state: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for k in sorted(state):
+        t = state[k].detach().cpu().contiguous()
+        h.update(k.encode())
+        h.update(str(t.dtype).encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+@dataclass
+class TrainedHead:
+    preset: dict
+    state: dict[str, torch.Tensor]
+    digest: str
+    recipe: dict = field(default_factory=dict)
+    data: dict = field(default_factory=dict)
+    figures: dict = field(default_factory=dict)
+    path: str | None = None
+
+    def float_state(self) -> dict[str, torch.Tensor]:
+        return {k: v.float() if v.is_floating_point() else v for k, v in self.state.items()}
+
+    def matches(self, preset) -> bool:
+        """Whether this head was trained for ``preset``'s backbone, head and extraction."""
+        d = preset.to_dict()
+        return all(self.preset.get(k) == d.get(k) for k in ("backbone", "head"))
+
+
+def save_trained(path: str | os.PathLike, preset, state: dict[str, torch.Tensor], recipe: dict, data: dict,
+                 figures: dict | None = None, half: bool = True) -> TrainedHead:
+    state = {k: (v.detach().cpu().half() if half and v.is_floating_point() else v.detach().cpu()).contiguous()
+             for k, v in state.items()}
+    th = TrainedHead(preset.to_dict(), state, state_digest(state), dict(recipe), dict(data), dict(figures or {}))
+    path = os.fspath(path)
+    tmp = f"{path}.tmp{os.getpid()}"
+    torch.save({"format": FORMAT, "preset": th.preset, "state": th.state, "digest": th.digest,
+                "recipe": th.recipe, "data": th.data, "figures": th.figures}, tmp)
+    os.replace(tmp, path)
+    th.path = path
+    return th
+
+
+def load_trained(path: str | os.PathLike) -> TrainedHead:
+    """A file ``save_trained`` wrote; a foreign, broken or altered one is a ``WeightsError``."""
+    from ..errors import WeightsError
+    from ..io.torchfile import load_torch_file
+
+    path = os.fspath(path)
+    obj = load_torch_file(path, "trained head", "imret trained-head file")
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        raise WeightsError(path, f"not an imret trained-head file (format {FORMAT})")
+    th = TrainedHead(obj["preset"], dict(obj["state"]), obj["digest"], obj.get("recipe", {}), obj.get("data", {}),
+                     obj.get("figures", {}), path)
+    if state_digest(th.state) != th.digest:
+        raise WeightsError(path, "weights do not match their digest (file altered or damaged)")
+    return th
+
+
+def is_trained_head_file(path: str | os.PathLike) -> bool:
+    try:
+        return torch.load(os.fspath(path), map_location="cpu", weights_only=True).get("format") == FORMAT
+    except Exception:
+        return False
+
+
+def shipped_path(preset_name: str) -> str | None:
+    """The package's trained-head file for the preset named so, if it ships one."""
+    try:
+        f = resources.files(WEIGHTS_PACKAGE).joinpath(f"{preset_name}.pt")
+    except ModuleNotFoundError:
+        return None
+    return str(f) if f.is_file() else None
+
+
+def shipped_for(preset) -> TrainedHead | None:
+    """The shipped trained head of ``preset`` when it has one and it was trained for
+    exactly this backbone and head (a preset whose head was changed gets none)."""
+    path = shipped_path(preset.name)
+    if path is None:
+        return None
+    th = load_trained(path)
+    return th if th.matches(preset) else None
+
+
+def training_status(preset: Preset) -> str | None:
+    """For a preset with a learnable head: whether the package ships it trained, on
+    what data and by which recipe (None for plain poolings)."""
+    from . import HEADS
+    from .common import AttentionHead
+
+    if not issubclass(HEADS.get(preset.head.name), AttentionHead):
+        return None
+    path = shipped_path(preset.name)
+    if path is None:
+        return "untrained (no shipped weights; train with 'imret train' or index with --adapt)"
+    th = load_trained(path)
+    if not th.matches(preset):
+        return "untrained (the shipped weights were trained for another head configuration)"
+    r, d = th.recipe, th.data
+    cfg = r.get("train", {})
+    figs = th.figures.get("paris6k-sub", {})
+    score = ", ".join(f"{k} {v}" for k, v in figs.items())
+    return (f"trained ({r.get('protocol', '?')}) on {d.get('photos', '?')} photos of {', '.join(d.get('folders', []))}"
+            f" [labels: {d.get('labels', '?')}]; {cfg.get('loss', '?')} loss, {cfg.get('steps', '?')} steps at "
+            f"{cfg.get('max_size', '?')} px, backbone frozen; {r.get('notes', '')}"
+            + (f"; paris6k-sub mAP: {score}" if score else "") + f"; sha256 {th.digest[:12]}")

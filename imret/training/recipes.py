@@ -1,0 +1,42 @@
+"""How each shipped head is trained (``benchmarks/train_shipped.py``) and how
+``imret index --adapt`` adapts a head to a collection.
+
+A recipe is a ``TrainConfig`` and a note saying why; ``imret presets`` prints the
+recipe stored in each shipped file.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .config import TrainConfig
+
+# Folders under the shared data root whose photos the shipped heads are trained on,
+# without any label (each photo its own instance).
+TRAIN_DATA = ("paris6k-sub/jpg", "ukbench/full", "fordham-places")
+
+# Views at the size of the 'default' preset's first scale, so a head learns on maps
+# shaped like the ones it is later applied to.
+_BASE = TrainConfig(mode="unsupervised", views=4, max_size=512, seed=0, batch=8, negatives=4, refresh_every=50)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    config: TrainConfig
+    notes: str = ""
+
+
+SHIPPED_RECIPES: dict[str, Recipe] = {
+    "lite0-dagf": Recipe(_BASE.replace(loss="triplet", steps=150, lr=1e-3, checkpoint_every=150),
+                         "triplet on hard negatives"),
+    # Kim & Yoon train with cross-entropy over landmark classes; without labels (each photo
+    # its own class, 191 classes of 4 views) cross-entropy overfits the views: measured
+    # 29.1 Hard mAP on paris6k-sub against 44.6 untrained, so the label-free recipe is triplet.
+    "lite0-regional": Recipe(_BASE.replace(loss="triplet", steps=150, lr=1e-3, checkpoint_every=150),
+                             "triplet on hard negatives (label-free: cross-entropy over photos overfits)"),
+    "lite0-icsa-netvlad": Recipe(_BASE.replace(loss="triplet", steps=150, lr=1e-3, checkpoint_every=150),
+                                 "PCA + k-means start, then triplet"),
+    "lite0-ia-netvlad": Recipe(_BASE.replace(loss="triplet", steps=150, lr=1e-3, checkpoint_every=150),
+                               "PCA + k-means start, then triplet"),
+    "lite0-selfsim": Recipe(_BASE.replace(loss="triplet", steps=150, lr=1e-3, checkpoint_every=150),
+                            "triplet on hard negatives"),
+}
