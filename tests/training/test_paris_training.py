@@ -48,4 +48,6 @@ def test_label_free_training_improves_hard_map_on_paris(before_and_after):
     assert trained["hard"]["mAP"] >= untrained["hard"]["mAP"] + MARGIN
 
 
+# measured (seed 0, one thread, this recipe): Hard 35.7 untrained → 38.9 trained (+3.2); the
+# shorter run (120 steps at lr 1e-3) gave +1.6 on one build and −4.6 on another: too short to rely on
 MARGIN = 2.0
