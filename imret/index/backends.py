@@ -21,6 +21,7 @@ from typing import Callable, ClassVar
 import faiss
 import numpy as np
 
+from ..core.errors import ConfigError
 from ..core.registry import BACKENDS
 from ..rerank.functional import knn
 
@@ -206,6 +207,9 @@ class HNSWSQ8Backend(HNSWBackend):
         super()._add_rows(rows)
 
 
+MIN_IVFPQ_ROWS = 16  # one training point per centroid of a 4-bit sub-quantiser
+
+
 @BACKENDS.register("ivfpq")
 class IVFPQBackend(Backend):
     """Inverted file + 4-bit product quantisation with SIMD fast-scan (faiss ``PQmx4fs``);
@@ -232,6 +236,9 @@ class IVFPQBackend(Backend):
         return nlist, m
 
     def train(self, rows):
+        if len(rows) < MIN_IVFPQ_ROWS:  # faiss would abort inside its k-means
+            raise ConfigError(f"ivfpq needs at least {MIN_IVFPQ_ROWS} images to learn its 4-bit codebooks, got "
+                              f"{len(rows)}: use --index-kind flat (exact, and fast up to ~200k images)")
         nlist, m = self.plan(len(rows))
         self.index = faiss.index_factory(self.dim, f"IVF{nlist},PQ{m}x4fs", faiss.METRIC_INNER_PRODUCT)
         # faiss prints one warning per sub-quantiser when it has fewer than 39 points per

@@ -172,3 +172,17 @@ def test_a_mapped_index_searches_changes_and_saves_like_a_loaded_one(kind, rng, 
     assert again.paths == loaded.paths
     assert np.array_equal(again.descriptors, loaded.descriptors)
     assert [h.path for h in again.search(x[2400:2401])[0][:1]] == [paths[2400]]
+
+
+def test_ivfpq_on_fewer_images_than_its_codebooks_need_is_one_clear_error(tmp_path):
+    from imret_cli import run_imret
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(tmp_path / f"p{i}.png")
+    proc = run_imret("index", tmp_path, "--out", tmp_path / "x.index", "--preset", "fast", "--index-kind", "ivfpq",
+                     "-q", check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "ivfpq needs at least 16 images" in proc.stderr and "--index-kind flat" in proc.stderr
+    assert not (tmp_path / "x.index").exists()
