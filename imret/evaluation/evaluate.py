@@ -121,6 +121,10 @@ def build_index(extractor, dataset: Dataset, preset=None, progress: bool = False
     whose features are attached (for ``sv``)."""
     from ..index.store import Index
 
+    if dataset.db and not any(os.path.isfile(p) for p in dataset.db):
+        raise DatasetError(os.path.dirname(dataset.db[0]) or ".",
+                           f"none of the {len(dataset.db)} database photos could be read (first: "
+                           f"{os.path.basename(dataset.db[0])}: no such file); is the layout's image folder there?")
     index, report = Index.build(list(dataset.db), preset or extractor.preset, extractor=extractor,
                                 progress=progress, on_error=on_error)
     if local is not None:
