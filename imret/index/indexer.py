@@ -66,10 +66,14 @@ def local_extractor(name: str = "delf", attention: str | None = None, index: str
     from ..local.extract import LocalExtractor
     from ..local.train import load_attention, shipped_attention
 
-    if attention is None and shipped_attention(name) is not None:
-        shipped_cfg, state = load_attention(shipped_attention(name))
-        if shipped_cfg == get_local_config(name):  # trained for exactly this configuration
-            return LocalExtractor(shipped_cfg, state, device=device), None
+    shipped = shipped_attention(name) if attention is None else None
+    if shipped is not None:
+        shipped_cfg, state = load_attention(shipped)
+        cfg = get_local_config(name)
+        # the weights fit any config on the same backbone stage and width; the pyramid and
+        # the matching recipe stay the named config's own
+        if (shipped_cfg.backbone, shipped_cfg.attention_hidden) == (cfg.backbone, cfg.attention_hidden):
+            return LocalExtractor(cfg, state, device=device), None
     if attention is not None:
         cfg, state = load_attention(attention)
         return LocalExtractor(cfg, state, device=device), None
