@@ -151,6 +151,10 @@ def info_lines(info: dict, path: str) -> list[str]:
         lines.append(f"local       {lo['images']} images, ≤{lo['max_features']} features of {lo['backbone']} "
                      f"{lo['stage']}, {lo['dim']}-d stored as {lo['storage']} ({lo['code_bytes']} bytes each), "
                      f"scales {', '.join(f'{s:.3g}' for s in lo['scales'])} at {lo['max_size']} px")
+        if lo.get("missing"):
+            shown = ", ".join(map(str, lo["missing"][:10])) + (" …" if len(lo["missing"]) > 10 else "")
+            lines.append(f"            {len(lo['missing'])} images lack local features (ids {shown}): "
+                         "verification finds no inliers for them; 'imret add' of any photo repairs them")
     return lines
 
 

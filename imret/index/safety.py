@@ -1,18 +1,53 @@
 """Checks around an index's writes: nothing lost, nothing half-committed.
 
-The global part (``INDEX``) and the local part (``INDEX.local.h5``) are renamed into
-place one after the other, so a writer killed between the two renames leaves them
-disagreeing: images without local features (a killed ``add``) or local entries of
-removed images (a killed ``remove``). Image ids are never reused, so the id sets
-alone tell what is wrong: ``reconcile_local`` drops the extra entries as the index
-is loaded (so every later save repairs the file), and ``repair_local`` re-extracts
+The global part (``INDEX``) and the local part (``INDEX.local.h5``) of an index commit
+as one, with the index file as the commit point: ``save`` writes the local part in full
+as ``INDEX.local.h5.next`` (tagged with a new generation), then renames the index file,
+whose header names that generation, into place, then renames the ``.next`` file over the
+local part. A writer killed before the index rename leaves the old pair (and a stale
+``.next`` the next save overwrites); killed after it, the index names a generation that
+only the ``.next`` file holds, and ``adopt_committed_local`` finishes the rename when the
+index is next loaded. Files saved before generations were recorded (or a local part
+restored by hand) can still disagree with their index; image ids are never reused, so
+the id sets alone tell what is wrong: ``reconcile_local`` drops the extra entries as the
+index is loaded (so every later save repairs the file), and ``repair_local`` re-extracts
 the missing ones (from the killed run's local journal when it is still there).
 """
 from __future__ import annotations
 
 import os
 
+from ..core.atomic import file_mode, fsync_folder
 from ..errors import IndexFileError
+
+
+def pending_local_path(local_file: str) -> str:
+    """Where a save writes the local part before its index file commits it."""
+    return local_file + ".next"
+
+
+def promote_local(local_file: str) -> None:
+    """Rename the committed ``.next`` local part over ``local_file`` (keeping that file's mode)."""
+    pending = pending_local_path(local_file)
+    try:
+        os.chmod(pending, file_mode(local_file))
+        os.replace(pending, local_file)
+    except FileNotFoundError:
+        return  # another process (a reader loading the index) finished the rename first
+    fsync_folder(os.path.dirname(os.path.abspath(local_file)))
+
+
+def adopt_committed_local(local_file: str, generation: str) -> None:
+    """Finish a save killed between its index rename and its local rename: when the index
+    names ``generation`` and only the ``.next`` file holds it, that file is the local part.
+    A ``.next`` of another generation is left alone (a writer may be saving it now)."""
+    from ..local.store import file_generation
+
+    pending = pending_local_path(local_file)
+    if not generation or not os.path.exists(pending) or file_generation(local_file) == generation:
+        return
+    if file_generation(pending) == generation:
+        promote_local(local_file)
 
 
 def check_loaded(index, path) -> None:

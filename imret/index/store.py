@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
@@ -468,7 +469,8 @@ class Index:
             "bytes_per_image": int(self.descriptors.itemsize * self.dim),
             "dba": None if self.dba is None else self.dba.step.to_dict(),
             "gfr": None if self.gfr is None else self.gfr.step.to_dict(),
-            "local": None if self.local is None else self.local.info(),
+            "local": None if self.local is None else {
+                **self.local.info(), "missing": [int(i) for i in getattr(self, "local_missing", [])]},
         }
 
     def save(self, path: str | os.PathLike) -> None:
@@ -499,13 +501,24 @@ class Index:
         for side in (self.dba, self.gfr):
             if side is not None:
                 arrays.update(side.arrays())
-        write_container(path, meta, arrays)
         from ..local import local_path
+        from .safety import pending_local_path, promote_local
 
+        local_file = local_path(path)
         if self.local is not None:
-            self.local.save(local_path(path), owner=repr(self.created))
-        elif os.path.exists(local_path(path)):
-            os.unlink(local_path(path))  # local features of an earlier index saved here
+            # the index file commits both parts (safety.py): the local part is written first,
+            # under a name no reader opens until the index file names its generation
+            meta["local_generation"] = uuid.uuid4().hex
+            self.local.save(pending_local_path(local_file), owner=repr(self.created),
+                            generation=meta["local_generation"])
+        write_container(path, meta, arrays)
+        if self.local is not None:
+            promote_local(local_file)
+            self.local.moved_to(local_file)
+        else:
+            for stale in (local_file, pending_local_path(local_file)):
+                if os.path.exists(stale):
+                    os.unlink(stale)  # local features of an earlier index saved here
 
     @classmethod
     def load(cls, path: str | os.PathLike, mmap: bool = False, verify: bool = True) -> "Index":
@@ -544,7 +557,9 @@ class Index:
         except Exception as exc:
             raise IndexFileError(path, f"inconsistent index content ({type(exc).__name__}: {exc})") from None
         from ..local import local_path
+        from .safety import adopt_committed_local
 
+        adopt_committed_local(local_path(path), str(meta.get("local_generation") or ""))
         if os.path.exists(local_path(path)):
             from ..local.store import LocalStore
 

@@ -281,9 +281,10 @@ class LocalStore:
         return other
 
     # -- files --------------------------------------------------------------
-    def save(self, path: str | os.PathLike, owner: str = "") -> None:
+    def save(self, path: str | os.PathLike, owner: str = "", generation: str = "") -> None:
         """Write every image's features to ``path`` (a new file, renamed into place).
-        ``owner``: what the features belong to (an index's creation time), checked by ``open``."""
+        ``owner``: what the features belong to (an index's creation time), checked by ``open``;
+        ``generation``: which save of that index this file is (``file_generation`` reads it)."""
         import h5py
 
         path = os.fspath(path)
@@ -299,6 +300,7 @@ class LocalStore:
                 codec = {f"codec/{k}": v for k, v in self.codec.arrays().items()}
                 h.attrs["format"] = FORMAT
                 h.attrs["owner"] = owner
+                h.attrs["generation"] = generation
                 h.attrs["config"] = config_json
                 h.attrs["codec"] = self.codec.kind
                 h.attrs["meta_sha256"] = _meta_digest(config_json, self.codec.kind, {**attention, **codec})
@@ -316,6 +318,10 @@ class LocalStore:
             raise IndexFileError(path, f"cannot write ({getattr(exc, 'strerror', None) or exc}); the file "
                                        "there before is unchanged") from None
         self._rows, self._file, self._in_file = {}, path, set(rows)
+
+    def moved_to(self, path: str | os.PathLike) -> None:
+        """The file this store reads its features from was renamed to ``path``."""
+        self._file = os.fspath(path)
 
     @classmethod
     def open(cls, path: str | os.PathLike, owner: str | None = None) -> "LocalStore":
@@ -353,3 +359,14 @@ class LocalStore:
         store._file, store._in_file = path, ids
         return store
 
+
+def file_generation(path: str | os.PathLike) -> str | None:
+    """The ``generation`` a local-feature file was saved with ("" before generations were
+    recorded); None when there is no readable file at ``path``."""
+    import h5py
+
+    try:
+        with h5py.File(os.fspath(path), "r") as h:
+            return str(h.attrs.get("generation", ""))
+    except (OSError, KeyError, ValueError):
+        return None

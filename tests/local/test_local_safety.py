@@ -87,13 +87,19 @@ def local_index(photoset, tmp_path_factory):
     return root, out
 
 
-def test_an_add_killed_between_the_two_renames_is_repaired_by_the_rerun(local_index, tmp_path, capsys):
-    root, base = local_index
+def _copy_index(base, tmp_path):
+    """A copy of the index at ``base`` (both parts) in ``tmp_path``, and a spare copy of its local part."""
     out = str(tmp_path / "x.index")
     shutil.copy(base, out)
     shutil.copy(local_path(base), local_path(out))
     old_local = tmp_path / "old.local.h5"
     shutil.copy(local_path(out), old_local)
+    return out, old_local
+
+
+def test_an_add_killed_between_the_two_renames_is_repaired_by_the_rerun(local_index, tmp_path, capsys):
+    root, base = local_index
+    out, old_local = _copy_index(base, tmp_path)
     assert main(["add", out, str(root / "b"), "-q"]) == 0
     shutil.copy(old_local, local_path(out))  # the global part was renamed, the local one not yet
     half = Index.load(out)
@@ -107,11 +113,7 @@ def test_an_add_killed_between_the_two_renames_is_repaired_by_the_rerun(local_in
 
 def test_a_remove_killed_between_the_two_renames_is_repaired_by_the_rerun(local_index, tmp_path):
     root, base = local_index
-    out = str(tmp_path / "x.index")
-    shutil.copy(base, out)
-    shutil.copy(local_path(base), local_path(out))
-    old_local = tmp_path / "old.local.h5"
-    shutil.copy(local_path(out), old_local)
+    out, old_local = _copy_index(base, tmp_path)
     victim = Index.load(out).paths[1]
     assert main(["remove", out, victim]) == 0
     shutil.copy(old_local, local_path(out))  # local entries of the removed image are back
@@ -122,3 +124,70 @@ def test_a_remove_killed_between_the_two_renames_is_repaired_by_the_rerun(local_
     assert main(["remove", out, victim]) == 1  # nothing left to remove, but the file is repaired
     with h5py.File(local_path(out), "r") as h:
         assert sorted(h["features"]) == ["0", "2"]
+
+
+def _kill_at(monkeypatch, module, name):
+    """Make ``module.name`` end the process's work there, as SIGKILL would (nothing after it runs)."""
+    class Killed(BaseException):
+        pass
+
+    def killed(*args, **kwargs):
+        raise Killed
+
+    monkeypatch.setattr(module, name, killed)
+    return Killed
+
+
+def test_an_add_killed_after_the_index_rename_is_finished_by_the_next_load(local_index, tmp_path, monkeypatch):
+    import imret.index.safety as safety
+
+    root, base = local_index
+    out, _ = _copy_index(base, tmp_path)
+    killed = _kill_at(monkeypatch, safety, "promote_local")
+    with pytest.raises(killed):
+        main(["add", out, str(root / "b"), "-q"])
+    monkeypatch.undo()
+    # the index file names the new local generation, which only the .next file holds
+    assert os.path.exists(safety.pending_local_path(local_path(out)))
+    with h5py.File(local_path(out), "r") as h:
+        assert sorted(h["features"]) == ["0", "1", "2"]
+    loaded = Index.load(out)  # a plain load (a search) finishes the commit
+    assert len(loaded) == 5 and loaded.local.ids == [0, 1, 2, 3, 4] and loaded.local_missing == []
+    assert not os.path.exists(safety.pending_local_path(local_path(out)))
+    with h5py.File(local_path(out), "r") as h:
+        assert sorted(h["features"]) == ["0", "1", "2", "3", "4"]
+    assert loaded.local.rows([4])[4].rows.shape[0] > 0  # read from the renamed file
+
+
+def test_an_add_killed_before_the_index_rename_leaves_the_old_pair(local_index, tmp_path, monkeypatch, capsys):
+    import imret.index.store as store
+
+    root, base = local_index
+    out, _ = _copy_index(base, tmp_path)
+    before = open(out, "rb").read(), open(local_path(out), "rb").read()
+    killed = _kill_at(monkeypatch, store, "write_container")
+    with pytest.raises(killed):
+        main(["add", out, str(root / "b"), "-q"])
+    monkeypatch.undo()
+    assert (open(out, "rb").read(), open(local_path(out), "rb").read()) == before
+    pending = local_path(out) + ".next"
+    assert os.path.exists(pending)  # written in full, but never committed
+    loaded = Index.load(out)
+    assert len(loaded) == 3 and loaded.local.ids == [0, 1, 2] and os.path.exists(pending)  # a reader leaves it
+    assert main(["add", out, str(root / "b"), "-q"]) == 0
+    assert Index.load(out).local.ids == [0, 1, 2, 3, 4] and not os.path.exists(pending)
+
+
+def test_info_names_the_images_that_lack_local_features(local_index, tmp_path, capsys):
+    root, base = local_index
+    out, old_local = _copy_index(base, tmp_path)
+    assert main(["add", out, str(root / "b"), "-q"]) == 0
+    shutil.copy(old_local, local_path(out))  # a local part restored by hand from before the add
+    capsys.readouterr()
+    assert main(["info", out]) == 0
+    said = capsys.readouterr().out
+    assert "2 images lack local features (ids 3, 4)" in said
+    assert main(["info", out, "--json"]) == 0
+    import json
+
+    assert json.loads(capsys.readouterr().out)["local"]["missing"] == [3, 4]

@@ -75,6 +75,32 @@ def test_a_delete_after_another_process_saved_keeps_that_work(client, built):
     assert client.delete("/index/0", headers=AUTH).status_code == 404
 
 
+def test_searches_see_what_another_process_saved(client):
+    path = client.app.state.config.index_path
+    assert client.get("/info").json()["images"] == 4
+    other = Index.load(path)
+    gone = int(other.ids[1])
+    other.remove([gone])
+    with writer_lock(path):
+        other.save(path)
+    assert client.get("/info").json()["images"] == 3  # read, not written: reloaded all the same
+    assert client.app.state.holder.reloads == 1
+    hits = client.post("/search", data={"id": int(other.ids[0]), "top": 10}).json()["results"]
+    assert gone not in [h["id"] for h in hits] and len(hits) == 3
+    assert client.app.state.holder.reloads == 1  # one reload per saved version
+
+
+def test_an_unreadable_save_by_another_process_keeps_the_last_index_served(client):
+    path = client.app.state.config.index_path
+    good = open(path, "rb").read()
+    with open(path, "r+b") as f:  # another program damaged it (a real writer renames whole files)
+        f.seek(len(good) // 2)
+        f.write(b"\x00" * 64)
+    answer = client.get("/info").json()
+    assert answer["images"] == 4 and "reload_error" in answer and os.path.basename(path) in answer["reload_error"]
+    assert client.get("/health").json()["images"] == 4
+
+
 def test_a_write_waits_for_the_lock_and_then_answers_503(built, tmp_path):
     with _client(built, tmp_path, lock_wait_s=0.3) as c:
         path = c.app.state.config.index_path
