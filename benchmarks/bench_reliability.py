@@ -140,6 +140,58 @@ def attack_local(t: Tally, local_index: str, flips: int) -> None:
             t.case("local file 16-byte corruptions", False, f"at {pos}: {type(exc).__name__}: {exc}")
 
 
+def _consistent(path: str) -> tuple[bool, str]:
+    """Whether the index at ``path`` loads with local features for exactly its images."""
+    try:
+        idx = Index.load(path)
+    except IndexFileError as exc:
+        return False, f"unloadable after a kill: {exc}"
+    have = sorted(idx.local.ids) if idx.local is not None else []
+    ids = sorted(int(i) for i in idx.ids)
+    return have == ids, f"{len(ids)} images, {len(have)} with local features"
+
+
+def attack_kills(t: Tally, local_index: str, photos: list[str], rounds: int) -> None:
+    """SIGKILL of ``imret add`` / ``imret remove`` on a --local index at a random moment: right
+    after the kill the two parts must agree (one commit), and the rerun must finish the work."""
+    import signal
+    import subprocess
+
+    folder = os.path.join(os.path.dirname(local_index), "kills")
+    extra = os.path.join(folder, "extra")
+    os.makedirs(extra)
+    for p in photos:
+        shutil.copy(p, extra)
+    rng = np.random.default_rng(4)
+    imret = [sys.executable, "-m", "imret.cli"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    from imret.local import local_path
+
+    for r in range(rounds):
+        path = os.path.join(folder, f"k{r}.index")
+        shutil.copy(local_index, path)
+        shutil.copy(local_path(local_index), local_path(path))
+        n0 = len(Index.load(path))
+        removing = r % 2 == 1
+        if removing:
+            victim = Index.load(path).paths[int(rng.integers(n0))]
+            cmd = imret + ["remove", path, victim]
+        else:
+            cmd = imret + ["add", path, extra, "-q"]
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        time.sleep(float(rng.uniform(0.5, 8.0)))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        ok, what = _consistent(path)
+        t.case("kill -9 during add/remove (--local)", ok, f"right after the kill: {what}")
+        rerun = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True)
+        ok, what = _consistent(path)
+        want = n0 - 1 if removing else n0 + len(photos)
+        n = len(Index.load(path)) if ok else -1
+        t.case("kill -9 during add/remove (--local)", ok and n == want and "Traceback" not in rerun.stderr,
+               f"after the rerun: {what} (want {want}); {rerun.stderr.strip()[-200:]}")
+
+
 def attack_journal(t: Tally, folder: str) -> None:
     p = os.path.join(folder, "j.journal")
     j = Journal(p, {"preset": "x"}, 4).open()
@@ -292,6 +344,7 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default=os.path.join("..", "shared", "data", "ukbench", "full"))
     ap.add_argument("--flips", type=int, default=200)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--kills", type=int, default=8, help="kill -9 rounds on a --local index (add, remove)")
     args = ap.parse_args(argv)
     from imret.core.paths import collect_paths
 
@@ -314,6 +367,7 @@ def main(argv=None) -> int:
         path = os.path.join(folder, "svc.index")
         index.save(path)
         attack_local(t, path, args.flips // 4)
+        attack_kills(t, path, photos[8:11], args.kills)
         for n in os.listdir(folder):
             if n.startswith("copy.index"):
                 os.unlink(os.path.join(folder, n))
