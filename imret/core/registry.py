@@ -15,7 +15,7 @@ T = TypeVar("T")
 
 # Registry kind → the modules that register its built-in components.
 BUILTINS: dict[str, tuple[str, ...]] = {
-    "backbone": ("imret.backbones",),
+    "backbone": ("imret.backbones.efficientnet_lite", "imret.backbones.resnet_vgg"),
     "head": ("imret.heads",),
     "index backend": ("imret.index.backends", "imret.index.milvus"),
     "re-ranking step": ("imret.rerank.steps", "imret.local.steps"),

@@ -10,15 +10,10 @@ from ..config import BackboneConfig, ConfigError, _Config
 # The scale pyramid of DELF: 0.25 to 2.0 by factors of √2.
 DELF_SCALES = tuple(round(2 ** (k / 2), 4) for k in range(-4, 3))
 
-# The stride-16 stage (ResNet's conv4) that DELF reads local features from, per backbone.
-DEFAULT_STAGES = {"efficientnet-lite0": "stage5", "efficientnet-lite1": "stage5", "efficientnet-lite2": "stage5",
-                  "resnet50": "layer3", "resnet101": "layer3", "vgg16": "conv5"}
-
-
 @dataclass(frozen=True)
 class LocalConfig(_Config):
     """``backbone``: the net and the stage the dense features come from (stage None: the
-    stride-16 stage of ``DEFAULT_STAGES``). ``max_size``: longest side of the image at
+    stride-16 stage its ``BackboneSpec`` declares as ``local_stage``). ``max_size``: longest side of the image at
     scale 1 (``upscale`` False: scale 1 is the photo's own resolution, reduced to
     ``max_size`` only when larger, as DELF does); ``scales``: the pyramid. ``max_features``: features kept per image, the
     highest attention scores first; ``score_threshold``: none below it is kept.
@@ -48,9 +43,12 @@ class LocalConfig(_Config):
 
     def __post_init__(self):
         if self.backbone.stage is None:
-            stage = DEFAULT_STAGES.get(self.backbone.name)
-            if stage is None:
-                raise ConfigError(f"no default local-feature stage for backbone {self.backbone.name!r}; name one")
+            from ..backbones import local_stage
+
+            try:
+                stage = local_stage(self.backbone.name)
+            except KeyError as exc:
+                raise ConfigError(f"local features: {exc.args[0]}") from None
             object.__setattr__(self, "backbone", self.backbone.replace(stage=stage))
         object.__setattr__(self, "scales", tuple(sorted(float(s) for s in self.scales)))
         if not self.scales or any(not (0 < s <= 4) or not math.isfinite(s) for s in self.scales):

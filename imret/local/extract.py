@@ -28,25 +28,6 @@ from .features import LocalFeatures
 # Receptive-field centres
 # ---------------------------------------------------------------------------
 
-def _strided_layers(backbone: Backbone) -> list[tuple[int, int, int | None]]:
-    """(kernel, stride, padding) of the layers that change resolution, input first;
-    padding None means TensorFlow 'SAME' (which depends on the input size)."""
-    from ..backbones.efficientnet_lite import EfficientNetLite
-
-    net = backbone.net
-    if isinstance(net, EfficientNetLite):
-        last = net.stages[backbone.stage].last_block
-        convs = [net._conv_stem] + [b._depthwise_conv for b in net._blocks[:last + 1]]
-        return [(c.kernel_size[0], c.stride[0], None) for c in convs if c.stride[0] > 1]
-    name = type(net).__name__
-    if name == "ResNet":  # conv1 7×7/2, max-pool 3×3/2, then a 3×3/2 convolution per later stage
-        extra = {"layer3": 2, "layer4": 3}[backbone.stage]
-        return [(7, 2, 3), (3, 2, 1)] + [(3, 2, 1)] * extra
-    if name == "VGG16":  # four 2×2/2 max-pools before conv5
-        return [(2, 2, 0)] * 4
-    raise ValueError(f"no receptive-field geometry known for backbone {name}")
-
-
 def _axis_centres(layers, n_in: int, n_out: int) -> np.ndarray:
     """Input-pixel centres of the n_out output positions along one axis."""
     sizes = [n_in]
@@ -64,7 +45,7 @@ def receptive_field_centres(backbone: Backbone, in_hw: tuple[int, int], out_hw: 
                             ) -> tuple[np.ndarray, np.ndarray]:
     """(ys, xs): input-pixel coordinates of the receptive-field centres of the rows and
     columns of an out_hw map computed from an in_hw image."""
-    layers = _strided_layers(backbone)
+    layers = backbone.strided_layers()
     return _axis_centres(layers, in_hw[0], out_hw[0]), _axis_centres(layers, in_hw[1], out_hw[1])
 
 
@@ -118,7 +99,7 @@ class LocalExtractor:
         if attention_state is not None:
             self.attention.load_state_dict(attention_state)
         self.attention.to(self.device).eval()
-        self._layers = _strided_layers(self.backbone)
+        self._layers = self.backbone.strided_layers()
 
     @property
     def dim(self) -> int:

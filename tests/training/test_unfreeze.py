@@ -4,10 +4,10 @@ import torch
 from torch import nn
 
 from imret.backbones import build_backbone
-from imret.backbones.resnet_vgg import _VGG16
+from imret.backbones.resnet_vgg import _VGG16, vgg_groups
 from imret.config import BackboneConfig, ConfigError, HeadConfig
 from imret.heads import build_head
-from imret.training.unfreeze import STAGES, backbone_stages, unfreeze_last
+from imret.training.unfreeze import backbone_stages, unfreeze_last
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def test_last_stage_trains_and_nothing_before_it(lite0):
 def test_stages_end_at_the_extraction_stage():
     bb = build_backbone(BackboneConfig("efficientnet-lite0", weights="random", stage="stage5"))
     stages = backbone_stages(bb)
-    assert len(stages) == 6 and stages[-1][-1] is bb.net._blocks[bb.net.stages["stage5"].last_block]
+    assert len(stages) == 6 and stages[-1][-1] is bb.net.last_block("stage5")
     with pytest.raises(ConfigError, match="stages"):
         unfreeze_last(bb, 7)
 
@@ -66,9 +66,6 @@ def test_resnet_and_vgg_stages():
         layers += [nn.MaxPool2d(2, 2)] if v == "M" else [nn.Conv2d(cin, v, 3, padding=1), nn.ReLU()]
         cin = v if v != "M" else cin
 
-    class Trunk(nn.Module):
-        features_seq = nn.Sequential(*layers)
-
-    groups = STAGES.get("VGG16")(Trunk(), "conv5")
+    groups = vgg_groups(nn.Sequential(*layers))  # VGG16's own grouping, without its 100M-weight classifier
     convs = [[m.out_channels for m in g if isinstance(m, nn.Conv2d)] for g in groups]
     assert convs == [[64, 64], [128, 128], [256, 256, 256], [512, 512, 512], [512, 512, 512]]
