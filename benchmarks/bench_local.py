@@ -10,9 +10,11 @@ extraction ms per image (database and queries, decoding included), bytes per ima
 (raw: float32 keypoints, scales, scores and 40-d descriptors; PQ: as stored; file: the
 HDF5 file over its images), verification ms per query for the top-``shortlist``
 (matching, RANSAC and PQ decoding of the candidates), and rank-1 / mAP of global search
-before and after ``sv`` re-ranking, with rank-1 per kind of query. ``--train-steps N``
-adds a row with an attention network trained N steps on the database photos
-(unsupervised: every photo its own instance, strong augmentations as views).
+before and after ``sv`` re-ranking, with rank-1 per kind of query. Keypoint attention: the
+weights the package ships for the configuration (what ``imret index --local`` uses), else
+untrained (feature norm); ``--untrained`` adds the untrained rows beside the shipped ones.
+``--train-steps N`` adds a row with an attention network trained N steps on the database
+photos (unsupervised: every photo its own instance, strong augmentations as views).
 Threads: ``--threads N`` sets torch, BLAS and OpenMP threads (default: the libraries').
 """
 from __future__ import annotations
@@ -107,6 +109,7 @@ def main(argv=None) -> int:
     ap.add_argument("--shortlist", type=int, default=100)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--train-steps", type=int, default=0)
+    ap.add_argument("--untrained", action="store_true", help="also the untrained keypoint attention")
     args = ap.parse_args(argv)
 
     import torch
@@ -133,7 +136,15 @@ def main(argv=None) -> int:
     glob = evaluate_descriptors(ds, db, q, wcfg, first)
     spec = f"sv:shortlist={args.shortlist}"
 
-    runs = [(name, LOCAL_CONFIGS[name], None) for name in args.configs]
+    from imret.local.train import shipped_attention_state
+
+    runs = []
+    for name in args.configs:
+        cfg = LOCAL_CONFIGS[name]
+        state = shipped_attention_state(cfg)  # what 'imret index --local NAME' uses
+        runs.append((name + ("+shipped" if state is not None else ""), cfg, state))
+        if args.untrained and state is not None:
+            runs.append((name + "+untrained", cfg, None))
     if args.train_steps:
         from imret.local.train import AttentionTrainConfig, train_attention
 

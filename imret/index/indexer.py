@@ -64,20 +64,14 @@ def local_extractor(name: str = "delf", attention: str | None = None, index: str
         return store.extractor(device), store
     from ..local.config import get_local_config
     from ..local.extract import LocalExtractor
-    from ..local.train import load_attention, shipped_attention
+    from ..local.train import load_attention, shipped_attention_state
 
-    shipped = shipped_attention(name) if attention is None else None
-    if shipped is not None:
-        shipped_cfg, state = load_attention(shipped)
-        cfg = get_local_config(name)
-        # the weights fit any config on the same backbone stage and width; the pyramid and
-        # the matching recipe stay the named config's own
-        if (shipped_cfg.backbone, shipped_cfg.attention_hidden) == (cfg.backbone, cfg.attention_hidden):
-            return LocalExtractor(cfg, state, device=device), None
     if attention is not None:
         cfg, state = load_attention(attention)
         return LocalExtractor(cfg, state, device=device), None
-    return LocalExtractor(get_local_config(name), device=device), None
+    cfg = get_local_config(name)
+    # the pyramid and the matching recipe stay the named config's own
+    return LocalExtractor(cfg, shipped_attention_state(cfg), device=device), None
 
 
 def build_local(index, name: str = "delf", attention: str | None = None, device=None, progress: bool = False,

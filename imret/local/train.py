@@ -151,6 +151,20 @@ def shipped_attention(name: str) -> str | None:
     return str(f) if f.is_file() else None
 
 
+SHIPPED_ATTENTION = "delf"  # the one attention the package trains and ships
+
+
+def shipped_attention_state(config: LocalConfig) -> dict[str, torch.Tensor] | None:
+    """The shipped trained attention when it fits ``config``: it scores the features of one
+    backbone stage at one width, so it serves any pyramid and matching recipe on them."""
+    path = shipped_attention(SHIPPED_ATTENTION)
+    if path is None:
+        return None
+    trained_for, state = load_attention(path)
+    same = (trained_for.backbone, trained_for.attention_hidden) == (config.backbone, config.attention_hidden)
+    return state if same else None
+
+
 def load_attention(path: str | os.PathLike) -> tuple[LocalConfig, dict[str, torch.Tensor]]:
     """(the local config it was trained for, the attention state) of a file ``save_attention`` wrote."""
     from ..core.errors import WeightsError

@@ -49,3 +49,19 @@ def test_attention_files_that_are_not_are_refused(tmp_path):
         load_attention(bad)
     with pytest.raises(WeightsError):
         load_attention(tmp_path / "missing.pt")
+
+
+def test_every_local_config_on_the_shipped_stage_gets_the_shipped_attention():
+    from imret.index.indexer import local_extractor
+    from imret.local.config import LOCAL_CONFIGS, LocalConfig
+    from imret.local.train import SHIPPED_ATTENTION, load_attention, shipped_attention, shipped_attention_state
+
+    trained_for, state = load_attention(shipped_attention(SHIPPED_ATTENTION))
+    for name, cfg in LOCAL_CONFIGS.items():
+        assert (cfg.backbone, cfg.attention_hidden) == (trained_for.backbone, trained_for.attention_hidden)
+        ex, _ = local_extractor(name)
+        assert ex.config == cfg  # the named pyramid and recipe, not the training run's
+        got = ex.attention_state()
+        assert all(torch.equal(got[k], state[k].float()) for k in state), name
+    # another width cannot take those weights: it stays untrained
+    assert shipped_attention_state(LocalConfig(attention_hidden=64)) is None
