@@ -52,21 +52,6 @@ def rank1_by_kind(dataset, ranks) -> str:
     return " ".join(f"{k} {ok[kinds == k].sum()}/{(kinds == k).sum()}" for k in sorted(set(kinds)))
 
 
-class Recorder:
-    """A ``rerank`` for ``evaluate_descriptors`` that keeps the ranking it returns (the first
-    search's, or ``inner``'s re-ranking of it)."""
-
-    def __init__(self, inner=None):
-        self.inner, self.ranks = inner, None
-
-    def __call__(self, q, db, ranks):
-        self.ranks = ranks if self.inner is None else self.inner(q, db, ranks)
-        return self.ranks
-
-    def __str__(self):
-        return str(self.inner)
-
-
 def figures_text(figs: dict) -> tuple[str, str]:
     """(R@1 or Easy/Medium/Hard mAP, mAP or Hard mAP) of ``score``'s figures, as text."""
     if "hard" in figs:  # revisited protocol
@@ -110,6 +95,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--train-steps", type=int, default=0)
     ap.add_argument("--untrained", action="store_true", help="also the untrained keypoint attention")
+    ap.add_argument("--widen", type=int, default=50, help="a row with sv:widen=N (0: none)")
     args = ap.parse_args(argv)
 
     import torch
@@ -132,8 +118,8 @@ def main(argv=None) -> int:
     db, q, failures = describe(Extractor.from_preset(args.preset, device="cpu"), ds)
     global_ms = 1000 * (time.perf_counter() - t) / (len(ds.db) + len(ds.queries))
     wcfg = get_preset(args.preset).whitening
-    first = Recorder()
-    glob = evaluate_descriptors(ds, db, q, wcfg, first)
+    glob = evaluate_descriptors(ds, db, q, wcfg)
+    first_ranks = glob["ranks"]
     spec = f"sv:shortlist={args.shortlist}"
 
     from imret.local.train import shipped_attention_state
@@ -159,7 +145,7 @@ def main(argv=None) -> int:
     from imret.evaluation.evaluate import score
 
     speed, size, quality = [], [], [("global only", args.preset, "-", *figures_text(glob["figures"]),
-                                     rank1_by_kind(ds, first.ranks))]
+                                     rank1_by_kind(ds, first_ranks))]
     for name, cfg, state in runs:
         ex = LocalExtractor(cfg, state, device="cpu")
         ex.extract(ex.load(ds.db[0]))  # warm-up
@@ -170,13 +156,17 @@ def main(argv=None) -> int:
         path = os.path.join(tmp, f"{name}.local.h5")
         store.save(path)
         speed.append((name, f"{cfg.max_size}", " ".join(f"{s:g}" for s in cfg.scales), f"{ms:.0f}",
-                      f"{global_ms:.0f}", f"{verification_ms(store, local_queries, first.ranks, spec):.0f}"))
+                      f"{global_ms:.0f}", f"{verification_ms(store, local_queries, first_ranks, spec):.0f}"))
         size.append((name, f"{b['features']:.0f}", f"{b['raw'] / 1024:.1f}", f"{b['stored'] / 1024:.1f}",
                      f"{os.path.getsize(path) / len(store) / 1024:.1f}"))
-        verified = Recorder(bind_dataset(spec, store, local_queries))
-        figs = evaluate_descriptors(ds, db, q, wcfg, verified)["figures"]
-        quality.append((f"+ {spec}", name, f"{min(args.shortlist, len(ds.db))}", *figures_text(figs),
-                        rank1_by_kind(ds, verified.ranks)))
+        verified = evaluate_descriptors(ds, db, q, wcfg, bind_dataset(spec, store, local_queries))
+        quality.append((f"+ {spec}", name, f"{min(args.shortlist, len(ds.db))}", *figures_text(verified["figures"]),
+                        rank1_by_kind(ds, verified["ranks"])))
+        widened = f"{spec},widen={args.widen}"
+        if args.widen:
+            got = evaluate_descriptors(ds, db, q, wcfg, bind_dataset(widened, store, local_queries))
+            quality.append((f"+ {widened}", name, f"{min(args.shortlist + args.widen, len(ds.db))}",
+                            *figures_text(got["figures"]), rank1_by_kind(ds, got["ranks"])))
         for mode in ("local", "asmk"):
             ranks, mode_ms = local_only_ranks(store, local_queries, mode, len(ds.db), args.shortlist)
             quality.append((f"--mode {mode} ({mode_ms:.0f} ms/query)", name,

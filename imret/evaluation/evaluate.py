@@ -185,7 +185,8 @@ def evaluate_descriptors(dataset: Dataset, db: np.ndarray, q: np.ndarray, whiten
     several re-rankings can be compared on one extraction: an in-memory exact index of
     ``db`` (ids = database positions) searched by ``Index.search``. ``whitening``: a
     ``WhiteningConfig`` to learn PCA-whitening by, or None. A pipeline bound to database
-    positions (``imret.local.evaluation.bind_dataset``) verifies as it would in ``evaluate``."""
+    positions (``imret.local.evaluation.bind_dataset``) verifies as it would in ``evaluate``.
+    Besides the figures, ``ranks``: the Q×N rankings (database positions) they score."""
     from ..config import Preset, WhiteningConfig
     from ..index.store import Index
     from ..rerank import Pipeline
@@ -198,7 +199,7 @@ def evaluate_descriptors(dataset: Dataset, db: np.ndarray, q: np.ndarray, whiten
     return {"dataset": dataset.name, "protocol": dataset.protocol, "images": len(dataset.db),
             "queries": len(dataset.queries), "whitened": index.whitening is not None, "failures": [],
             "figures": score(dataset, ranks), "per_query": per_query_ap(dataset, ranks),
-            "rerank": None if pipeline is None else str(pipeline)}
+            "rerank": None if pipeline is None else str(pipeline), "ranks": ranks}
 
 
 def describe(extractor, dataset: Dataset, progress: bool = False):

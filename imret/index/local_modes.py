@@ -2,17 +2,15 @@
 the index's images and paths around ``imret.local.search.LocalSearch``."""
 from __future__ import annotations
 
-from ..local.search import LocalSearch, asmk_path
+from ..local.search import asmk_path, local_search_of
 from .store import Hit
 
 
 def search_index(index, image, mode: str, top: int = 10, path: str | None = None, bbox=None, **options):
     """``Index`` search by local features alone → ``imret.index.store.Hit`` list (inliers set
     for 'local'). ``path``: where the index lives (the ASMK codebook is saved beside it)."""
-    state = getattr(index, "_local_search", None)
-    if state is None or state.store is not index.local_store():
-        state = LocalSearch(index.local_store(), asmk_path(path) if path else None, repr(index.created))
-        index._local_search = state
+    state = local_search_of(index, index.local_store(), asmk_path=asmk_path(path) if path else None,
+                            owner=repr(index.created))
     query = state.store.query(image, bbox=bbox)
     hits = state.search(mode, query, top, **options)
     pos = {int(i): k for k, i in enumerate(index.ids)}

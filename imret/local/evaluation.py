@@ -37,7 +37,14 @@ def bind_dataset(pipeline, store: LocalStore, queries: list[LocalFeatures | None
     features of ``describe_local``."""
     from ..rerank import Pipeline
 
+    from .search import LocalSearch
+
     def lookup(positions: np.ndarray) -> dict[int, LocalFeatures]:
         return store.many([int(p) for p in positions])
 
-    return bind_pipeline(Pipeline.parse(pipeline), queries, lookup, store.config.verify)[0]
+    search = LocalSearch(store)  # its vote structure is made on the first 'widen'
+
+    def voter(query: LocalFeatures, n: int) -> np.ndarray:
+        return np.asarray(search.most_voted(query, n), np.int64)  # the store's ids are database positions
+
+    return bind_pipeline(Pipeline.parse(pipeline), queries, lookup, store.config.verify, voter)[0]

@@ -220,6 +220,22 @@ class LocalSearch:
         fn: Callable = MODES.get(mode)
         return fn(self, query, top, **options)
 
+    def most_voted(self, query: LocalFeatures, n: int, knn: int = 10) -> list[int]:
+        """The ``n`` image ids whose descriptors ``query``'s vote for most (``search_local``'s
+        candidates, before verification)."""
+        votes = self.descriptor_index().vote(query, knn, self.store.config.verify_config.distance)
+        return rank_by_votes(votes, n)
+
+
+def local_search_of(holder, store: LocalStore, **options) -> LocalSearch:
+    """The ``LocalSearch`` kept on ``holder`` (an index) for ``store``, made when missing or
+    when the store is another one (its structures are made on first use, then kept)."""
+    state = getattr(holder, "_local_search", None)
+    if state is None or state.store is not store:
+        state = LocalSearch(store, **options)
+        holder._local_search = state
+    return state
+
 
 def asmk_path(index_path: str | os.PathLike) -> str:
     return os.fspath(index_path) + ".asmk.npz"

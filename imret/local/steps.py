@@ -14,6 +14,11 @@ combines both, which did best on the embedded photo set (ranking by inliers alon
 lets a photo that fills the background of a query beat the one pasted onto it).
 Later expansion steps (``aqe``, ``qe``) expand from verified results only.
 
+``widen=N`` also verifies the N images that the query's local descriptors vote for most
+(the DELF paper's retrieval over all database features, ``imret.local.search``) among
+those the global shortlist lacks: a positive that global search ranks too low can still
+be found by its matches. They enter the verified head with their global scores.
+
 The step needs the local features of the queries and of the database rows, which a
 ``Shortlist`` does not carry: ``bind`` gives it them (``Index.search_image`` and
 ``evaluate`` do this), and the bound step records each pair's ``Verification``.
@@ -47,9 +52,11 @@ class SpatialVerification(Step):
     ratio: float | None = None
     threshold: float | None = None
     trials: int | None = None
+    widen: int = 0
 
     def __post_init__(self):
         self._check_int("shortlist", 1)
+        self._check_int("widen", 0)
         self._check_int("min_inliers", 3)
         self._check_float("weight", 0.0)
         if self.verify is not None:
@@ -76,11 +83,15 @@ class SpatialVerification(Step):
                           "with a query image (or evaluate with local features)")
 
     def bind(self, queries: Sequence[LocalFeatures | None],
-             lookup: Callable[[np.ndarray], dict[int, LocalFeatures]], features: str = "ratio") -> "BoundVerification":
+             lookup: Callable[[np.ndarray], dict[int, LocalFeatures]], features: str = "ratio",
+             voter: Callable[[LocalFeatures, int], np.ndarray] | None = None) -> "BoundVerification":
         """This step with the local features of ``queries`` (one per shortlist row),
-        ``lookup``: database row positions → {position: features}, and ``features``: the
-        verification recipe the features were made for (``LocalConfig.verify``)."""
-        return BoundVerification(self, list(queries), lookup, self.verify_config(features))
+        ``lookup``: database row positions → {position: features}, ``features``: the
+        verification recipe the features were made for (``LocalConfig.verify``), and
+        ``voter``: (query features, n) → the n most-voted database row positions (``widen``)."""
+        if self.widen and voter is None:
+            raise ConfigError(f"{self.name}: widen needs the database's local descriptors to vote")
+        return BoundVerification(self, list(queries), lookup, self.verify_config(features), voter)
 
 
 @STEPS.register("svh")
@@ -90,6 +101,30 @@ class HomographyVerification(SpatialVerification):
 
     name: ClassVar[str] = "svh"
     model: ClassVar[str] = "homography"
+
+
+def widen_head(sl: Shortlist, rows: np.ndarray, s: int, extra: Sequence[np.ndarray], n: int) -> Shortlist:
+    """``sl`` with up to ``n`` more entries in its head, after its first ``s``: per query,
+    the positions of ``extra[q]`` (best first) not among those ``s``, with their global
+    scores (row · query); the entries after the head follow, less those moved. Rows grow
+    by ``n`` columns (−1, −inf at the end where nothing fills them)."""
+    q, k = sl.ranks.shape
+    ranks = np.full((q, k + n), -1, np.int64)
+    scores = np.full((q, k + n), -np.inf, np.float32)
+    verified = None if sl.verified is None else np.zeros((q, k + n), bool)
+    for qi in range(q):
+        head = sl.ranks[qi, :s]
+        new = [int(p) for p in extra[qi] if p >= 0 and p not in set(head.tolist())]
+        new = list(dict.fromkeys(new))[:n]
+        rest = ~np.isin(sl.ranks[qi, s:], new)
+        new_scores = rows[new] @ sl.queries[qi] if new else np.zeros(0, np.float32)
+        r = np.concatenate([head, np.asarray(new, np.int64), sl.ranks[qi, s:][rest]])
+        c = np.concatenate([sl.scores[qi, :s], new_scores.astype(np.float32), sl.scores[qi, s:][rest]])
+        ranks[qi, :len(r)], scores[qi, :len(c)] = r, c
+        if verified is not None:
+            v = np.concatenate([sl.verified[qi, :s], np.zeros(len(new), bool), sl.verified[qi, s:][rest]])
+            verified[qi, :len(v)] = v
+    return sl.replace(ranks=ranks, scores=scores, verified=verified)
 
 
 def combine(scores: np.ndarray, inliers: np.ndarray, min_inliers: int, weight: float, score: str = "global"
@@ -109,8 +144,9 @@ class BoundVerification:
     stage = "shortlist"
 
     def __init__(self, step: SpatialVerification, queries: list[LocalFeatures | None],
-                 lookup: Callable[[np.ndarray], dict[int, LocalFeatures]], config: VerifyConfig | None = None):
-        self.step, self.queries, self.lookup = step, queries, lookup
+                 lookup: Callable[[np.ndarray], dict[int, LocalFeatures]], config: VerifyConfig | None = None,
+                 voter: Callable[[LocalFeatures, int], np.ndarray] | None = None):
+        self.step, self.queries, self.lookup, self.voter = step, queries, lookup, voter
         self.config = config or step.verify_config()
         self.results: dict[tuple[int, int], Verification] = {}
         self.cosines: dict[tuple[int, int], float] = {}  # each pair's score before verification
@@ -126,6 +162,11 @@ class BoundVerification:
         s = min(self.step.shortlist, sl.ranks.shape[1])
         if len(self.queries) != len(sl.ranks):
             raise ValueError(f"{self.step.name}: {len(self.queries)} query feature sets for {len(sl.ranks)} queries")
+        if self.step.widen:
+            want = s + self.step.widen  # enough votes to leave `widen` outside a shortlist of s
+            extra = [np.zeros(0, np.int64) if qf is None else self.voter(qf, want) for qf in self.queries]
+            sl = widen_head(sl, rows, s, extra, self.step.widen)
+            s += self.step.widen
         cfg = self.config
         inliers = np.zeros((len(sl.ranks), s), np.int64)
         for qi, (qf, ranks) in enumerate(zip(self.queries, sl.ranks[:, :s])):
@@ -145,7 +186,8 @@ class BoundVerification:
 
 
 def bind_pipeline(pipeline: Pipeline, queries: Sequence[LocalFeatures | None],
-                  lookup: Callable[[np.ndarray], dict[int, LocalFeatures]], features: str = "ratio"
+                  lookup: Callable[[np.ndarray], dict[int, LocalFeatures]], features: str = "ratio",
+                  voter: Callable[[LocalFeatures, int], np.ndarray] | None = None
                   ) -> tuple[Pipeline, list[BoundVerification]]:
     """``pipeline`` with its verification steps bound to these features (made for the
     ``features`` verification recipe), and those bound steps."""
@@ -153,7 +195,7 @@ def bind_pipeline(pipeline: Pipeline, queries: Sequence[LocalFeatures | None],
     steps = []
     for s in pipeline.steps:
         if isinstance(s, SpatialVerification):
-            s = s.bind(queries, lookup, features)
+            s = s.bind(queries, lookup, features, voter)
             bound.append(s)
         steps.append(s)
     return Pipeline(tuple(steps)), bound
@@ -187,7 +229,13 @@ def bind_index(pipeline: Pipeline | None, index, query_local: Sequence[LocalFeat
         got = store.many([int(i) for i in ids])
         return {int(p): got[int(i)] for p, i in zip(positions, ids) if int(i) in got}
 
-    pipeline, bound = bind_pipeline(pipeline, query_local, lookup, store.config.verify)
+    def voter(query: LocalFeatures, n: int) -> np.ndarray:
+        from .search import local_search_of
+
+        ids = local_search_of(index, store).most_voted(query, n)
+        return index.positions(np.asarray(ids, np.int64))
+
+    pipeline, bound = bind_pipeline(pipeline, query_local, lookup, store.config.verify, voter)
 
     def fields(query: int, position: int) -> dict:
         for b in reversed(bound):  # the last verification decides

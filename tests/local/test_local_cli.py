@@ -97,3 +97,16 @@ def test_train_local_then_index_with_the_trained_attention(indexed, tmp_path):
     imret("index", db, "--out", index, "--preset", "fast", "--attention", att, "-q")
     top = json.loads(imret("search", index, query, "--rerank", "sv", "--top", "1", "--json").stdout)["results"][0]
     assert os.path.basename(top["path"]) == "coffee.png" and top["inliers"] >= 12
+
+
+def test_widen_verifies_the_most_voted_images_beyond_the_shortlist(indexed):
+    root, db, index, query = indexed
+
+    def verified_count(spec):
+        out = json.loads(imret("search", index, query, "--rerank", spec, "--top", "6", "--json").stdout)
+        return sum(r.get("inliers") is not None for r in out["results"]), out["results"]
+
+    alone, _ = verified_count("sv:shortlist=1")
+    wide, results = verified_count("sv:shortlist=1,widen=3")
+    assert (alone, wide) == (1, 4)
+    assert os.path.basename(results[0]["path"]) == "coffee.png" and results[0]["verified"]
