@@ -96,6 +96,8 @@ def main(argv=None) -> int:
     ap.add_argument("--train-steps", type=int, default=0)
     ap.add_argument("--untrained", action="store_true", help="also the untrained keypoint attention")
     ap.add_argument("--widen", type=int, default=50, help="a row with sv:widen=N (0: none)")
+    ap.add_argument("--sv", nargs="*", default=["score=inliers"],
+                    help="more verification rows on the same features: options added to sv's (e.g. score=inliers)")
     args = ap.parse_args(argv)
 
     import torch
@@ -159,13 +161,12 @@ def main(argv=None) -> int:
                       f"{global_ms:.0f}", f"{verification_ms(store, local_queries, first_ranks, spec):.0f}"))
         size.append((name, f"{b['features']:.0f}", f"{b['raw'] / 1024:.1f}", f"{b['stored'] / 1024:.1f}",
                      f"{os.path.getsize(path) / len(store) / 1024:.1f}"))
-        verified = evaluate_descriptors(ds, db, q, wcfg, bind_dataset(spec, store, local_queries))
-        quality.append((f"+ {spec}", name, f"{min(args.shortlist, len(ds.db))}", *figures_text(verified["figures"]),
-                        rank1_by_kind(ds, verified["ranks"])))
-        widened = f"{spec},widen={args.widen}"
-        if args.widen:
-            got = evaluate_descriptors(ds, db, q, wcfg, bind_dataset(widened, store, local_queries))
-            quality.append((f"+ {widened}", name, f"{min(args.shortlist + args.widen, len(ds.db))}",
+        variants = [spec] + [f"{spec},{extra}" for extra in args.sv] + (
+            [f"{spec},widen={args.widen}"] if args.widen else [])
+        for variant in variants:
+            got = evaluate_descriptors(ds, db, q, wcfg, bind_dataset(variant, store, local_queries))
+            widen = args.widen if "widen=" in variant else 0
+            quality.append((f"+ {variant}", name, f"{min(args.shortlist + widen, len(ds.db))}",
                             *figures_text(got["figures"]), rank1_by_kind(ds, got["ranks"])))
         for mode in ("local", "asmk"):
             ranks, mode_ms = local_only_ranks(store, local_queries, mode, len(ds.db), args.shortlist)

@@ -146,6 +146,9 @@ def info_lines(info: dict, path: str) -> list[str]:
     lines.append(f"backend     {BACKEND_WORDS.get(info['backend'], info['backend'])}")
     if info.get("dba"):
         lines.append(f"dba         αDBA rows stored, k={info['dba']['k']}, alpha={info['dba']['alpha']:g}")
+    if info.get("delta_records"):
+        lines.append(f"changes     {info['delta_records']} added/removed batches in {os.path.basename(path)}.delta, "
+                     "folded into the file by the next full save")
     if info.get("local"):
         lo = info["local"]
         lines.append(f"local       {lo['images']} images, ≤{lo['max_features']} features of {lo['backbone']} "

@@ -145,11 +145,15 @@ class RecordJournal:
             raise _write_error(self.path, exc) from None
         return self
 
-    def append(self, path: str, value: Any) -> None:
+    def frame(self, path: str, value: Any) -> bytes:
+        """The bytes of one record (path, value), its CRC last."""
         p, v = os.fsencode(path), self.encode(value)
         body = _U32.pack(len(p)) + p + _U32.pack(len(v)) + v
+        return body + _U32.pack(zlib.crc32(body))
+
+    def append(self, path: str, value: Any) -> None:
         try:
-            self._f.write(body + _U32.pack(zlib.crc32(body)))
+            self._f.write(self.frame(path, value))
             # A flush survives kill -9 (the data is in the kernel); fsync now and then
             # bounds what a power cut can take.
             self._f.flush()

@@ -50,6 +50,7 @@ class Backend:
     name: ClassVar[str] = "base"
     approximate: ClassVar[bool] = False  # True: searched through ``Rescored``
     needs_blob: ClassVar[bool] = False  # True when rebuilding from the rows on load would be slow
+    remote: ClassVar[bool] = False  # True when the rows live in another service (not in the index file)
     tuning: ClassVar[tuple[str, ...]] = ()  # IndexConfig fields its searches read
     # Candidates an approximate backend proposes for exact re-scoring, unless the config
     # says otherwise: where recall@10 levelled off for its cost in benchmarks/bench_scale.py.

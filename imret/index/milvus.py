@@ -20,6 +20,7 @@ _BATCH = 1000
 @BACKENDS.register("milvus")
 class MilvusBackend(Backend):
     name = "milvus"
+    remote = True  # its collection changes as the index does: no delta log replays into it
     approximate = True  # Milvus's own index proposes; the rows are re-scored exactly here
     tuning = ("rescore",)
 

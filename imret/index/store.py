@@ -112,6 +112,8 @@ class Index:
         self._dba_cache: dict = {}  # αDBA with other parameters than the stored ones, made on request
         self.gfr: AugmentedRows | None = None  # stored global-feature re-ranking rows (``set_gfr``)
         self.local = None  # imret.local.LocalStore: local features per id, saved as PATH.local.h5
+        self.generation: str | None = None  # the full save this index was read from (delta.py)
+        self.delta_records = 0  # changes replayed from PATH.delta on top of it
 
     def clone(self) -> "Index":
         """An independent copy (arrays and search structure copied, extractor shared), so a
@@ -253,11 +255,22 @@ class Index:
     def _append(self, paths: list[str], raw: np.ndarray) -> None:
         if not paths:
             return
-        rows = self.postprocess(raw)
-        if self.preset.index.kind == "auto" and len(self) == 0:
-            self.backend = make_backend(self.dim, self.preset.index, n_hint=len(paths), source=self._content)
         ids = np.arange(self.next_id, self.next_id + len(paths), dtype=np.int64)
         self.next_id += len(paths)
+        self.append_rows(ids, paths, self.postprocess(raw))
+
+    def append_rows(self, ids: np.ndarray, paths: list[str], rows: np.ndarray) -> None:
+        """Add images under ``ids`` (new, larger than every id held) with their processed
+        N×dim ``rows``; αDBA and gfr rows, and the search structure, follow."""
+        ids = np.asarray(ids, np.int64)
+        rows = np.asarray(rows, np.float32)
+        if rows.shape != (len(paths), self.dim) or ids.shape != (len(paths),):
+            raise ValueError(f"{len(paths)} paths, {ids.shape} ids and {rows.shape} rows (dim {self.dim}) disagree")
+        if len(self.ids) and len(ids) and int(ids.min()) <= int(self.ids.max()):
+            raise ValueError(f"ids must grow: {int(ids.min())} after {int(self.ids.max())}")
+        self.next_id = max(self.next_id, int(ids.max()) + 1) if len(ids) else self.next_id
+        if self.preset.index.kind == "auto" and len(self) == 0:
+            self.backend = make_backend(self.dim, self.preset.index, n_hint=len(paths), source=self._content)
         start = len(self.paths)
         self.ids = np.concatenate([self.ids, ids])
         self.paths.extend(paths)
@@ -469,6 +482,7 @@ class Index:
             "bytes_per_image": int(self.descriptors.itemsize * self.dim),
             "dba": None if self.dba is None else self.dba.step.to_dict(),
             "gfr": None if self.gfr is None else self.gfr.step.to_dict(),
+            "delta_records": int(self.delta_records),
             "local": None if self.local is None else {
                 **self.local.info(), "missing": [int(i) for i in getattr(self, "local_missing", [])]},
         }
@@ -505,6 +519,7 @@ class Index:
         from .safety import pending_local_path, promote_local
 
         local_file = local_path(path)
+        meta["generation"] = uuid.uuid4().hex  # which full save this is: a delta log names its base
         if self.local is not None:
             # the index file commits both parts (safety.py): the local part is written first,
             # under a name no reader opens until the index file names its generation
@@ -519,6 +534,10 @@ class Index:
             for stale in (local_file, pending_local_path(local_file)):
                 if os.path.exists(stale):
                     os.unlink(stale)  # local features of an earlier index saved here
+        self.generation, self.delta_records = meta["generation"], 0
+        from .delta import forget
+
+        forget(path)  # folded in (and stale from now on: it names the old generation)
 
     @classmethod
     def load(cls, path: str | os.PathLike, mmap: bool = False, verify: bool = True) -> "Index":
@@ -564,7 +583,10 @@ class Index:
             from ..local.store import LocalStore
 
             index.local = LocalStore.open(local_path(path), owner=repr(index.created))
+        from .delta import replay
         from .safety import check_loaded
 
+        index.generation = meta.get("generation")
+        replay(index, os.fspath(path))  # the changes saved since as a delta log
         check_loaded(index, path)  # hook (issue 16): ids against next_id, local part against the global one
         return index

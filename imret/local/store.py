@@ -187,6 +187,15 @@ class LocalStore:
         rows["code"] = self.codec.encode(self.codec.reduce(f.descriptors))
         return Stored(rows, (int(f.size[0]), int(f.size[1])))
 
+    def put_stored(self, items: dict[int, Stored]) -> None:
+        """Hold features already in stored form (``rows`` of an image id), e.g. replayed."""
+        if items and self.codec is None:
+            raise ValueError("stored local features need the store's codec")
+        for i, st in items.items():
+            if st.rows.dtype != row_dtype(self.codec):
+                raise ValueError(f"local features of image {i} have another layout")
+            self._rows[int(i)] = st
+
     def remove(self, ids: Iterable[int]) -> None:
         for i in ids:
             self._rows.pop(int(i), None)

@@ -4,15 +4,19 @@ Readers search whatever ``Index`` the holder points at; a writer works on a clon
 swaps the reference when done. A change holds the index's OS write lock (the one
 ``imret add``/``remove`` take) while it reads, changes and saves, and first reloads
 the index when another process saved it since this service last did: the service
-never saves over another writer's work. Readers notice such a save too (one ``stat``
-per request) and are answered from the reloaded index; while it cannot be read, they
-are answered from the last one that could, and the failure is kept in ``reload_error``.
+never saves over another writer's work. A change is written as one record of the
+index's delta log when it can be (``imret.index.delta``: only what changed), else by a
+full save. Readers notice another process's save too (one ``stat`` of the index and
+its log per request) and are answered from the reloaded index; while it cannot be
+read, they are answered from the last one that could, and the failure is kept in
+``reload_error``.
 """
 from __future__ import annotations
 
 import threading
 
 from ..core.errors import ImretError
+from ..index.delta import append_change, delta_path
 from ..index.lock import DEFAULT_WAIT_S, DiskState, writer_lock
 from ..index.store import Index
 
@@ -23,15 +27,18 @@ class IndexHolder:
         self.path = path
         self.lock_wait_s = lock_wait_s
         self.write_lock = threading.Lock()  # writers (and reloads) of this process, in turn
-        self.disk_state = DiskState.of(path)
+        self.disk_state = self._state()
         self.reloads = 0
         self.reload_error: str | None = None
         self._failed_state = None  # the version on disk that could not be loaded (not retried)
 
+    def _state(self):
+        return DiskState.of(self.path), DiskState.of(delta_path(self.path))
+
     @property
     def index(self) -> Index:
         """The index as last saved, by this service or by another writer."""
-        state = DiskState.of(self.path)
+        state = self._state()
         if state != self.disk_state and state != self._failed_state and self.write_lock.acquire(blocking=False):
             try:  # a writer of this process holds the lock otherwise: it reloads, then saves
                 self._reload_if_changed()
@@ -42,7 +49,7 @@ class IndexHolder:
         return self._index
 
     def _reload_if_changed(self) -> None:
-        state = DiskState.of(self.path)
+        state = self._state()
         if state == self.disk_state:
             return
         current = self._index
@@ -59,9 +66,11 @@ class IndexHolder:
         """Apply ``change(clone)`` to a clone of the index as saved now, save it, then swap it in."""
         with self.write_lock, writer_lock(self.path, self.lock_wait_s):
             self._reload_if_changed()
-            new = self._index.clone()
+            old = self._index
+            new = old.clone()
             change(new)
-            new.save(self.path)
-            self.disk_state = DiskState.of(self.path)
+            if not append_change(self.path, old, new):
+                new.save(self.path)
+            self.disk_state = self._state()
             self._index = new
             return new
