@@ -46,8 +46,14 @@ def kind_of(path: str) -> str:
 
 
 def rank1_by_kind(dataset, ranks) -> str:
-    # revisited ground truth: the Medium positives (easy and hard)
-    ok = np.array([r[0] in g.get("ok", list(g.get("easy", [])) + list(g.get("hard", []))) for r, g in zip(ranks, dataset.gnd)])
+    # revisited ground truth: the Medium positives (easy and hard); the first result that is
+    # not junk (the protocol ignores junk, e.g. the query photo itself)
+    def first(r, g):
+        junk = set(np.asarray(g.get("junk", []), np.int64).tolist())
+        return next((int(i) for i in r if int(i) not in junk), -1)
+
+    ok = np.array([first(r, g) in set(np.asarray(g.get("ok", list(g.get("easy", [])) + list(g.get("hard", []))),
+                                                  np.int64).tolist()) for r, g in zip(ranks, dataset.gnd)])
     kinds = np.array([kind_of(q) for q in dataset.queries])
     return " ".join(f"{k} {ok[kinds == k].sum()}/{(kinds == k).sum()}" for k in sorted(set(kinds)))
 
@@ -86,6 +92,36 @@ def verification_ms(store, local_queries, first_ranks, spec: str, n: int = 20) -
     return float(np.mean(times))
 
 
+def _cache_path(folder: str | None, ds, name: str) -> str | None:
+    if not folder:
+        return None
+    os.makedirs(folder, exist_ok=True)
+    return os.path.join(folder, f"bench-local-{ds.name}-{name}")
+
+
+def _save_cached(stem: str, store, queries, ms: float) -> None:
+    """The store as the index saves it; the queries' (reduced) features as arrays."""
+    store.save(stem + ".local.h5")
+    arrays = {"ms": np.array(ms)}
+    for i, f in enumerate(queries):
+        if f is not None:
+            arrays.update({f"{i}/xy": f.xy, f"{i}/scales": f.scales, f"{i}/scores": f.scores,
+                           f"{i}/descriptors": f.descriptors, f"{i}/size": np.asarray(f.size)})
+    np.savez(stem + ".queries.npz", n=np.array(len(queries)), **arrays)
+
+
+def _load_cached(stem: str):
+    from imret.local.features import LocalFeatures
+    from imret.local.store import LocalStore
+
+    store = LocalStore.open(stem + ".local.h5")
+    z = np.load(stem + ".queries.npz")
+    queries = [LocalFeatures(z[f"{i}/xy"], z[f"{i}/scales"], z[f"{i}/scores"], z[f"{i}/descriptors"],
+                             tuple(int(v) for v in z[f"{i}/size"])) if f"{i}/xy" in z else None
+               for i in range(int(z["n"]))]
+    return store, queries, float(z["ms"])
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default=None, help="dataset folder (default: the embedded photo set)")
@@ -96,6 +132,8 @@ def main(argv=None) -> int:
     ap.add_argument("--train-steps", type=int, default=0)
     ap.add_argument("--untrained", action="store_true", help="also the untrained keypoint attention")
     ap.add_argument("--widen", type=int, default=50, help="a row with sv:widen=N (0: none)")
+    ap.add_argument("--cache", default=None, help="keep each config's extracted local features here (reruns "
+                                                   "score other recipes without extracting again)")
     ap.add_argument("--sv", nargs="*", default=["score=inliers"],
                     help="more verification rows on the same features: options added to sv's (e.g. score=inliers)")
     args = ap.parse_args(argv)
@@ -150,10 +188,16 @@ def main(argv=None) -> int:
                                      rank1_by_kind(ds, first_ranks))]
     for name, cfg, state in runs:
         ex = LocalExtractor(cfg, state, device="cpu")
-        ex.extract(ex.load(ds.db[0]))  # warm-up
-        t = time.perf_counter()
-        store, local_queries = describe_local(ex, ds)
-        ms = 1000 * (time.perf_counter() - t) / (len(ds.db) + len(ds.queries))
+        cached = _cache_path(args.cache, ds, name)
+        if cached and os.path.exists(cached + ".local.h5"):
+            store, local_queries, ms = _load_cached(cached)
+        else:
+            ex.extract(ex.load(ds.db[0]))  # warm-up
+            t = time.perf_counter()
+            store, local_queries = describe_local(ex, ds)
+            ms = 1000 * (time.perf_counter() - t) / (len(ds.db) + len(ds.queries))
+            if cached:
+                _save_cached(cached, store, local_queries, ms)
         b = store.bytes_per_image()
         path = os.path.join(tmp, f"{name}.local.h5")
         store.save(path)

@@ -9,7 +9,8 @@ part (``distance``, ``ratio``, ``threshold``, ``trials``, ``score``).
 
 Scores (``score=``): 'inliers' (DELF) ranks the shortlist by inlier count; 'global'
 makes a verified result's score ``global + weight · inliers`` and leaves the others'
-global score. The default weight (0.002: 500 inliers add 1 to a cosine similarity)
+global score; 'verified' puts the verified results first, by inliers, and keeps the
+global order among the others. The default weight (0.002: 500 inliers add 1 to a cosine similarity)
 combines both, which did best on the embedded photo set (ranking by inliers alone
 lets a photo that fills the background of a query beat the one pasted onto it).
 Later expansion steps (``aqe``, ``qe``) expand from verified results only.
@@ -33,7 +34,7 @@ import numpy as np
 from ..config import ConfigError
 from ..rerank import STEPS, Pipeline, Shortlist, Step
 from .features import LocalFeatures
-from .verify import VERIFY_CONFIGS, Verification, VerifyConfig, get_verify_config, verify_many
+from .verify import SCORES, VERIFY_CONFIGS, Verification, VerifyConfig, get_verify_config, verify_many
 
 
 @STEPS.register("sv")
@@ -63,7 +64,7 @@ class SpatialVerification(Step):
             self._check(self.verify in VERIFY_CONFIGS, f"verify must be one of {', '.join(VERIFY_CONFIGS)}, "
                                                        f"got {self.verify!r}")
         if self.score is not None:
-            self._check(self.score in ("global", "inliers"), f"score must be 'global' or 'inliers', got {self.score!r}")
+            self._check(self.score in SCORES, f"score must be one of {', '.join(SCORES)}, got {self.score!r}")
         for name, low, high in (("distance", 0.01, 2.0), ("ratio", 0.01, 1.0), ("threshold", 0.1, None)):
             if getattr(self, name) is not None:
                 self._check_float(name, low, high)
@@ -130,10 +131,16 @@ def widen_head(sl: Shortlist, rows: np.ndarray, s: int, extra: Sequence[np.ndarr
 def combine(scores: np.ndarray, inliers: np.ndarray, min_inliers: int, weight: float, score: str = "global"
             ) -> tuple[np.ndarray, np.ndarray]:
     """(new scores, verified mask) from global ``scores`` and ``inliers`` (same shapes):
-    'global': global + weight · inliers where verified; 'inliers': the inlier counts."""
+    'global': global + weight · inliers where verified; 'inliers': the inlier counts;
+    'verified': above every global score of the row, by inliers, where verified, and the
+    global score elsewhere (an unverified pair's few inliers say nothing: the global
+    order among them stays)."""
     verified = inliers >= min_inliers
     if score == "inliers":
         return inliers.astype(np.float32), verified
+    if score == "verified":
+        above = scores.max(axis=1, keepdims=True) + 1 if scores.size else scores
+        return np.where(verified, above + inliers, scores).astype(np.float32), verified
     return np.where(verified, scores + weight * inliers, scores).astype(np.float32), verified
 
 

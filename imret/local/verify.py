@@ -30,8 +30,9 @@ from .features import LocalFeatures
 MODELS = ("affine", "homography")
 METHODS = ("ransac", "magsac")
 # how a verified result is scored: 'global' = global score + weight · inliers (imret's
-# default, which did best on the embedded photo set); 'inliers' = the inlier count (DELF)
-SCORES = ("global", "inliers")
+# default, which did best on the embedded photo set); 'inliers' = the inlier count (DELF);
+# 'verified' = the verified results first, by inliers, then the others by global score
+SCORES = ("global", "inliers", "verified")
 
 MATCHERS: Registry = Registry("local-feature matcher")
 

@@ -109,6 +109,16 @@ def test_scores_inliers_or_global_plus_weighted_inliers():
     assert s.tolist() == [[3.0, 20.0, 12.0]] and v.tolist() == [[False, True, True]]
 
 
+def test_verified_score_puts_verified_results_first_and_keeps_the_global_order_of_the_rest():
+    g = np.array([[0.9, 0.8, 0.7, 0.6], [0.5, 0.4, 0.3, 0.2]], np.float32)
+    inl = np.array([[3, 20, 11, 12], [0, 0, 0, 0]])
+    s, v = combine(g, inl, 12, 0.01, "verified")
+    # row max 0.9 → verified: 1.9 + inliers; unverified keep their cosine (3 and 11 inliers say nothing)
+    np.testing.assert_allclose(s, [[0.9, 21.9, 0.7, 13.9], [0.5, 0.4, 0.3, 0.2]], rtol=1e-6)
+    assert v.tolist() == [[False, True, False, True], [False] * 4]
+    assert np.argsort(-s[0]).tolist() == [1, 3, 0, 2]
+
+
 @pytest.mark.skipif(not os.path.isdir(GRAF), reason="shared Graffiti pair not present")
 def test_imret_match_recovers_the_published_graffiti_homography():
     from imret_cli import ONE_THREAD, run_imret
