@@ -41,6 +41,7 @@ from bench_spine import table  # noqa: E402
 from imret.config import HeadConfig  # noqa: E402
 from imret.extractor import Extractor  # noqa: E402
 from imret.heads import build_head  # noqa: E402
+from imret.heads.trained import shipped_for  # noqa: E402
 from imret.presets import get_preset  # noqa: E402
 from imret.training import TrainConfig, train  # noqa: E402
 from imret.training.probe import descriptors, figures, subset  # noqa: E402
@@ -145,6 +146,8 @@ def main(argv=None):
     ap.add_argument("--lolo", nargs="+", default=[], help="rows (label substrings) also trained leave-one-landmark-out")
     ap.add_argument("--timing-images", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--shipped", action="store_true",
+                    help="also score each attentive preset's shipped weights (imret/heads/weights) as shipped")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     root = os.path.normpath(args.data_root)
@@ -199,6 +202,18 @@ def main(argv=None):
                 lolo_rows.append((label, lm, len(keep), *summary(fig(gem_db, gem_q[keep]))[1:],
                                   *summary(fig(free_db, free_q[keep]))[1:], *summary(fig(db_by[lm], q_by[lm]))[1:]))
                 print("  " + "  ".join(map(str, lolo_rows[-1])), flush=True)
+    if args.shipped:
+        for name in SHIPPED_RECIPES:
+            preset = get_preset(name)
+            th = shipped_for(preset)
+            if th is None:
+                continue
+            head = build_head(preset.head, ex.backbone.out_channels)
+            head.load_state_dict(th.float_state())
+            rows.append((f"{name} as shipped", "label-free (file)",
+                         *summary(figures(head, paris, preset.whitening), figures(head, ukb, preset.whitening)),
+                         "", sum(p.numel() for p in head.parameters() if p.requires_grad), ""))
+            print("  " + "  ".join(map(str, rows[-1])), flush=True)
     steps = f"{args.steps} steps" if args.steps else "the shipped recipes' steps"
     table(f"Ablation: paris6k-sub mAP % (Easy/Medium/Hard), ukbench N-S; Lite0 @ 512 px, 3 scales; trained on "
           f"cached maps, {steps}, backbone frozen; load {os.getloadavg()[0]:.2f}",
