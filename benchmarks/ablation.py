@@ -63,6 +63,8 @@ ROWS = [
     ("DAGF + scale filters", "dagf", {**DAGF_OFF, "spatial": True, "channel": True, "scales": 3}, "lite0-dagf"),
     ("DAGF + MAX-mask (full, lite0-dagf)", "dagf", {"spatial": True, "channel": True, "scales": 3, "max_mask": True},
      "lite0-dagf"),
+    ("DAGF + MAX-mask, votes 0 (Do et al.: any channel's max)", "dagf",
+     {"spatial": True, "channel": True, "scales": 3, "max_mask": True, "mask_votes": 0.0}, "lite0-dagf"),
     ("regional attention (lite0-regional)", "regional", {"levels": 3}, "lite0-regional"),
     ("regional + per-region PCA 256", "regional", {"levels": 3, "pca": 256}, "lite0-regional"),
     ("NetVLAD", "netvlad", {"attention": "none", "clusters": 16, "dim": 128}, "lite0-icsa-netvlad"),
@@ -202,6 +204,11 @@ def main(argv=None):
                 lolo_rows.append((label, lm, len(keep), *summary(fig(gem_db, gem_q[keep]))[1:],
                                   *summary(fig(free_db, free_q[keep]))[1:], *summary(fig(db_by[lm], q_by[lm]))[1:]))
                 print("  " + "  ".join(map(str, lolo_rows[-1])), flush=True)
+            mine = [r for r in lolo_rows if r[0] == label]
+            n = sum(r[2] for r in mine)
+            lolo_rows.append((label, "all (mean weighted by queries)", n,
+                              *(f"{sum(float(r[k]) * r[2] for r in mine) / n:.1f}" for k in range(3, 9))))
+            print("  " + "  ".join(map(str, lolo_rows[-1])), flush=True)
     if args.shipped:
         for name in SHIPPED_RECIPES:
             preset = get_preset(name)
