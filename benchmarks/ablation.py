@@ -41,6 +41,7 @@ from bench_spine import table  # noqa: E402
 from imret.config import HeadConfig  # noqa: E402
 from imret.extractor import Extractor  # noqa: E402
 from imret.heads import build_head  # noqa: E402
+from imret.heads.trained import shipped_for  # noqa: E402
 from imret.presets import get_preset  # noqa: E402
 from imret.training import TrainConfig, train  # noqa: E402
 from imret.training.probe import descriptors, figures, subset  # noqa: E402
@@ -62,6 +63,8 @@ ROWS = [
     ("DAGF + scale filters", "dagf", {**DAGF_OFF, "spatial": True, "channel": True, "scales": 3}, "lite0-dagf"),
     ("DAGF + MAX-mask (full, lite0-dagf)", "dagf", {"spatial": True, "channel": True, "scales": 3, "max_mask": True},
      "lite0-dagf"),
+    ("DAGF + MAX-mask, votes 0 (Do et al.: any channel's max)", "dagf",
+     {"spatial": True, "channel": True, "scales": 3, "max_mask": True, "mask_votes": 0.0}, "lite0-dagf"),
     ("regional attention (lite0-regional)", "regional", {"levels": 3}, "lite0-regional"),
     ("regional + per-region PCA 256", "regional", {"levels": 3, "pca": 256}, "lite0-regional"),
     ("NetVLAD", "netvlad", {"attention": "none", "clusters": 16, "dim": 128}, "lite0-icsa-netvlad"),
@@ -145,6 +148,8 @@ def main(argv=None):
     ap.add_argument("--lolo", nargs="+", default=[], help="rows (label substrings) also trained leave-one-landmark-out")
     ap.add_argument("--timing-images", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--shipped", action="store_true",
+                    help="also score each attentive preset's shipped weights (imret/heads/weights) as shipped")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     root = os.path.normpath(args.data_root)
@@ -199,6 +204,23 @@ def main(argv=None):
                 lolo_rows.append((label, lm, len(keep), *summary(fig(gem_db, gem_q[keep]))[1:],
                                   *summary(fig(free_db, free_q[keep]))[1:], *summary(fig(db_by[lm], q_by[lm]))[1:]))
                 print("  " + "  ".join(map(str, lolo_rows[-1])), flush=True)
+            mine = [r for r in lolo_rows if r[0] == label]
+            n = sum(r[2] for r in mine)
+            lolo_rows.append((label, "all (mean weighted by queries)", n,
+                              *(f"{sum(float(r[k]) * r[2] for r in mine) / n:.1f}" for k in range(3, 9))))
+            print("  " + "  ".join(map(str, lolo_rows[-1])), flush=True)
+    if args.shipped:
+        for name in SHIPPED_RECIPES:
+            preset = get_preset(name)
+            th = shipped_for(preset)
+            if th is None:
+                continue
+            head = build_head(preset.head, ex.backbone.out_channels)
+            head.load_state_dict(th.float_state())
+            rows.append((f"{name} as shipped", "label-free (file)",
+                         *summary(figures(head, paris, preset.whitening), figures(head, ukb, preset.whitening)),
+                         "", sum(p.numel() for p in head.parameters() if p.requires_grad), ""))
+            print("  " + "  ".join(map(str, rows[-1])), flush=True)
     steps = f"{args.steps} steps" if args.steps else "the shipped recipes' steps"
     table(f"Ablation: paris6k-sub mAP % (Easy/Medium/Hard), ukbench N-S; Lite0 @ 512 px, 3 scales; trained on "
           f"cached maps, {steps}, backbone frozen; load {os.getloadavg()[0]:.2f}",
