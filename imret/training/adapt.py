@@ -19,15 +19,18 @@ from .bank import ViewBank
 from .config import TrainConfig
 from .trainer import TrainResult, train, training_extractor
 
-# Views at 384 px (the cost of the backbone is paid once per view); 3 views per photo.
-ADAPT = TrainConfig(mode="unsupervised", loss="triplet", steps=150, batch=8, negatives=4, views=3, max_size=384,
+# 3 views per photo (the cost of the backbone is paid once per view), made at the preset's
+# own scale-1 size (``adapt`` sets it), as the shipped heads were trained: a head learns
+# on maps shaped like the ones it is later applied to.
+ADAPT = TrainConfig(mode="unsupervised", loss="triplet", steps=150, batch=8, negatives=4, views=3,
                     refresh_every=50, lr=5e-4, seed=0, checkpoint_every=150)
 
 
 def adapt(preset: Preset, sources: Sequence[str], cfg: TrainConfig = ADAPT, device=None, progress: bool = False,
           on_error: Callable[[str, str], None] | None = None, start: dict | None = None) -> TrainResult:
-    """Train ``preset``'s head on the photos under ``sources`` without labels.
-    ``start``: the head state to start from (default: the shipped trained head, if any)."""
+    """Train ``preset``'s head on the photos under ``sources`` without labels, on views at
+    the preset's scale-1 size. ``start``: the head state to start from (default: the
+    shipped trained head, if any)."""
     from ..heads.common import AttentionHead
     from ..heads import HEADS
 
@@ -37,6 +40,7 @@ def adapt(preset: Preset, sources: Sequence[str], cfg: TrainConfig = ADAPT, devi
     paths = collect_paths(list(sources))
     if len(paths) < 2:
         raise ImretError(f"--adapt needs at least two photos to contrast, found {len(paths)} in {', '.join(sources)}")
+    cfg = cfg.replace(max_size=preset.extraction.max_size)
     ex = training_extractor(preset, cfg, device)
     if start is None and ex.trained is not None:
         start = ex.trained.float_state()
