@@ -90,3 +90,15 @@ def test_pyramid_scales_of_a_photo_smaller_and_larger_than_the_maximum():
     big = np.zeros((200, 100, 3), np.uint8)
     Fake.config = LocalConfig(max_size=64, upscale=False, scales=(1.0,))
     assert [tuple(x.shape[2:]) for _, x in LocalExtractor.pyramid(Fake(), big)] == [(64, 32)]
+
+
+def test_attention_training_pools_l2_normalised_features():
+    from imret.local.train import attention_pool
+
+    # two locations, f = (3, 4) and (0, 2), attention 1 and 0.5: the features are normalised to
+    # (0.6, 0.8) and (0, 1) first → (1·(0.6, 0.8) + 0.5·(0, 1))/2 = (0.3, 0.65); unnormalised
+    # features would give (1.5, 2.5)
+    fmap = torch.tensor([[[[3.0, 0.0]], [[4.0, 2.0]]]])
+    weights = torch.tensor([[[[1.0, 0.5]]]])
+    out = attention_pool(lambda f: weights, fmap)
+    torch.testing.assert_close(out, torch.tensor([0.3, 0.65]), atol=1e-6, rtol=0)
