@@ -102,3 +102,107 @@ def test_attention_training_pools_l2_normalised_features():
     weights = torch.tensor([[[[1.0, 0.5]]]])
     out = attention_pool(lambda f: weights, fmap)
     torch.testing.assert_close(out, torch.tensor([0.3, 0.65]), atol=1e-6, rtol=0)
+
+
+class _FakeStages:
+    """What ``extract_array`` and ``dense`` need of an extractor, with hand-made maps."""
+
+    def __init__(self, config, maps=()):
+        from types import SimpleNamespace
+
+        self.config, self.maps = config, list(maps)
+        self.backbone = SimpleNamespace(stride=16)
+        self.dim = 2
+
+    def dense(self, img):
+        yield from self.maps
+
+
+def _two_scales():
+    # scale 1: a 1×2 map, centres y 8, x 8 and 24; scale 2: a 2×2 map, centres 4 and 12 both ways
+    f1 = torch.tensor([[[3.0, 1.0]], [[4.0, 0.0]]])
+    a1 = torch.tensor([[0.9, 0.2]])
+    f2 = torch.tensor([[[1.0, 2.0], [1.0, 0.0]], [[0.0, 0.0], [1.0, 2.0]]])
+    a2 = torch.tensor([[0.7, 0.6], [0.1, 0.95]])
+    return [(1.0, f1, a1, (np.array([8.0]), np.array([8.0, 24.0]))),
+            (2.0, f2, a2, (np.array([4.0, 12.0]), np.array([4.0, 12.0])))]
+
+
+def test_selection_by_threshold_score_and_cross_scale_suppression():
+    from imret.local.extract import LocalExtractor
+
+    img = np.zeros((32, 48, 3), np.uint8)  # max_size 48, no upscale: scale 1 is the photo's pixels
+    cfg = LocalConfig(max_size=48, upscale=False, scales=(1.0, 2.0), score_threshold=0.5, max_features=3)
+    # above 0.5: (s1: (8, 8) 0.9 cell 16), (s2: (4, 4) 0.7, (12, 4) 0.6, (12, 12) 0.95; cells 8).
+    # Best first: (12, 12) 0.95; (8, 8) 0.9 overlaps it by 64/256 = 0.25 ≤ 0.45: kept; (4, 4) 0.7
+    # overlaps (8, 8)'s cell by 0.25: kept; the limit of 3 is reached
+    f = LocalExtractor.extract_array(_FakeStages(cfg, _two_scales()), img)
+    assert f.xy.tolist() == [[12, 12], [8, 8], [4, 4]] and f.size == (32, 48)
+    assert f.scales.tolist() == [2.0, 1.0, 2.0]
+    np.testing.assert_allclose(f.scores, [0.95, 0.9, 0.7], atol=1e-6)
+    # descriptors L2-normalised: (0, 2) → (0, 1); (3, 4) → (0.6, 0.8); (1, 0)
+    np.testing.assert_allclose(f.descriptors, [[0, 1], [0.6, 0.8], [1, 0]], atol=1e-6)
+    # IoU bound 0.2: (8, 8) is a duplicate of (12, 12) (0.25); (4, 4) and (12, 4) overlap no kept cell
+    f = LocalExtractor.extract_array(_FakeStages(cfg.replace(nms_iou=0.2), _two_scales()), img)
+    assert f.xy.tolist() == [[12, 12], [4, 4], [12, 4]]
+    np.testing.assert_allclose(f.scores, [0.95, 0.7, 0.6], atol=1e-6)
+    # a threshold of 0.92 keeps one; 0.7 is kept at a threshold of 0.7 (≥)
+    f = LocalExtractor.extract_array(_FakeStages(cfg.replace(score_threshold=0.92), _two_scales()), img)
+    assert f.xy.tolist() == [[12, 12]]
+    f = LocalExtractor.extract_array(_FakeStages(cfg.replace(score_threshold=0.7, nms_iou=1.0), _two_scales()), img)
+    assert f.xy.tolist() == [[12, 12], [8, 8], [4, 4]]
+    # the photo twice as large (64×96, scale 1 halves it): cells in its pixels are 32 and 16
+    big = np.zeros((64, 96, 3), np.uint8)
+    maps = [(s, fm, a, (ys * 2, xs * 2)) for s, fm, a, (ys, xs) in _two_scales()]
+    f = LocalExtractor.extract_array(_FakeStages(cfg.replace(nms_iou=0.2), maps), big)
+    assert f.xy.tolist() == [[24, 24], [8, 8], [24, 8]]
+
+
+def test_an_image_without_pyramid_scales_has_no_features():
+    from imret.local.extract import LocalExtractor
+
+    f = LocalExtractor.extract_array(_FakeStages(LocalConfig(max_size=48)), np.zeros((32, 48, 3), np.uint8))
+    assert len(f) == 0 and f.xy.shape == (0, 2) and f.descriptors.shape == (0, 2) and f.size == (32, 48)
+    assert f.descriptors.dtype == np.float32
+
+
+def test_dense_maps_centres_back_to_the_original_pixels():
+    from types import SimpleNamespace
+
+    from imret.local.extract import LocalExtractor
+
+    # a 32×48 photo seen at twice its size (64×96): four 2×2/2 pools, map 4×6; centres in the
+    # resized image 16c + 7.5, in the photo (16c + 7.5 + 0.5)·32/64 − 0.5 = 8c + 3.5
+    fmap = torch.arange(2 * 4 * 6, dtype=torch.float32).view(1, 2, 4, 6)
+    fake = SimpleNamespace(
+        pyramid=lambda img: iter([(2.0, torch.zeros(1, 3, 64, 96))]), device="cpu",
+        backbone=lambda x: fmap, attention=lambda f: f[:, :1] * 0.5, _layers=[(2, 2, 0)] * 4)
+    ((s, f, att, (ys, xs)),) = list(LocalExtractor.dense(fake, np.zeros((32, 48, 3), np.uint8)))
+    assert s == 2.0 and f.shape == (2, 4, 6)
+    torch.testing.assert_close(att, fmap[0, 0] * 0.5)
+    np.testing.assert_allclose(ys, [3.5, 11.5, 19.5, 27.5])
+    np.testing.assert_allclose(xs, [3.5, 11.5, 19.5, 27.5, 35.5, 43.5])
+
+
+def test_receptive_field_geometry_of_the_backbones():
+    from types import SimpleNamespace
+
+    from imret.local.extract import _strided_layers, receptive_field_centres
+
+    ResNet = type("ResNet", (), {})
+    VGG16 = type("VGG16", (), {})
+    assert _strided_layers(SimpleNamespace(net=ResNet(), stage="layer3")) == [(7, 2, 3), (3, 2, 1), (3, 2, 1), (3, 2, 1)]
+    assert len(_strided_layers(SimpleNamespace(net=ResNet(), stage="layer4"))) == 5
+    assert _strided_layers(SimpleNamespace(net=VGG16(), stage="conv5")) == [(2, 2, 0)] * 4
+    with pytest.raises(ValueError, match="no receptive-field geometry"):
+        _strided_layers(SimpleNamespace(net=type("AlexNet", (), {})(), stage="x"))
+    # ResNet layer3 (stride 16): c → 2c (7×7/2 pad 3) → 2c (pools and convs 3×3/2 pad 1): 16c
+    ys, xs = receptive_field_centres(SimpleNamespace(net=ResNet(), stage="layer3"), (32, 64), (2, 4))
+    np.testing.assert_allclose(ys, [0, 16])
+    np.testing.assert_allclose(xs, [0, 16, 32, 48])
+
+
+def test_receptive_field_centres_of_two_same_padded_layers():
+    # 'SAME' twice on 7: sizes 7 → 4 → 2. Innermost (on 4): total pad (2−1)·2 + 3 − 4 = 1, none
+    # before: c → 2c + 1; outer (on 7): total 2, one before: c → 2c. Together 4c + 2
+    np.testing.assert_allclose(_axis_centres([(3, 2, None), (3, 2, None)], 7, 2), [2, 6])
