@@ -96,3 +96,93 @@ def test_netvlad_by_hand():
     v1 = torch.tensor([1 - a, 0.5]) - (1 - a + 0.5) * torch.tensor([1.0, 1.0])
     expected = torch.stack([v0 / v0.norm(), v1 / v1.norm()])[None]
     torch.testing.assert_close(Fn.netvlad(x, centroids, weight, bias), expected, atol=1e-5, rtol=0)
+
+
+def test_spoc_centre_prior_by_hand():
+    # 3×3: offsets −1, 0, 1 both ways, σ = 3/3 = 1: weights exp(−(y² + x²)/2): 1 at the centre,
+    # e^−½ on the edges, e^−1 in the corners; S = 1 + 4e^−½ + 4e^−1
+    x = torch.zeros(1, 3, 3, 3)
+    x[0, 0, 1, 1] = 1.0
+    x[0, 1, 0, 0] = 1.0
+    x[0, 2] = 1.0
+    s = 1 + 4 * math.exp(-0.5) + 4 * math.exp(-1)
+    torch.testing.assert_close(Fn.spoc(x, center_prior=True), torch.tensor([[1 / s, math.exp(-1) / s, 1.0]]),
+                               atol=1e-6, rtol=0)
+    # 2×4: offsets y ±½, x ±½, ±1.5; σ = min(2, 4)/3 = 2/3, 2σ² = 8/9: inner weights
+    # exp(−0.5·9/8) = e^−0.5625, outer exp(−2.5·9/8) = e^−2.8125; S = 4e^−0.5625 + 4e^−2.8125
+    x = torch.zeros(1, 2, 2, 4)
+    x[0, 0, 0, 0] = 1.0  # an outer column
+    x[0, 1, 1, 2] = 1.0  # an inner one
+    inner, outer = math.exp(-0.5625), math.exp(-2.8125)
+    s = 4 * inner + 4 * outer
+    torch.testing.assert_close(Fn.spoc(x, center_prior=True), torch.tensor([[outer / s, inner / s]]),
+                               atol=1e-6, rtol=0)
+
+
+def test_gem_with_a_mask_by_hand():
+    x = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]], [[5.0, 0.0], [0.0, 1.0]]]])
+    mask = torch.tensor([[[[True, False], [False, True]]]])
+    # kept positions (0, 0) and (1, 1): ((1³ + 4³)/2)^⅓ = 32.5^⅓, ((5³ + 1³)/2)^⅓ = 63^⅓
+    torch.testing.assert_close(Fn.gem(x, p=3.0, mask=mask), torch.tensor([[32.5 ** (1 / 3), 63 ** (1 / 3)]]),
+                               atol=1e-5, rtol=0)
+    # p = 1 over the mask: the mean of the kept positions
+    torch.testing.assert_close(Fn.gem(x, p=1.0, mask=mask), torch.tensor([[2.5, 3.0]]), atol=1e-5, rtol=0)
+    # nothing kept: 0
+    none = torch.zeros_like(mask)
+    torch.testing.assert_close(Fn.gem(x, p=3.0, mask=none), torch.zeros(1, 2), atol=1e-6, rtol=0)
+
+
+def test_gem_clamps_negatives_and_takes_a_tensor_p():
+    x = torch.tensor([[[[-1.0, 2.0]]]])
+    # −1 → ε: p = 3 gives ((ε³ + 8)/2)^⅓ = 4^⅓; p = 1 gives (ε + 2)/2
+    torch.testing.assert_close(Fn.gem(x, p=3.0), torch.tensor([[4 ** (1 / 3)]]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(Fn.gem(x, p=1.0), torch.tensor([[1.0]]), atol=1e-5, rtol=0)
+    y = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])
+    torch.testing.assert_close(Fn.gem(y, p=torch.tensor(2.0)), torch.tensor([[math.sqrt(7.5)]]), atol=1e-5, rtol=0)
+
+
+def test_region_descriptors_take_the_pooling():
+    x = torch.tensor([[[[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]]])
+    regions = [(0, 0, 2, 2), (0, 1, 1, 2), (1, 2, 1, 1)]
+    assert Fn.region_descriptors(x, regions).tolist() == [[[5.0], [3.0], [6.0]]]
+    assert Fn.region_descriptors(x, regions, pool=Fn.spoc).tolist() == [[[3.0], [2.5], [6.0]]]
+
+
+def test_crow_exponents_by_hand():
+    # channel sums s = (1, 3); non-zero fractions (½, ½) → channel weights log(1/½) = log 2
+    x = torch.tensor([[[[1.0, 0.0]], [[0.0, 3.0]]]])
+    log2 = math.log(2)
+    # a = 1, b = 1: spatial s/Σs = (¼, ¾) → (1·¼, 3·¾)·log 2
+    torch.testing.assert_close(Fn.crow(x, a=1.0, b=1.0), torch.tensor([[0.25 * log2, 2.25 * log2]]),
+                               atol=1e-5, rtol=0)
+    # a = 1, b = 2: (s/Σs)^½ = (½, √3/2)
+    torch.testing.assert_close(Fn.crow(x, a=1.0, b=2.0), torch.tensor([[0.5 * log2, 1.5 * math.sqrt(3) * log2]]),
+                               atol=1e-5, rtol=0)
+    # a = 2, b = 1: s/‖s‖₂ = (1, 3)/√10
+    r10 = math.sqrt(10)
+    torch.testing.assert_close(Fn.crow(x, a=2.0, b=1.0), torch.tensor([[log2 / r10, 9 * log2 / r10]]),
+                               atol=1e-5, rtol=0)
+
+
+def test_max_mask_share_threshold_by_hand():
+    # 2×2 positions p0…p3, five channels: two peak at p1, one at p2, one at p3, one is zero
+    # everywhere (its argmax, p0, gets no vote). Votes: (0, 2, 1, 1); live channels 4
+    x = torch.zeros(2, 5, 2, 2)
+    x[0, 0, 0, 1] = x[0, 1, 0, 1] = 1.0
+    x[0, 2, 1, 0] = 2.0
+    x[0, 3, 1, 1] = 3.0
+    x[0, 2, 0, 1] = 0.5  # not channel 2's maximum: no vote
+
+    def kept(votes):
+        return Fn.max_mask(x, votes)[0, 0].flatten().tolist()
+    assert kept(0.0) == [False, True, True, True]
+    # share votes·4/4: 0.9 keeps counts above 0.9 (a share of the 5 channels, 1.125, would not)
+    assert kept(0.9) == [False, True, True, True]
+    assert kept(1.0) == [False, True, False, False]  # more than 1 vote, not 1
+    assert kept(3.0) == [False, True, False, False]  # none above 3: the most-voted position
+    # the second image has no live channel: every position (all tied at 0) is kept
+    assert Fn.max_mask(x, 1.0)[1].all()
+    # a tie for the most votes keeps both
+    y = torch.zeros(1, 2, 1, 3)
+    y[0, 0, 0, 0] = y[0, 1, 0, 2] = 1.0
+    assert Fn.max_mask(y, 5.0)[0, 0, 0].tolist() == [True, False, True]
