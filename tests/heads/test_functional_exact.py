@@ -186,3 +186,32 @@ def test_max_mask_share_threshold_by_hand():
     y = torch.zeros(1, 2, 1, 3)
     y[0, 0, 0, 0] = y[0, 1, 0, 2] = 1.0
     assert Fn.max_mask(y, 5.0)[0, 0, 0].tolist() == [True, False, True]
+
+
+def test_l2n_normalises_the_last_axis_with_an_additive_eps():
+    torch.testing.assert_close(Fn.l2n(torch.tensor([[3.0, 4.0], [0.0, 2.0]])), torch.tensor([[0.6, 0.8], [0.0, 1.0]]),
+                               atol=1e-6, rtol=0)
+    # B×R×C: each region row on its own
+    torch.testing.assert_close(Fn.l2n(torch.tensor([[[3.0, 4.0], [0.0, 2.0]]])),
+                               torch.tensor([[[0.6, 0.8], [0.0, 1.0]]]), atol=1e-6, rtol=0)
+    # a row of norm ε comes out at half length: x/(‖x‖ + ε)
+    torch.testing.assert_close(Fn.l2n(torch.tensor([[1e-6, 0.0]])), torch.tensor([[0.5, 0.0]]), atol=1e-6, rtol=0)
+
+
+def test_self_similarity_windows_by_hand():
+    # a 1×3 map of (1, 0), (1, 1), (0, 1): cosines with the neighbours at offsets −2…2 of a 5×5
+    # window (the default); only the middle row of the window lies on the map
+    x = torch.tensor([[[[1.0, 1.0, 0.0]], [[0.0, 1.0, 1.0]]]])
+    s = Fn.self_similarity(x)
+    assert s.shape == (1, 25, 1, 3)
+    h = 1 / math.sqrt(2)
+    expected = torch.zeros(25, 3)
+    expected[10:15, 0] = torch.tensor([0, 0, 1, h, 0])
+    expected[10:15, 1] = torch.tensor([0, h, 1, h, 0])
+    expected[10:15, 2] = torch.tensor([0, h, 1, 0, 0])
+    torch.testing.assert_close(s[0, :, 0], expected, atol=1e-6, rtol=0)
+    # window 1: each location with itself
+    torch.testing.assert_close(Fn.self_similarity(x, window=1), torch.ones(1, 1, 1, 3), atol=1e-6, rtol=0)
+    for bad in (0, -1, 4):
+        with pytest.raises(ValueError, match="odd and positive"):
+            Fn.self_similarity(x, window=bad)
