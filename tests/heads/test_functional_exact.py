@@ -215,3 +215,22 @@ def test_self_similarity_windows_by_hand():
     for bad in (0, -1, 4):
         with pytest.raises(ValueError, match="odd and positive"):
             Fn.self_similarity(x, window=bad)
+
+
+def test_rmac_default_three_levels_on_a_2x2_map_by_hand():
+    # 2×2, L = 3. Level 1: one 2×2; level 2: side ⌊4/3⌋ = 1, half ⌊½ − 1⌋ = −1, 2 starts step 1 →
+    # 0, 1; level 3: side 1, half −1, 3 starts step ½ → ⌊−1⌋+1, ⌊−½⌋+1, ⌊0⌋+1 = 0, 0, 1
+    grid = [(0, 0, 2, 2), (0, 0, 2, 2)] + [(t, l, 1, 1) for t in (0, 1) for l in (0, 1)]
+    grid += [(t, l, 1, 1) for t in (0, 0, 1) for l in (0, 0, 1)]
+    assert Fn.rmac_regions(2, 2) == grid
+    x = torch.zeros(1, 2, 2, 2)
+    x[0, 0, 0, 0], x[0, 1, 1, 1] = 3.0, 4.0
+    # two whole-map MACs (3, 4)/5; single cells: (0, 0) → (1, 0), (1, 1) → (0, 1), the others 0.
+    # L = 2: 2·(0.6, 0.8) + (1, 0) + (0, 1) = (2.2, 2.6); L = 3 adds 4·(1, 0) + (0, 1): (6.2, 3.6)
+    torch.testing.assert_close(Fn.rmac(x, levels=2), torch.tensor([[2.2, 2.6]]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(Fn.rmac(x), torch.tensor([[6.2, 3.6]]), atol=1e-5, rtol=0)
+
+
+def test_gem_default_p_is_3():
+    x = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])
+    torch.testing.assert_close(Fn.gem(x), torch.tensor([[25 ** (1 / 3)]]), atol=1e-5, rtol=0)
