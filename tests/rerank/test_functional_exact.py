@@ -6,6 +6,15 @@ import pytest
 from imret.rerank import functional as F
 
 
+@pytest.fixture(params=[None, 1, 2], ids=["chunk-1024", "chunk-1", "chunk-2"])
+def chunk(request, monkeypatch):
+    """Run a case with the module's row chunk as shipped and cut to 1 and 2 rows, so that
+    the chunked loops are exercised on hand-sized inputs."""
+    if request.param is not None:
+        monkeypatch.setattr(F, "_CHUNK", request.param)
+    return request.param
+
+
 def unit(*rows):
     x = np.asarray(rows, np.float64)
     return x / np.linalg.norm(x, axis=-1, keepdims=True)
@@ -58,6 +67,11 @@ def test_alpha_qe_and_average_qe_by_hand():
     np.testing.assert_allclose(np.linalg.norm(avg, axis=1), 1, atol=1e-6)
     # with all three: (0.6, 1.8), the mean keeps the sum's direction
     np.testing.assert_allclose(F.average_qe(q, nbr, valid), unit([0.6, 1.8]), atol=1e-6)
+    # two queries with 1 and 2 valid neighbours: each its own mean
+    q2 = np.array([[1.0, 0.0], [0.0, 1.0]], np.float32)
+    nbr2 = np.array([[[0.0, 1.0], [5.0, 5.0]], [[1.0, 0.0], [0.6, 0.8]]], np.float32)
+    valid2 = np.array([[True, False], [True, True]])
+    np.testing.assert_allclose(F.average_qe(q2, nbr2, valid2), unit([1, 1], [1.6, 1.8]), atol=1e-6)
 
 
 def test_pair_sims_by_hand():
@@ -86,7 +100,7 @@ def test_top_k_orders_by_score_then_column_and_pads():
     assert F.top_k(sims, 2, pos)[0].tolist() == [[43, 41], [50, 52]]
 
 
-def test_knn_by_hand_with_exclusion_and_padding():
+def test_knn_by_hand_with_exclusion_and_padding(chunk):
     rows = np.array([[1, 0], [0.8, 0.6], [0, 1]], np.float32)
     nbr, sims = F.knn(rows, rows, 2, exclude=np.array([0, 1, 2]))
     # row 0: 0.8 (row 1), 0 (row 2); row 1: 0.8 (row 0), 0.6 (row 2); row 2: 0.6 (row 1), 0 (row 0)
@@ -97,7 +111,7 @@ def test_knn_by_hand_with_exclusion_and_padding():
     np.testing.assert_allclose(sims, [[1, 0.8, 0, -np.inf]], atol=1e-6)
 
 
-def test_augment_rows_by_hand():
+def test_augment_rows_by_hand(chunk):
     rows = np.array([[1, 0], [0.8, 0.6], [0, 1]], np.float32)
     nbr = np.array([[1, 2], [0, 2], [1, -1]])
     sims = np.array([[0.8, 0.0], [0.8, 0.6], [0.6, -np.inf]], np.float32)
@@ -111,7 +125,7 @@ def test_augment_rows_by_hand():
     np.testing.assert_allclose(out, unit([1.6, 1.7]), atol=1e-6)
 
 
-def test_knn_after_add_by_hand():
+def test_knn_after_add_by_hand(chunk):
     rows = np.array([[1, 0], [0, 1], [0.8, 0.6], [0.6, 0.8]], np.float32)
     # lists of the two old rows among themselves (k = 2): 0 → [1, pad], 1 → [0, pad]
     nbr = np.array([[1, -1], [0, -1]])
@@ -129,7 +143,7 @@ def test_knn_after_add_by_hand():
     np.testing.assert_allclose(out_sims, [[0.8], [0.8], [-0.8]], atol=1e-6)
 
 
-def test_knn_after_remove_by_hand():
+def test_knn_after_remove_by_hand(chunk):
     rows = np.array([[1, 0], [0.8, 0.6], [0.6, 0.8], [0, 1]], np.float32)
     # k = 2 lists of the four rows: 0 → 1 (0.8), 2 (0.6); 1 → 2 (0.96), 0 (0.8); 2 → 1 (0.96), 3 (0.8);
     # 3 → 2 (0.8), 1 (0.6)
@@ -177,6 +191,14 @@ def test_merge_requery_with_a_head_past_the_width():
                                 np.array([[0.4]], np.float32), np.array([[-1]]), np.array([[-np.inf]], np.float32))
     assert r.tolist() == [[3, -1, -1]] and old.tolist() == [[0, -1, -1]]
     assert s[0, 0] == pytest.approx(0.4) and np.isneginf(s[0, 1:]).all()
+
+
+def test_merge_requery_with_a_head_longer_than_the_ranking():
+    # head 3 on a ranking of 2: the head is the whole ranking
+    r, s, old = F.merge_requery(np.array([[4, 5]]), np.array([[0.9, 0.8]], np.float32), 3,
+                                np.array([[0.2, 0.6]], np.float32), np.array([[7]]), np.array([[0.4]], np.float32))
+    assert r.tolist() == [[5, 7]] and old.tolist() == [[1, -1]]
+    np.testing.assert_allclose(s, [[0.6, 0.4]])
 
 
 def test_resort_is_stable_and_carries_the_other_arrays():
