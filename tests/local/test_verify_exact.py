@@ -167,3 +167,100 @@ def test_verify_many_equals_verify_one_by_one_across_chunks():
     assert verify_many(q, []) == []
     only_empty = verify_many(q, [empty, empty])
     assert [v.tentative for v in only_empty] == [0, 0]
+
+
+def test_config_and_recipe_errors_name_the_choices():
+    import pytest
+
+    from imret.config import ConfigError
+    from imret.local.verify import get_verify_config
+
+    cases = [(dict(matcher="knn"), "matcher must be one of distance, ratio, got 'knn'"),
+             (dict(model="similarity"), "model must be one of affine, homography, got 'similarity'"),
+             (dict(method="lmeds"), "method must be one of ransac, magsac, got 'lmeds'"),
+             (dict(score="sum"), "score must be one of global, inliers, got 'sum'"),
+             (dict(ratio=1.5), r"ratio must be in \(0, 1\], got 1.5"),
+             (dict(distance=3.0), r"distance must be in \(0, 2\] \(unit descriptors\), got 3.0"),
+             (dict(frame=0), "threshold and frame must be positive, got 12.0, 0"),
+             (dict(max_iters=0), r"max_iters \(RANSAC trials\) must be a positive integer, got 0")]
+    for bad, message in cases:
+        with pytest.raises(ConfigError, match=f"^{message}$"):
+            VerifyConfig(**bad)
+    with pytest.raises(ConfigError, match="^unknown verification 'sift'; known: delf, ratio$"):
+        get_verify_config("sift")
+
+
+def test_a_single_query_row_is_matched():
+    from imret.local.verify import match, match_distance
+
+    d = np.eye(2, dtype=np.float32)
+    q = np.array([[0.96, 0.28]], np.float32)  # 0.283 from d0
+    assert match_distance(q, d).tolist() == [[0, 0]] and match(q, d).tolist() == [[0, 0]]
+
+
+def test_the_ratio_test_compares_each_query_with_its_own_second_neighbour():
+    from imret.local.verify import match
+
+    # given similarities: q0's best 0.9 (distance 0.447), its second 0.1 (1.342): passes 0.9;
+    # q1's best 0.99 (0.141), second 0.95 (0.316): passes. q1's 0.95 is no concern of q0's
+    sims = np.array([[0.9, 0.1, 0.0], [0.0, 0.95, 0.99]])
+    q, d = np.zeros((2, 3), np.float32), np.zeros((3, 3), np.float32)
+    assert match(q, d, ratio=0.9, sims=sims).tolist() == [[0, 0], [1, 2]]
+
+
+def test_similarities_rounded_above_one_count_as_distance_zero():
+    from imret.local.verify import match
+
+    # float rounding can put a unit pair's dot product just above 1: the distance is 0, not NaN
+    q, d = np.zeros((1, 2), np.float32), np.zeros((2, 2), np.float32)
+    assert match(q, d, ratio=0.9, sims=np.array([[1 + 2e-6, 0.5]])).tolist() == [[0, 0]]
+    assert match(q, d, ratio=0.9, sims=np.array([[1 + 2e-6, 1 + 1e-6]])).tolist() == [[0, 0]]
+
+
+def test_a_homography_from_four_points_and_masks_are_bool():
+    src = np.array([[0, 0], [10, 0], [0, 10], [10, 10]], np.float32)
+    model, mask = fit_model(src, src * 2 + 3, VerifyConfig(model="homography", method="ransac"))
+    np.testing.assert_allclose(model, [[2, 0, 3], [0, 2, 3], [0, 0, 1]], atol=1e-6)
+    assert mask.dtype == bool and mask.tolist() == [True] * 4
+    model, mask = fit_model(src[:3], src[:3] + 5, VerifyConfig())
+    assert mask.dtype == bool and model.dtype == np.float64
+    model, mask = fit_model(src[:3], src[:3], VerifyConfig(model="homography"))
+    assert model is None and mask.dtype == bool and mask.tolist() == [False] * 3
+
+
+def test_three_collinear_points_give_no_model():
+    # plain RANSAC in OpenCV returns a NaN map with 3 inliers here; MAGSAC++ returns none
+    src = np.array([[0, 0], [10, 5], [20, 10]], np.float32)
+    for method in ("ransac", "magsac"):
+        model, mask = fit_model(src, src * 0.5 + 7, VerifyConfig(method=method))
+        assert model is None and mask.tolist() == [False, False, False]
+
+
+def test_the_homography_threshold_and_an_outlier():
+    # result 1000 px wide in a 1024 frame without upscale: its own pixels; the last match is 20 px off
+    q, r = _grid_pair(20.0)
+    cfg = VerifyConfig(model="homography", method="ransac", frame=1024, upscale=False)
+    v = verify(q, r, cfg.replace(threshold=12.0))
+    assert v.inliers == 19 and not v.inlier_mask[-1]
+    np.testing.assert_allclose(v.model, [[0.5, 0, 100], [0, 0.5, 40], [0, 0, 1]], atol=1e-3)
+    assert verify(q, r, cfg.replace(threshold=25.0)).inliers == 20
+
+
+def test_the_result_frame_follows_upscale():
+    # the result (1000 px wide) in a 2048 frame: upscaled ×2.048, the 20 px error is 41 px (over
+    # 30); kept at its own pixels it is 20 px (under 30)
+    q, r = _grid_pair(20.0)
+    assert verify(q, r, VerifyConfig(threshold=30, frame=2048, upscale=True)).inliers == 19
+    assert verify(q, r, VerifyConfig(threshold=30, frame=2048, upscale=False)).inliers == 20
+
+
+def test_points_pair_query_and_result_rows_and_are_float32():
+    # the result's features in reverse order: query row i matches result row 19 − i
+    q, r = _grid_pair(0.0)
+    rev = LocalFeatures(r.xy[::-1].astype(np.float64), r.scales, r.scores, r.descriptors[::-1].copy(), r.size)
+    v = verify(q, rev, VerifyConfig())
+    assert v.pairs.tolist() == [[i, 19 - i] for i in range(20)]
+    assert v.points.dtype == np.float32 and v.inlier_mask.dtype == bool
+    np.testing.assert_allclose(v.points[:, :2], q.xy)
+    np.testing.assert_allclose(v.points[:, 2:], q.xy * 0.5 + [100, 40])
+    assert v.inliers == 20 and v.outlier_points.shape == (0, 4)
