@@ -206,3 +206,37 @@ def test_receptive_field_centres_of_two_same_padded_layers():
     # 'SAME' twice on 7: sizes 7 → 4 → 2. Innermost (on 4): total pad (2−1)·2 + 3 − 4 = 1, none
     # before: c → 2c + 1; outer (on 7): total 2, one before: c → 2c. Together 4c + 2
     np.testing.assert_allclose(_axis_centres([(3, 2, None), (3, 2, None)], 7, 2), [2, 6])
+
+
+def test_an_extractor_on_a_block_image_end_to_end():
+    from torch import nn
+
+    from imret.backbones import Backbone
+    from imret.local.extract import LocalExtractor
+
+    class VGG16(nn.Module):  # a stand-in "conv5": the mean colour of each 16×16 block
+        def features(self, x, stage):
+            return torch.nn.functional.avg_pool2d(x, 16)
+
+    backbone = Backbone(VGG16(), "conv5", 3, 16, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    # attention: softplus(0.01·R − 1): R = 200 → ln(1 + e), 100 → ln 2, 0 → ln(1 + 1/e)
+    state = {"conv1.weight": torch.zeros(4, 3, 1, 1), "conv1.bias": torch.zeros(4),
+             "conv2.weight": torch.zeros(1, 4, 1, 1), "conv2.bias": torch.tensor([-1.0])}
+    state["conv1.weight"][0, 0] = 1.0
+    state["conv2.weight"][0, 0] = 0.01
+    cfg = LocalConfig(max_size=48, upscale=False, scales=(0.25, 1.0), max_features=3, attention_hidden=4)
+    ex = LocalExtractor(cfg, attention_state=state, device="cpu", backbone=backbone)
+    assert ex.dim == 3 and ex._layers == [(2, 2, 0)] * 4
+    assert all(torch.equal(ex.attention_state()[k], v) for k, v in state.items())
+    img = np.zeros((32, 48, 3), np.uint8)
+    img[:16, :16] = (200, 150, 0)
+    img[:16, 16:32] = (0, 30, 40)
+    img[:16, 32:] = (100, 0, 0)
+    img[16:] = (0, 0, 50)
+    # scale 0.25 (8×12) is below one map cell (16 px) and skipped; scale 1: a 2×3 map, centres
+    # 16c + 7.5. Best three: (7.5, 7.5) R 200, (39.5, 7.5) R 100, then the first of the R = 0 cells
+    f = ex.extract(img)
+    assert f.xy.tolist() == [[7.5, 7.5], [39.5, 7.5], [23.5, 7.5]] and f.scales.tolist() == [1.0] * 3
+    np.testing.assert_allclose(f.scores, [math.log(1 + math.e), math.log(2), math.log(1 + 1 / math.e)], atol=1e-5)
+    np.testing.assert_allclose(f.descriptors, [[0.8, 0.6, 0], [1, 0, 0], [0, 0.6, 0.8]], atol=1e-6)
+    assert f.size == (32, 48)
