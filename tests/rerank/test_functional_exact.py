@@ -170,6 +170,13 @@ def test_knn_after_remove_by_hand(chunk):
     np.testing.assert_allclose(out_sims, [[0.96, 0.6], [0.96, 0.8], [0.8, 0.6]], atol=1e-6)
 
 
+def test_knn_after_remove_of_a_single_row_with_a_padded_list():
+    rows = np.array([[1.0, 0.0]], np.float32)
+    out_nbr, out_sims, redo = F.knn_after_remove(rows, np.array([True]), np.array([[-1, -1]]),
+                                                 np.full((1, 2), -np.inf, np.float32))
+    assert out_nbr.tolist() == [[-1, -1]] and redo.tolist() == [] and np.isneginf(out_sims).all()
+
+
 def test_knn_after_remove_keeps_padding():
     rows = np.array([[1, 0], [0, 1], [0.6, 0.8]], np.float32)
     nbr, sims = np.array([[1, -1], [0, -1], [1, 0]]), np.array([[0, -np.inf], [0, -np.inf], [0.8, 0.6]], np.float32)
@@ -207,6 +214,11 @@ def test_resort_is_stable_and_carries_the_other_arrays():
     s, r = F.resort(scores, ids)
     assert s.tolist() == [[pytest.approx(0.9), 0.5, pytest.approx(0.2), pytest.approx(0.2)]]
     assert r.tolist() == [[11, 13, 10, 12]]
+    # 40 scores, every third 1, the rest 0: each group keeps its order (a quicksort would not)
+    scores = np.zeros((1, 40), np.float32)
+    scores[0, ::3] = 1
+    _, r = F.resort(scores, np.arange(40)[None])
+    assert r[0].tolist() == list(range(0, 40, 3)) + [i for i in range(40) if i % 3]
 
 
 # -- global-feature re-ranking within the shortlist ---------------------------------------------------
@@ -287,11 +299,11 @@ def test_k_reciprocal_scores_by_hand_with_query_expansion():
 
 
 def test_k_reciprocal_scores_leave_invalid_entries_out():
-    # c2 is no result: only {q, c1} count; lists q: q, c1; c1: c1, q; the same V(q), V(c1) as above
-    cand = np.concatenate([KR_CAND, [[[0.6, 0.8]]]], 1)  # and a third, valid, row (0.6, 0.8)
-    valid = np.array([[True, False, True]])
-    s = F.k_reciprocal_scores(KR_Q, cand[:, [0, 1]], np.array([[True, False]]), 1, 1, 0.5)
+    # the second entry is no result, though its row (10° from q) would be q's nearest: only
+    # {q, c1} count, with the V(q), V(c1) above
+    close = [[[np.cos(np.pi / 18), np.sin(np.pi / 18)]]]
+    cand = np.concatenate([KR_CAND[:, :1], close], 1).astype(np.float32)
+    s = F.k_reciprocal_scores(KR_Q, cand, np.array([[True, False]]), 1, 1, 0.5)
+    assert s.dtype == np.float32
     np.testing.assert_allclose(s[0, 0], 1 - 0.18452, atol=1e-4)
     assert np.isneginf(s[0, 1])
-    s3 = F.k_reciprocal_scores(KR_Q, cand, valid, 1, 1, 0.5)
-    assert np.isneginf(s3[0, 1]) and np.isfinite(s3[0, [0, 2]]).all()
