@@ -240,3 +240,19 @@ def test_an_extractor_on_a_block_image_end_to_end():
     np.testing.assert_allclose(f.scores, [math.log(1 + math.e), math.log(2), math.log(1 + 1 / math.e)], atol=1e-5)
     np.testing.assert_allclose(f.descriptors, [[0.8, 0.6, 0], [1, 0, 0], [0, 0.6, 0.8]], atol=1e-6)
     assert f.size == (32, 48)
+
+
+def test_receptive_field_centres_of_efficientnet_lite_stage5():
+    from types import SimpleNamespace
+
+    from imret.backbones.efficientnet_lite import EfficientNetLite
+    from imret.local.extract import _strided_layers, receptive_field_centres
+
+    lite = SimpleNamespace(net=EfficientNetLite("lite0"), stage="stage5")
+    # the stem and the first blocks of stages 2, 3 and 4 halve the map, all 'SAME'-padded
+    assert _strided_layers(lite) == [(3, 2, None), (3, 2, None), (5, 2, None), (3, 2, None)]
+    # rows of a 63-px image: sizes 63 → 32 → 16 → 8 → 4; padding before 1, 0, 1, 0 →
+    # c → 2c + 1 → 2c + 1 → 2c + 1 → 2c: 16c + 14. Columns of 96 px: 0, 0, 1, 0 → 16c + 15
+    ys, xs = receptive_field_centres(lite, (63, 96), (4, 6))
+    np.testing.assert_allclose(ys, [14, 30, 46, 62])
+    np.testing.assert_allclose(xs, [15, 31, 47, 63, 79, 95])
