@@ -256,3 +256,22 @@ def test_receptive_field_centres_of_efficientnet_lite_stage5():
     ys, xs = receptive_field_centres(lite, (63, 96), (4, 6))
     np.testing.assert_allclose(ys, [14, 30, 46, 62])
     np.testing.assert_allclose(xs, [15, 31, 47, 63, 79, 95])
+
+
+def test_load_crops_to_the_box_and_keeps_the_pixel_limit(tmp_path):
+    from types import SimpleNamespace
+
+    from PIL import Image as PILImage
+
+    from imret.io.images import ImageLoadError
+    from imret.local.extract import LocalExtractor
+
+    img = np.arange(4 * 6 * 3, dtype=np.uint8).reshape(4, 6, 3)
+    path = tmp_path / "p.png"
+    PILImage.fromarray(img).save(path)
+    fake = SimpleNamespace(max_pixels=24)
+    np.testing.assert_array_equal(LocalExtractor.load(fake, path), img)
+    # bbox (x0, y0, x1, y1) = (1, 1, 3, 4): rows 1–3, columns 1–2
+    np.testing.assert_array_equal(LocalExtractor.load(fake, path, bbox=(1, 1, 3, 4)), img[1:4, 1:3])
+    with pytest.raises(ImageLoadError, match="exceeds the limit"):
+        LocalExtractor.load(SimpleNamespace(max_pixels=23), path)
