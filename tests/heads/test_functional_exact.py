@@ -16,6 +16,14 @@ def test_rmac_grid_of_a_square_map_region_by_region():
     expected += [(t, l, 5, 5) for t in (0, 3) for l in (0, 3)]
     expected += [(t, l, 4, 4) for t in (0, 2, 4) for l in (0, 2, 4)]
     assert Fn.rmac_regions(8, 8, levels=3) == expected
+    assert Fn.rmac_regions(8, 8) == expected  # L = 3 by default (a fourth level would add 3×3 squares)
+
+
+def test_rmac_grid_of_a_very_long_map_stops_at_six_extra_regions():
+    # 2×20: b = 18/(steps − 1) for steps 2…7 (cirtorch's): overlaps 1 − b/2 = −8, …, −0.5 (steps 7);
+    # none reaches 0.4, the closest is the last: 6 extra columns. Level 1: side 2, 7 columns,
+    # step 18/6 = 3 (a step 8 would give 8 columns)
+    assert Fn.rmac_regions(2, 20, levels=1) == [(0, 0, 2, 20)] + [(0, l, 2, 2) for l in range(0, 19, 3)]
 
 
 def test_rmac_grid_of_a_wide_map_uses_the_40_percent_overlap():
@@ -172,16 +180,20 @@ def test_max_mask_share_threshold_by_hand():
     x[0, 2, 1, 0] = 2.0
     x[0, 3, 1, 1] = 3.0
     x[0, 2, 0, 1] = 0.5  # not channel 2's maximum: no vote
+    x[1, 0, 1, 1] = 1.0  # the second image: one live channel, its vote at p3
 
     def kept(votes):
         return Fn.max_mask(x, votes)[0, 0].flatten().tolist()
     assert kept(0.0) == [False, True, True, True]
+    assert Fn.max_mask(x)[0, 0].flatten().tolist() == kept(0.0)  # votes = 0 by default
     # share votes·4/4: 0.9 keeps counts above 0.9 (a share of the 5 channels, 1.125, would not)
     assert kept(0.9) == [False, True, True, True]
     assert kept(1.0) == [False, True, False, False]  # more than 1 vote, not 1
     assert kept(3.0) == [False, True, False, False]  # none above 3: the most-voted position
-    # the second image has no live channel: every position (all tied at 0) is kept
-    assert Fn.max_mask(x, 1.0)[1].all()
+    # each image's share counts its own live channels: the second's one channel, 0.9·1/4
+    assert Fn.max_mask(x, 0.9)[1, 0].flatten().tolist() == [False, False, False, True]
+    # an image without a live channel: every position (all tied at 0) is kept
+    assert Fn.max_mask(torch.zeros(1, 2, 2, 2), 1.0).all()
     # a tie for the most votes keeps both
     y = torch.zeros(1, 2, 1, 3)
     y[0, 0, 0, 0] = y[0, 1, 0, 2] = 1.0
