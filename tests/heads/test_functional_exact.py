@@ -246,3 +246,15 @@ def test_rmac_default_three_levels_on_a_2x2_map_by_hand():
 def test_gem_default_p_is_3():
     x = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])
     torch.testing.assert_close(Fn.gem(x), torch.tensor([[25 ** (1 / 3)]]), atol=1e-5, rtol=0)
+
+
+def test_netvlad_bias_by_hand():
+    x = torch.tensor([[[[1.0, 0.0]], [[0.0, 1.0]]]])  # descriptors (1, 0) and (0, 1)
+    centroids = torch.tensor([[0.0, 0.0], [1.0, 1.0]])
+    weight, bias = torch.tensor([[1.0, 0.0], [0.0, 0.0]]), torch.tensor([0.0, 1.0])
+    # logits: (1, 0) → (1, 1): assignments (½, ½); (0, 1) → (0, 1): (1 − a, a), a = e/(1 + e)
+    a = math.e / (1 + math.e)
+    v0 = torch.tensor([0.5, 1 - a])  # ½·(1, 0) + (1 − a)·(0, 1) − (…)·(0, 0)
+    v1 = torch.tensor([0.5, a]) - (0.5 + a) * torch.tensor([1.0, 1.0])
+    expected = torch.stack([v0 / v0.norm(), v1 / v1.norm()])[None]
+    torch.testing.assert_close(Fn.netvlad(x, centroids, weight, bias), expected, atol=1e-5, rtol=0)
