@@ -87,6 +87,10 @@ def test_pyramid_scales_of_a_photo_smaller_and_larger_than_the_maximum():
     Fake.config = LocalConfig(max_size=64, scales=(0.5, 1.0))  # upscale: the long side becomes 64
     sizes = [(s, tuple(x.shape[2:])) for s, x in LocalExtractor.pyramid(Fake(), img)]
     assert sizes == [(0.5, (26, 32)), (1.0, (51, 64))]
+    # a scale whose short side is exactly one map cell (2⁴ = 16 px) is kept; below it, skipped
+    Fake.config = LocalConfig(max_size=64, upscale=False, scales=(0.375, 0.4, 1.0))
+    sizes = [(s, tuple(x.shape[2:])) for s, x in LocalExtractor.pyramid(Fake(), img)]
+    assert sizes == [(0.4, (16, 20)), (1.0, (40, 50))]  # 0.375: 15×19
     big = np.zeros((200, 100, 3), np.uint8)
     Fake.config = LocalConfig(max_size=64, upscale=False, scales=(1.0,))
     assert [tuple(x.shape[2:]) for _, x in LocalExtractor.pyramid(Fake(), big)] == [(64, 32)]
@@ -149,6 +153,10 @@ def test_selection_by_threshold_score_and_cross_scale_suppression():
     # a threshold of 0.92 keeps one; 0.7 is kept at a threshold of 0.7 (≥)
     f = LocalExtractor.extract_array(_FakeStages(cfg.replace(score_threshold=0.92), _two_scales()), img)
     assert f.xy.tolist() == [[12, 12]]
+    assert (f.xy.dtype, f.scales.dtype, f.scores.dtype, f.descriptors.dtype) == (np.float32,) * 4
+    # all below the threshold: no features
+    f = LocalExtractor.extract_array(_FakeStages(cfg.replace(score_threshold=0.99), _two_scales()), img)
+    assert len(f) == 0 and f.xy.shape == (0, 2) and f.descriptors.shape == (0, 2)
     f = LocalExtractor.extract_array(_FakeStages(cfg.replace(score_threshold=0.7, nms_iou=1.0), _two_scales()), img)
     assert f.xy.tolist() == [[12, 12], [8, 8], [4, 4]]
     # the photo twice as large (64×96, scale 1 halves it): cells in its pixels are 32 and 16
@@ -163,7 +171,8 @@ def test_an_image_without_pyramid_scales_has_no_features():
 
     f = LocalExtractor.extract_array(_FakeStages(LocalConfig(max_size=48)), np.zeros((32, 48, 3), np.uint8))
     assert len(f) == 0 and f.xy.shape == (0, 2) and f.descriptors.shape == (0, 2) and f.size == (32, 48)
-    assert f.descriptors.dtype == np.float32
+    assert (f.xy.dtype, f.scales.dtype, f.scores.dtype, f.descriptors.dtype) == (np.float32,) * 4
+    assert f.scales.shape == (0,) and f.scores.shape == (0,)
 
 
 def test_dense_maps_centres_back_to_the_original_pixels():
