@@ -28,7 +28,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODULES = {
     "heads": ("imret/heads/functional.py", ["tests/heads/test_functional.py", "tests/heads/test_functional_exact.py"]),
     "rerank": ("imret/rerank/functional.py", ["tests/rerank/test_steps_exact.py", "tests/rerank/test_full_database.py",
-                                              "tests/rerank/test_functional_exact.py"]),
+                                              "tests/rerank/test_rerank_functional_exact.py"]),
     "local.verify": ("imret/local/verify.py", ["tests/local/test_delf_matching.py", "tests/local/test_verify_exact.py"]),
     "local.extract": ("imret/local/extract.py", ["tests/local/test_extract_exact.py"]),
     "metrics": ("imret/evaluation/metrics.py", ["tests/evaluation/test_metrics.py"]),

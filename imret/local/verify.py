@@ -179,8 +179,8 @@ def fit_model(src: np.ndarray, dst: np.ndarray, cfg: VerifyConfig) -> tuple[np.n
     else:
         model, mask = cv2.findHomography(src, dst, method, cfg.threshold,
                                          maxIters=cfg.max_iters, confidence=cfg.confidence)
-    if model is None or mask is None:
-        return None, none
+    if model is None or mask is None or not np.isfinite(model).all():
+        return None, none  # OpenCV's plain RANSAC gives a NaN map (and 3 inliers) for 3 collinear points
     return model.astype(np.float64), mask.ravel().astype(bool)
 
 

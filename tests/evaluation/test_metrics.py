@@ -364,3 +364,17 @@ def test_recall_at_n_hand_case():
 def test_recall_at_n_all_skipped_is_nan():
     out = recall_at_n(np.array([[0, 1]]), [[]], (1,))
     assert math.isnan(out["R@1"])
+
+
+def test_recall_at_n_counts_a_positive_at_0_based_rank_n_as_outside_the_top_n():
+    # first positives at 0-based ranks 1 and 5: in the top 2 and top 6, not the top 1 or top 5
+    ranks = np.array([[4, 0, 1, 2, 3, 5], [0, 1, 2, 3, 4, 5]])
+    out = recall_at_n(ranks, [[0], [5]], (1, 2, 5, 6))
+    assert out == {"R@1": 0.0, "R@2": 50.0, "R@5": 50.0, "R@6": 100.0}
+    assert rank1_rate(ranks, [[0], [5]]) == 0.0
+
+
+def test_recall_at_n_positive_missing_from_a_truncated_ranking_is_never_found():
+    # query 0's only positive (9) is not among its 3 results; query 1's is first
+    out = recall_at_n(np.array([[0, 1, 2], [7, 1, 2]]), [[9], [7]], (1, 3))
+    assert out == {"R@1": 50.0, "R@3": 50.0}

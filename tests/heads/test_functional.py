@@ -39,19 +39,19 @@ def test_spoc_center_prior_prefers_the_centre():
 
 
 def test_rmac_region_grid():
-    regions = Fn.rmac_regions(8, 8, levels=3)
-    # square map: the whole map + 1 + 4 + 9 regions
-    assert len(regions) == 15
-    assert regions[0] == (0, 0, 8, 8)
-    for t, l, h, w in regions:
-        assert h == w or (t, l, h, w) == regions[0]
-        assert 0 <= t and t + h <= 8 and 0 <= l and l + w <= 8
-    # level-1 region of a square map is the square of side 2*8/2 = 8
-    assert regions[1] == (0, 0, 8, 8)
-    # wide map: the long side gets extra regions
-    wide = Fn.rmac_regions(10, 20, levels=2)
-    assert len(wide) > 1 + 1 + 4
-    assert all(l + w <= 20 and t + h <= 10 for t, l, h, w in wide)
+    # the cirtorch/revisitop grid (``rmac`` of cirtorch's pooling), worked out by hand for a
+    # 6×9 map, L = 3. Short side 6; b = 3/(steps−1) = 3, 1.5, 1, …: overlaps 1 − b/6 = 0.5,
+    # 0.75, … → the first (closest to 0.4): one extra column. Level 1: side ⌊12/2⌋ = 6, half
+    # ⌊6/2 − 1⌋ = 2; 2 columns, step (9−6)/1 = 3 → ⌊2 + 0⌋ − 2 = 0, ⌊2 + 3⌋ − 2 = 3; one row at 0.
+    # Level 2: side 4, half 1; 3 columns, step 5/2 → ⌊1⌋−1, ⌊3.5⌋−1, ⌊6⌋−1 = 0, 2, 5; 2 rows,
+    # step 2 → 0, 2. Level 3: side 3, half 0; 4 columns, step 2 → 0, 2, 4, 6; 3 rows, step 1.5 →
+    # 0, 1, 3.
+    expected = [(0, 0, 6, 9), (0, 0, 6, 6), (0, 3, 6, 6)]
+    expected += [(t, l, 4, 4) for t in (0, 2) for l in (0, 2, 5)]
+    expected += [(t, l, 3, 3) for t in (0, 1, 3) for l in (0, 2, 4, 6)]
+    assert Fn.rmac_regions(6, 9, levels=3) == expected
+    # fewer levels: the first levels of the same grid
+    assert Fn.rmac_regions(6, 9, levels=2) == expected[:9]
 
 
 def test_rmac_is_sum_of_normalised_region_macs(fmap):

@@ -149,35 +149,21 @@ def test_dba_on_fewer_rows_than_k_pads_the_neighbour_lists():
 
 # -- global-feature re-ranking ----------------------------------------------------------------------
 
-def gfr_reference(q, cand, k, alpha, self_weight):
-    """Chen & Yao's update written out one image at a time."""
-    s = len(cand)
-
-    def update(x, neighbours):
-        total = self_weight * x
-        for j in neighbours:
-            total = total + max(0.0, float(x @ cand[j])) ** alpha * cand[j]
-        return total / np.linalg.norm(total)
-
-    new_cand = []
-    for i in range(s):
-        others = sorted((j for j in range(s) if j != i), key=lambda j: -float(cand[i] @ cand[j]))
-        new_cand.append(update(cand[i], others[:k]))
-    new_q = update(q, range(k))
-    return new_q, np.array([new_q @ c for c in new_cand])
-
-
-def test_shortlist_gfr_matches_a_literal_reading_of_that_approximation(rng):
-    rows = random_rows(rng, 40, 8)
-    q = l2_normalize(rows[:3] + 0.4 * rng.normal(size=(3, 8)).astype(np.float32))
-    sl = shortlist_for(q, rows, 12)
-    out = GlobalFeatureRerank(k=3, alpha=2.0, self_weight=0.7, shortlist=12, scope="shortlist")(sl, rows)
-    for i in range(3):
-        new_q, scores = gfr_reference(q[i], rows[sl.ranks[i]], 3, 2.0, 0.7)
-        np.testing.assert_allclose(out.queries[i], new_q, atol=1e-5)
-        order = np.argsort(-scores, kind="stable")
-        np.testing.assert_array_equal(out.ranks[i], sl.ranks[i][order])
-        np.testing.assert_allclose(out.scores[i], scores[order], atol=1e-5)
+def test_shortlist_gfr_by_hand():
+    # c0 = (1, 0), c1 = (0.6, 0.8), c2 = (0, 1); q = (0.8, 0.6): q·c1 = 0.96, q·c0 = 0.8, q·c2 = 0.6,
+    # so the shortlist is c1, c0, c2. k = 1, α = 2, w₀ = 0.5. Within the shortlist the nearest
+    # other of c0 is c1 (0.6), of c1 c2 (0.8), of c2 c1 (0.8): c0' = 0.5·c0 + 0.36·c1 = (0.716, 0.288),
+    # c1' = 0.5·c1 + 0.64·c2 = (0.3, 1.04), c2' = 0.5·c2 + 0.64·c1 = (0.384, 1.012). The query's
+    # neighbour is its first result, c1: q' = 0.5·q + 0.9216·c1 = (0.95296, 1.03728).
+    # Cosines with q': c0' 0.90248, c1' 0.89507, c2' 0.92852 → c2, c0, c1
+    q = unit([0.8, 0.6])
+    rows = unit([1, 0], [0.6, 0.8], [0, 1])
+    sl = shortlist_for(q, rows)
+    np.testing.assert_array_equal(sl.ranks, [[1, 0, 2]])
+    out = GlobalFeatureRerank(k=1, alpha=2.0, self_weight=0.5, shortlist=3, scope="shortlist")(sl, rows)
+    np.testing.assert_allclose(out.queries, unit([0.95296, 1.03728]), atol=1e-6)
+    np.testing.assert_array_equal(out.ranks, [[2, 0, 1]])
+    np.testing.assert_allclose(out.scores, [[0.92852, 0.90248, 0.89507]], atol=1e-5)
 
 
 def test_gfr_rank_weights_replace_similarity_weights():
