@@ -196,17 +196,16 @@ def test_dense_maps_centres_back_to_the_original_pixels():
 def test_receptive_field_geometry_of_the_backbones():
     from types import SimpleNamespace
 
-    from imret.local.extract import _strided_layers, receptive_field_centres
+    from imret.backbones.resnet_vgg import VGG16, ResNet
+    from imret.local.extract import receptive_field_centres
 
-    ResNet = type("ResNet", (), {})
-    VGG16 = type("VGG16", (), {})
-    assert _strided_layers(SimpleNamespace(net=ResNet(), stage="layer3")) == [(7, 2, 3), (3, 2, 1), (3, 2, 1), (3, 2, 1)]
-    assert len(_strided_layers(SimpleNamespace(net=ResNet(), stage="layer4"))) == 5
-    assert _strided_layers(SimpleNamespace(net=VGG16(), stage="conv5")) == [(2, 2, 0)] * 4
-    with pytest.raises(ValueError, match="no receptive-field geometry"):
-        _strided_layers(SimpleNamespace(net=type("AlexNet", (), {})(), stage="x"))
+    # the nets' own declarations (no weights needed: they depend on the stage alone)
+    assert ResNet.strided_layers(None, "layer3") == [(7, 2, 3), (3, 2, 1), (3, 2, 1), (3, 2, 1)]
+    assert len(ResNet.strided_layers(None, "layer4")) == 5
+    assert VGG16.strided_layers(None, "conv5") == [(2, 2, 0)] * 4
     # ResNet layer3 (stride 16): c → 2c (7×7/2 pad 3) → 2c (pools and convs 3×3/2 pad 1): 16c
-    ys, xs = receptive_field_centres(SimpleNamespace(net=ResNet(), stage="layer3"), (32, 64), (2, 4))
+    layer3 = SimpleNamespace(strided_layers=lambda: ResNet.strided_layers(None, "layer3"))
+    ys, xs = receptive_field_centres(layer3, (32, 64), (2, 4))
     np.testing.assert_allclose(ys, [0, 16])
     np.testing.assert_allclose(xs, [0, 16, 32, 48])
 
@@ -223,11 +222,18 @@ def test_an_extractor_on_a_block_image_end_to_end():
     from imret.backbones import Backbone
     from imret.local.extract import LocalExtractor
 
-    class VGG16(nn.Module):  # a stand-in "conv5": the mean colour of each 16×16 block
+    from imret.backbones import Stage
+
+    class Blocks(nn.Module):  # a stand-in "conv5": the mean colour of each 16×16 block
+        stages = {"conv5": Stage("conv5", 3, 16)}
+
         def features(self, x, stage):
             return torch.nn.functional.avg_pool2d(x, 16)
 
-    backbone = Backbone(VGG16(), "conv5", 3, 16, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+        def strided_layers(self, stage):
+            return [(2, 2, 0)] * 4  # VGG16's four 2×2 pools
+
+    backbone = Backbone(Blocks(), "conv5", (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
     # attention: softplus(0.01·R − 1): R = 200 → ln(1 + e), 100 → ln 2, 0 → ln(1 + 1/e)
     state = {"conv1.weight": torch.zeros(4, 3, 1, 1), "conv1.bias": torch.zeros(4),
              "conv2.weight": torch.zeros(1, 4, 1, 1), "conv2.bias": torch.tensor([-1.0])}
@@ -252,14 +258,13 @@ def test_an_extractor_on_a_block_image_end_to_end():
 
 
 def test_receptive_field_centres_of_efficientnet_lite_stage5():
-    from types import SimpleNamespace
-
+    from imret.backbones import Backbone
     from imret.backbones.efficientnet_lite import EfficientNetLite
-    from imret.local.extract import _strided_layers, receptive_field_centres
+    from imret.local.extract import receptive_field_centres
 
-    lite = SimpleNamespace(net=EfficientNetLite("lite0"), stage="stage5")
+    lite = Backbone(EfficientNetLite("lite0"), "stage5", (127.0,) * 3, (128.0,) * 3)
     # the stem and the first blocks of stages 2, 3 and 4 halve the map, all 'SAME'-padded
-    assert _strided_layers(lite) == [(3, 2, None), (3, 2, None), (5, 2, None), (3, 2, None)]
+    assert lite.strided_layers() == [(3, 2, None), (3, 2, None), (5, 2, None), (3, 2, None)]
     # rows of a 63-px image: sizes 63 → 32 → 16 → 8 → 4; padding before 1, 0, 1, 0 →
     # c → 2c + 1 → 2c + 1 → 2c + 1 → 2c: 16c + 14. Columns of 96 px: 0, 0, 1, 0 → 16c + 15
     ys, xs = receptive_field_centres(lite, (63, 96), (4, 6))

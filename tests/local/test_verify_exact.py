@@ -178,7 +178,7 @@ def test_config_and_recipe_errors_name_the_choices():
     cases = [(dict(matcher="knn"), "matcher must be one of distance, ratio, got 'knn'"),
              (dict(model="similarity"), "model must be one of affine, homography, got 'similarity'"),
              (dict(method="lmeds"), "method must be one of ransac, magsac, got 'lmeds'"),
-             (dict(score="sum"), "score must be one of global, inliers, got 'sum'"),
+             (dict(score="sum"), "score must be one of global, inliers, verified, got 'sum'"),
              (dict(ratio=1.5), r"ratio must be in \(0, 1\], got 1.5"),
              (dict(distance=3.0), r"distance must be in \(0, 2\] \(unit descriptors\), got 3.0"),
              (dict(frame=0), "threshold and frame must be positive, got 12.0, 0"),
