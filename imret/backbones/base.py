@@ -1,7 +1,7 @@
 """The backbone protocol: what a network file declares, and the one wrapper built from it.
 
 A backbone network (``nn.Module``) declares, for every stage it can extract from,
-a ``Stage``: its channels, its stride and its name; and it answers three questions
+a ``Stage`` (its channels and stride) under the stage's name; and it answers three questions
 about a stage, which are all that the extractor, the local features and training ask:
 
 - ``features(x, stage)``: B×3×H×W normalised images → B×C×h×w map of that stage;
@@ -34,9 +34,9 @@ IMAGENET_STD = (58.395, 57.12, 57.375)
 
 @dataclass(frozen=True)
 class Stage:
-    """A stage a backbone can extract from: output channels and stride (input pixels per map cell)."""
+    """A stage a backbone can extract from (its name is its key in ``stages``): output
+    channels and stride (input pixels per map cell)."""
 
-    name: str
     channels: int
     stride: int
 

@@ -113,13 +113,13 @@ class EfficientNetLite(nn.Module):
             for r in range(reps):
                 blocks.append(MBConv(cin if r == 0 else cout, cout, k, s if r == 0 else 1, e))
             stride *= s
-            self.stages[f"stage{i + 1}"] = Stage(f"stage{i + 1}", cout, stride)
+            self.stages[f"stage{i + 1}"] = Stage(cout, stride)
             self._last_block[f"stage{i + 1}"] = len(blocks) - 1
         self._blocks = nn.ModuleList(blocks)
         last = _round_filters(320, width)
         self._conv_head = SameConv2d(last, 1280, 1, bias=False)
         self._bn1 = nn.BatchNorm2d(1280, eps=_BN_EPS)
-        self.stages["head"] = Stage("head", 1280, stride)
+        self.stages["head"] = Stage(1280, stride)
         self._last_block["head"] = len(blocks) - 1
         self._fc = nn.Linear(1280, num_classes)
 

@@ -56,7 +56,7 @@ class ResNet(nn.Module):
                 cin = width * 4
             setattr(self, f"layer{i + 1}", nn.Sequential(*layers))
         self.fc = nn.Linear(2048, num_classes)
-        self.stages = {"layer3": Stage("layer3", 1024, 16), "layer4": Stage("layer4", 2048, 32)}
+        self.stages = {"layer3": Stage(1024, 16), "layer4": Stage(2048, 32)}
 
     def features(self, x: torch.Tensor, stage: str = "layer4") -> torch.Tensor:
         x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 3, 2, 1)
@@ -97,7 +97,7 @@ class VGG16(nn.Module):
             nn.Linear(512 * 7 * 7, 4096), nn.ReLU(True), nn.Dropout(),
             nn.Linear(4096, 4096), nn.ReLU(True), nn.Dropout(), nn.Linear(4096, num_classes),
         )
-        self.stages = {"conv5": Stage("conv5", 512, 16)}
+        self.stages = {"conv5": Stage(512, 16)}
 
     def features(self, x: torch.Tensor, stage: str = "conv5") -> torch.Tensor:
         return self.features_seq[:-1](x)

@@ -106,16 +106,30 @@ class RecordJournal:
         return paths, values
 
     @staticmethod
-    def paths_in(path: str) -> list[str] | None:
-        """The image paths recorded in the journal at ``path``, whatever its settings (None
-        when there is none or it is unreadable)."""
+    def header_of(path: str) -> dict | None:
+        """The header of the journal at ``path`` ({} when it was cut short inside it; None
+        when there is none or it is not a journal)."""
         try:
             with open(path, "rb") as f:
                 head = f.read(1 << 16)
             if _torn_header(head):
-                return []
+                return {}
+            if head[:8] != MAGIC:
+                return None
             (hlen,) = _U32.unpack_from(head, 8)
-            plain = RecordJournal(path, json.loads(head[12:12 + hlen].decode("utf-8")))  # checks only the framing
+            return json.loads(head[12:12 + hlen].decode("utf-8"))
+        except (OSError, ValueError, struct.error):
+            return None
+
+    @staticmethod
+    def paths_in(path: str) -> list[str] | None:
+        """The image paths recorded in the journal at ``path``, whatever its settings (None
+        when there is none or it is unreadable)."""
+        header = RecordJournal.header_of(path)
+        if not header:
+            return None if header is None else []
+        try:
+            plain = RecordJournal(path, header)  # checks only the framing
             return [p for p in plain.records()[0] if not p.startswith("\0")]  # NUL-led keys: not images
         except (OSError, ValueError, struct.error, IndexFileError):
             return None

@@ -24,7 +24,7 @@ import struct
 import numpy as np
 
 from ..core.errors import IndexFileError
-from ..core.journal import MAGIC, RecordJournal
+from ..core.journal import RecordJournal
 
 # the log is folded into a full save once it is this large against the index file
 COMPACT_FRACTION = 0.25
@@ -86,25 +86,20 @@ class DeltaLog(RecordJournal):
         return _unpack(payload)
 
     def append(self, path: str, value) -> None:
-        """Write one record and fsync it (a change is answered only once it is on disk);
-        errors are the OS's, for the caller to undo and report."""
-        self._f.write(self.frame(path, value))
+        self.write(self.frame(path, value))
+
+    def write(self, frame: bytes) -> None:
+        """Write one framed record and fsync it (a change is answered only once it is on
+        disk); errors are the OS's, for the caller to undo and report."""
+        self._f.write(frame)
         self._f.flush()
         os.fsync(self._f.fileno())
 
 
 def log_base(path: str) -> str | None:
     """The base generation of the log at ``path`` (None: no log, or not a readable one)."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(1 << 16)
-        if head[:8] != MAGIC:
-            return None
-        (hlen,) = _U32.unpack_from(head, 8)
-        header = json.loads(head[12:12 + hlen].decode("utf-8"))
-        return header.get("base") if header.get("kind") == "imret-delta" else None
-    except (OSError, ValueError, struct.error):
-        return None
+    header = RecordJournal.header_of(path)
+    return header.get("base") if header and header.get("kind") == "imret-delta" else None
 
 
 def change_record(old, new) -> tuple[str, tuple[dict, dict]] | None:
@@ -147,15 +142,15 @@ def append_change(index_path: str, old, new) -> bool:
     base = old.generation
     if os.path.exists(path) and log_base(path) != base:
         os.unlink(path)  # a stale log of an older base (its save was killed before deleting it)
-    payload = len(_pack(*record[1]))
-    have = os.path.getsize(path) if os.path.exists(path) else 0
-    if have + payload > max(COMPACT_MIN_BYTES, COMPACT_FRACTION * os.path.getsize(index_path)):
-        return False
-    existed = os.path.exists(path)
     log = DeltaLog(path, base)
+    frame = log.frame(*record)  # encoded once: its size decides, then it is written
+    existed = os.path.exists(path)
+    have = os.path.getsize(path) if existed else 0
+    if have + len(frame) > max(COMPACT_MIN_BYTES, COMPACT_FRACTION * os.path.getsize(index_path)):
+        return False
     try:
         log.open()
-        log.append(*record)
+        log.write(frame)
     except (OSError, IndexFileError) as exc:
         log.close()
         _undo(path, have if existed else None)  # not on disk for sure: not there at all

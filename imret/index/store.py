@@ -256,8 +256,7 @@ class Index:
         if not paths:
             return
         ids = np.arange(self.next_id, self.next_id + len(paths), dtype=np.int64)
-        self.next_id += len(paths)
-        self.append_rows(ids, paths, self.postprocess(raw))
+        self.append_rows(ids, paths, self.postprocess(raw))  # moves next_id past them
 
     def append_rows(self, ids: np.ndarray, paths: list[str], rows: np.ndarray) -> None:
         """Add images under ``ids`` (new, larger than every id held) with their processed

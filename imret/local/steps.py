@@ -115,8 +115,8 @@ def widen_head(sl: Shortlist, rows: np.ndarray, s: int, extra: Sequence[np.ndarr
     verified = None if sl.verified is None else np.zeros((q, k + n), bool)
     for qi in range(q):
         head = sl.ranks[qi, :s]
-        new = [int(p) for p in extra[qi] if p >= 0 and p not in set(head.tolist())]
-        new = list(dict.fromkeys(new))[:n]
+        in_head = set(head.tolist())
+        new = list(dict.fromkeys(int(p) for p in extra[qi] if p >= 0 and p not in in_head))[:n]
         rest = ~np.isin(sl.ranks[qi, s:], new)
         new_scores = rows[new] @ sl.queries[qi] if new else np.zeros(0, np.float32)
         r = np.concatenate([head, np.asarray(new, np.int64), sl.ranks[qi, s:][rest]])

@@ -21,7 +21,7 @@ class TwoStageNet(nn.Module):
         super().__init__()
         self.stem = nn.Conv2d(3, 4, 3, stride=2, padding=1)
         self.down = nn.Conv2d(4, 6, 3, stride=2, padding=1)
-        self.stages = {"half": Stage("half", 4, 2), "quarter": Stage("quarter", 6, 4)}
+        self.stages = {"half": Stage(4, 2), "quarter": Stage(6, 4)}
 
     def features(self, x, stage="quarter"):
         x = self.stem(x)

@@ -225,7 +225,7 @@ def test_an_extractor_on_a_block_image_end_to_end():
     from imret.backbones import Stage
 
     class Blocks(nn.Module):  # a stand-in "conv5": the mean colour of each 16×16 block
-        stages = {"conv5": Stage("conv5", 3, 16)}
+        stages = {"conv5": Stage(3, 16)}
 
         def features(self, x, stage):
             return torch.nn.functional.avg_pool2d(x, 16)
