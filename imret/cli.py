@@ -564,11 +564,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     from .core.registry import BACKENDS
-    from .index.backends import TUNING_HELP, tuning_keys
+    from .index.backends import tuning_help, tuning_keys
 
     def tuning_options(p, when="saved in the index"):
         for key in tuning_keys():
-            p.add_argument("--" + key.replace("_", "-"), type=int, default=None, help=f"{TUNING_HELP[key]}; {when}")
+            p.add_argument("--" + key.replace("_", "-"), type=int, default=None, help=f"{tuning_help(key)}; {when}")
 
     def threads_option(p):
         p.add_argument("--threads", type=_count("threads"), default="auto", metavar="N|auto",

@@ -8,22 +8,6 @@ from __future__ import annotations
 import os
 from typing import Iterable, Sequence
 
-# Which backends use each search setting; the others ignore it.
-TUNING_BACKENDS = {
-    "ef_search": ("hnsw", "hnsw-sq8"),
-    "nprobe": ("ivfpq",),
-    "rescore": ("hnsw", "hnsw-sq8", "ivfpq", "milvus"),
-}
-
-BACKEND_WORDS = {
-    "flat": "flat (exact search)",
-    "hnsw": "hnsw (approximate: HNSW graph, shortlist re-scored exactly)",
-    "hnsw-sq8": "hnsw-sq8 (approximate: HNSW graph over 8-bit codes, shortlist re-scored exactly)",
-    "ivfpq": "ivfpq (approximate: inverted lists + 4-bit PQ, shortlist re-scored exactly)",
-    "milvus": "milvus (vectors kept in Milvus, shortlist re-scored exactly)",
-}
-
-
 def check_device(text: str) -> str:
     """``text`` when it names a device this PyTorch build and machine have, else ValueError
     with one line saying why (so no command starts work it cannot finish)."""
@@ -49,14 +33,27 @@ def check_device(text: str) -> str:
     return text
 
 
+def backend_words(name: str) -> str:
+    """'hnsw (approximate: …)': a backend's name with what it is, from the registry."""
+    from .core.registry import BACKENDS
+
+    cls = BACKENDS.get(name) if name in BACKENDS else None
+    return f"{name} ({cls.words})" if cls is not None and cls.words else name
+
+
 def unused_tuning(backend: str, settings: dict) -> str | None:
-    """A one-line message when ``settings`` name a search setting ``backend`` does not use."""
-    wrong = [k for k in settings if backend not in TUNING_BACKENDS[k]]
+    """A one-line message when ``settings`` name a search setting ``backend`` does not use
+    (which backend reads what: their typed ``Settings``, in the registry)."""
+    from .core.registry import BACKENDS
+    from .index.backends import backends_tuning
+
+    cls = BACKENDS.get(backend)
+    wrong = [k for k in settings if k not in cls.tuning]
     if not wrong:
         return None
     opts = ", ".join("--" + k.replace("_", "-") for k in wrong)
-    uses = "; ".join(f"--{k.replace('_', '-')} applies to {', '.join(TUNING_BACKENDS[k])}" for k in wrong)
-    return f"{opts}: this index uses the {BACKEND_WORDS.get(backend, backend)} backend, which ignores it ({uses})"
+    uses = "; ".join(f"--{k.replace('_', '-')} applies to {', '.join(backends_tuning(k))}" for k in wrong)
+    return f"{opts}: this index uses the {backend_words(backend)} backend, which ignores it ({uses})"
 
 
 def not_matched(requested: Iterable[str], removed: Sequence[str]) -> list[str]:
@@ -143,7 +140,7 @@ def info_lines(info: dict, path: str) -> list[str]:
                      f"images on and the index was built from fewer")
     else:
         lines.append("whitening   none (turned off)")
-    lines.append(f"backend     {BACKEND_WORDS.get(info['backend'], info['backend'])}")
+    lines.append(f"backend     {backend_words(info['backend'])}")
     if info.get("dba"):
         lines.append(f"dba         αDBA rows stored, k={info['dba']['k']}, alpha={info['dba']['alpha']:g}")
     if info.get("delta_records"):

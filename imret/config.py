@@ -158,14 +158,12 @@ class IndexConfig(_Config):
     milvus_collection: str = "imret"
 
     def __post_init__(self):
-        if self.kind == "milvus":
-            if not self.milvus_uri:
-                raise ConfigError("index kind 'milvus' needs milvus_uri (a Milvus Lite file or http://host:19530)")
         if self.kind != "auto" and self.kind not in BACKENDS:
             raise ConfigError(f"unknown index kind {self.kind!r}; known: auto, {', '.join(BACKENDS.names())}")
-        for name in ("hnsw_m", "ef_search", "nprobe", "rescore"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ConfigError(f"index {name} must be at least 1, not {getattr(self, name)}")
+        # each backend checks the fields it reads (its typed Settings); 'auto' may pick any local one
+        kinds = [self.kind] if self.kind != "auto" else [n for n, cls in BACKENDS.items() if not cls.remote]
+        for kind in kinds:
+            BACKENDS.get(kind).Settings.of(self)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,11 @@ higher is more similar. An approximate backend only proposes candidates: ``Resco
 (the one wrapper for all of them) scores its candidates exactly against the rows
 being searched. Which backend and which tuning keys exist is read from ``BACKENDS``.
 
+Each backend declares its typed settings as a frozen ``Settings`` dataclass: the fields
+of ``IndexConfig`` it reads, their bounds, which of them a built index may change
+(``tunable``) and what they do. ``IndexConfig`` validates itself through them, and the
+CLI makes its options and messages from them, so a new backend is one class here.
+
 The faiss backends keep the ids of their rows in insertion order beside the faiss
 structure (that is the layout of index files; the ids are saved in their own
 section). Structures that cannot delete in place rebuild from ``source``: a callable
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass, field, fields
 from typing import Callable, ClassVar
 
 import faiss
@@ -27,19 +33,72 @@ from ..rerank.functional import knn
 
 Source = Callable[[], "tuple[np.ndarray, np.ndarray]"]
 
-# Tuning keys (IndexConfig fields a built index may change) → what they do, for the CLI.
-TUNING_HELP = {
-    "ef_search": "hnsw: beam width of a search",
-    "nprobe": "ivfpq: inverted lists visited per search",
-    "rescore": "approximate backends: candidates re-scored exactly per search (256 for hnsw, 1024 for ivfpq "
-               "unless set)",
-}
+def setting(default, help: str, tunable: bool = False, minimum: int | None = 1):
+    """A field of a backend's ``Settings``: ``tunable`` when a built index may change it
+    (``Index.tune``, ``imret search --ef-search``); ``minimum`` bounds a value that is set."""
+    return field(default=default, metadata={"help": help, "tunable": tunable, "minimum": minimum})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """A backend's typed view of an ``IndexConfig``: only the fields it reads."""
+
+    @classmethod
+    def of(cls, cfg) -> "Settings":
+        """The fields of ``cfg`` (an ``IndexConfig``) this backend reads, validated."""
+        return cls(**{f.name: getattr(cfg, f.name) for f in fields(cls)})
+
+    def __post_init__(self):
+        for f in fields(self):
+            value, low = getattr(self, f.name), f.metadata.get("minimum")
+            if value is not None and low is not None and value < low:
+                raise ConfigError(f"index {f.name} must be at least {low}, not {value}")
+
+
+RESCORE_HELP = "candidates re-scored exactly per search"
+
+
+@dataclass(frozen=True)
+class FlatSettings(Settings):
+    pass
+
+
+@dataclass(frozen=True)
+class HNSWSettings(Settings):
+    hnsw_m: int = setting(32, "graph neighbours per node (set when the index is built)")
+    ef_search: int = setting(128, "beam width of a search", tunable=True)
+    rescore: int | None = setting(None, RESCORE_HELP, tunable=True)
+
+
+@dataclass(frozen=True)
+class IVFPQSettings(Settings):
+    ivf_lists: int | None = setting(None, "inverted lists (default: 4·√N, set when the index is built)")
+    pq_m: int | None = setting(None, "PQ sub-quantisers (default: about 4 dimensions each)")
+    nprobe: int = setting(16, "inverted lists visited per search", tunable=True)
+    rescore: int | None = setting(None, RESCORE_HELP, tunable=True)
 
 
 def tuning_keys() -> list[str]:
-    """Every key some registered backend can tune, in the order of ``TUNING_HELP``."""
-    keys = {k for _, cls in BACKENDS.items() for k in cls.tuning}
-    return [k for k in TUNING_HELP if k in keys]
+    """Every setting some registered backend lets a built index change, first seen first."""
+    keys: list[str] = []
+    for _, cls in BACKENDS.items():
+        keys += [k for k in cls.tuning if k not in keys]
+    return keys
+
+
+def tuning_help(key: str) -> str:
+    """What tuning ``key`` does and which backends read it (with their defaults), for the CLI."""
+    users = [(name, cls) for name, cls in BACKENDS.items() if key in cls.tuning]
+    f = next(f for f in fields(users[0][1].Settings) if f.name == key)
+    if key == "rescore":
+        defaults = ", ".join(f"{cls.rescore} for {name}" for name, cls in users)
+        return f"approximate backends: {f.metadata['help']} (default: {defaults})"
+    return f"{', '.join(name for name, _ in users)}: {f.metadata['help']}"
+
+
+def backends_tuning(key: str) -> tuple[str, ...]:
+    """The registered backends whose searches read tuning ``key``."""
+    return tuple(name for name, cls in BACKENDS.items() if key in cls.tuning)
 
 
 def _f32(rows) -> np.ndarray:
@@ -48,20 +107,26 @@ def _f32(rows) -> np.ndarray:
 
 class Backend:
     name: ClassVar[str] = "base"
+    words: ClassVar[str] = ""  # what it is, in a few words, for messages
+    Settings: ClassVar[type[Settings]] = FlatSettings
     approximate: ClassVar[bool] = False  # True: searched through ``Rescored``
     needs_blob: ClassVar[bool] = False  # True when rebuilding from the rows on load would be slow
     remote: ClassVar[bool] = False  # True when the rows live in another service (not in the index file)
-    tuning: ClassVar[tuple[str, ...]] = ()  # IndexConfig fields its searches read
+    tuning: ClassVar[tuple[str, ...]] = ()  # its Settings' tunable fields (set per subclass)
     # Candidates an approximate backend proposes for exact re-scoring, unless the config
     # says otherwise: where recall@10 levelled off for its cost in benchmarks/bench_scale.py.
     rescore: ClassVar[int] = 256
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.tuning = tuple(f.name for f in fields(cls.Settings) if f.metadata.get("tunable"))
+
     def __init__(self, dim: int, cfg, source: Source | None = None):
         self.dim = dim
-        self.cfg = cfg
+        self.cfg = self.Settings.of(cfg)
         self.source = source
         self.ids = np.zeros(0, np.int64)
-        self.index = self._make(dim, cfg)
+        self.index = self._make(dim, self.cfg)
 
     def _make(self, dim: int, cfg):
         raise NotImplementedError
@@ -108,7 +173,7 @@ class Backend:
 
     def tune(self, cfg) -> None:
         """Take the search settings of ``cfg`` (an ``IndexConfig``) for later searches."""
-        self.cfg = cfg
+        self.cfg = self.Settings.of(cfg)
         if self.index is not None:
             self._configure()
 
@@ -136,7 +201,7 @@ class Backend:
             obj.add(ids, rows)
             return obj
         obj = cls.__new__(cls)
-        obj.dim, obj.cfg, obj.source = dim, cfg, source
+        obj.dim, obj.cfg, obj.source = dim, cls.Settings.of(cfg), source
         obj.index = faiss.deserialize_index(np.asarray(blob, dtype=np.uint8))
         obj.ids = np.asarray(ids, np.int64).copy()
         obj._configure()
@@ -148,6 +213,7 @@ class FlatBackend(Backend):
     """Exact inner-product search."""
 
     name = "flat"
+    words = "exact search"
 
     def _make(self, dim, cfg):
         return faiss.IndexFlatIP(dim)
@@ -164,9 +230,10 @@ class HNSWBackend(Backend):
     """HNSW graph (approximate); cannot delete, so removals rebuild it."""
 
     name = "hnsw"
+    words = "approximate: HNSW graph, shortlist re-scored exactly"
+    Settings = HNSWSettings
     approximate = True
     needs_blob = True
-    tuning = ("ef_search", "rescore")
 
     def _make(self, dim, cfg):
         idx = self._graph(dim, cfg)
@@ -198,6 +265,7 @@ class HNSWSQ8Backend(HNSWBackend):
     read only to re-score the shortlist, stay on disk."""
 
     name = "hnsw-sq8"
+    words = "approximate: HNSW graph over 8-bit codes, shortlist re-scored exactly"
 
     def _graph(self, dim, cfg):
         return faiss.IndexHNSWSQ(dim, faiss.ScalarQuantizer.QT_8bit, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
@@ -217,9 +285,10 @@ class IVFPQBackend(Backend):
     trained on the first rows it receives."""
 
     name = "ivfpq"
+    words = "approximate: inverted lists + 4-bit PQ, shortlist re-scored exactly"
+    Settings = IVFPQSettings
     approximate = True
     needs_blob = True
-    tuning = ("nprobe", "rescore")
     rescore = 1024  # 4-bit codes rank coarsely, and re-scoring is cheap beside the graph walk of hnsw
 
     def _make(self, dim, cfg):

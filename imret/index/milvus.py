@@ -9,28 +9,41 @@ imported only when a Milvus backend is made, so it stays an optional extra.
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import numpy as np
 
-from .backends import BACKENDS, Backend
+from ..core.errors import ConfigError
+from .backends import BACKENDS, RESCORE_HELP, Backend, Settings, setting
 
 _BATCH = 1000
+
+
+@dataclass(frozen=True)
+class MilvusSettings(Settings):
+    milvus_uri: str | None = setting(None, "a Milvus Lite file or http://host:19530", minimum=None)
+    milvus_collection: str = setting("imret", "the collection holding the vectors", minimum=None)
+    rescore: int | None = setting(None, RESCORE_HELP, tunable=True)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.milvus_uri:
+            raise ConfigError("index kind 'milvus' needs milvus_uri (a Milvus Lite file or http://host:19530)")
 
 
 @BACKENDS.register("milvus")
 class MilvusBackend(Backend):
     name = "milvus"
+    words = "vectors kept in Milvus, shortlist re-scored exactly"
+    Settings = MilvusSettings
     remote = True  # its collection changes as the index does: no delta log replays into it
     approximate = True  # Milvus's own index proposes; the rows are re-scored exactly here
-    tuning = ("rescore",)
 
     def _make(self, dim, cfg):
         try:
             from pymilvus import MilvusClient
         except ImportError:
             raise ImportError("the milvus backend needs pymilvus: pip install 'imret[milvus]'") from None
-        if not cfg.milvus_uri:
-            raise ValueError("the milvus backend needs a uri: a Milvus Lite file or http://host:19530")
         self.collection = cfg.milvus_collection
         self.client = MilvusClient(uri=cfg.milvus_uri)
         if not self.client.has_collection(self.collection):
@@ -82,7 +95,7 @@ class MilvusBackend(Backend):
         return scores, ids
 
     def tune(self, cfg) -> None:
-        self.cfg = cfg
+        self.cfg = self.Settings.of(cfg)
 
     def clone(self, source=None) -> "MilvusBackend":
         # the vectors live in the service: a copy shares them (as the original did before)
