@@ -160,10 +160,15 @@ class IndexConfig(_Config):
     def __post_init__(self):
         if self.kind != "auto" and self.kind not in BACKENDS:
             raise ConfigError(f"unknown index kind {self.kind!r}; known: auto, {', '.join(BACKENDS.names())}")
-        # each backend checks the fields it reads (its typed Settings); 'auto' may pick any local one
+        # each backend checks the fields it reads (its typed Settings): the chosen one in full
+        # ('auto' may pick any local one), every other one its bounds, so that a value no
+        # backend could use is refused whichever reads it later (a tune after a change of kind)
         kinds = [self.kind] if self.kind != "auto" else [n for n, cls in BACKENDS.items() if not cls.remote]
-        for kind in kinds:
-            BACKENDS.get(kind).Settings.of(self)
+        for name, cls in BACKENDS.items():
+            if name in kinds:
+                cls.Settings.of(self)
+            else:
+                cls.Settings.check_bounds(self)
 
 
 @dataclass(frozen=True)

@@ -49,8 +49,13 @@ class Settings:
         return cls(**{f.name: getattr(cfg, f.name) for f in fields(cls)})
 
     def __post_init__(self):
-        for f in fields(self):
-            value, low = getattr(self, f.name), f.metadata.get("minimum")
+        self.check_bounds(self)
+
+    @classmethod
+    def check_bounds(cls, cfg) -> None:
+        """ConfigError when a field of ``cfg`` this backend reads is out of its bounds."""
+        for f in fields(cls):
+            value, low = getattr(cfg, f.name), f.metadata.get("minimum")
             if value is not None and low is not None and value < low:
                 raise ConfigError(f"index {f.name} must be at least {low}, not {value}")
 

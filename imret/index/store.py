@@ -1,5 +1,10 @@
 """``Index``: descriptors of a photo collection, their paths, and how they were made.
 
+Three parts behind it: the ``Catalog`` (ids, paths, roots; ``catalog.py``), the
+``VectorStore`` (whitening, rows, backend; ``vectors.py``) and the sidecars (αDBA rows,
+gfr rows, local features; ``sidecars.py``). ``append_rows`` and ``remove`` are the only
+two changes, and hand every part the same ids and the same row mask.
+
 The index knows the ``Preset`` that built it (and any whitening it learned), so
 ``Index.load(path).search_image(photo)`` needs nothing else. Database
 descriptors are float32 rows, L2-normalised, whitened when the index learned a
@@ -17,12 +22,15 @@ import numpy as np
 
 from ..core import __version__
 from ..config import Preset
-from ..descriptor.whitening import PCAWhitening, l2_normalize
+from ..descriptor.whitening import PCAWhitening
 from ..core.errors import ImretError, IndexFileError
 from ..core.paths import collect_paths
 from ..rerank import DBA, AugmentedRows, Database, GlobalFeatureRerank, Pipeline, Shortlist
-from .backends import BACKENDS, Backend, make_backend, searcher, tuning_keys
-from .fileformat import decode_paths, encode_paths, read_container, write_container
+from .backends import tuning_keys
+from .catalog import Catalog
+from .fileformat import read_container, write_container
+from .sidecars import SIDECARS, LocalSidecar, RowsSidecar, Sidecar
+from .vectors import VectorStore
 
 
 @dataclass(frozen=True)
@@ -93,52 +101,80 @@ class IndexReport:
 
 
 class Index:
+    """A catalog (ids, paths, roots), a vector store (whitening, rows, backend) and sidecars
+    (αDBA rows, gfr rows, local features: ``sidecars.py``), kept in step by ``append_rows``
+    and ``remove``, written and read together by ``save``/``load``."""
+
     def __init__(self, preset: Preset, dim: int, whitening: PCAWhitening | None = None):
         self.preset = preset
-        self.raw_dim = dim  # descriptor size before whitening
-        self.whitening = whitening
-        self.dim = whitening.out_dim if whitening is not None else dim
-        self.ids = np.zeros(0, np.int64)
-        self.paths: list[str] = []
-        self.descriptors = np.zeros((0, self.dim), np.float32)
-        self.next_id = 0
-        self.backend: Backend = make_backend(self.dim, preset.index, source=self._content)
+        self.catalog = Catalog()
+        self.vectors = VectorStore(preset.index, dim, whitening)
+        self.sidecars: dict[str, Sidecar] = {}  # by name; row k of each is image k
         self.created = time.time()
         self.head_state: dict | None = None
-        self.roots: list[str] = []  # the folders/files indexed: nothing outside them is ever served
         self._extractor = None
-        self._pos_of: dict[str, int] = {}
-        self.dba: AugmentedRows | None = None  # stored αDBA rows, kept up to date by add/remove
         self._dba_cache: dict = {}  # αDBA with other parameters than the stored ones, made on request
-        self.gfr: AugmentedRows | None = None  # stored global-feature re-ranking rows (``set_gfr``)
-        self.local = None  # imret.local.LocalStore: local features per id, saved as PATH.local.h5
         self.generation: str | None = None  # the full save this index was read from (delta.py)
         self.delta_records = 0  # changes replayed from PATH.delta on top of it
 
+    # What the catalog and the vector store hold, by the names callers have always used.
+    ids = property(lambda self: self.catalog.ids)
+    paths = property(lambda self: self.catalog.paths)
+    _pos_of = property(lambda self: self.catalog._pos_of)
+    descriptors = property(lambda self: self.vectors.rows)
+    whitening = property(lambda self: self.vectors.whitening)
+    backend = property(lambda self: self.vectors.backend)
+    dim = property(lambda self: self.vectors.dim)
+    raw_dim = property(lambda self: self.vectors.raw_dim)
+
+    @property
+    def next_id(self) -> int:
+        return self.catalog.next_id
+
+    @next_id.setter
+    def next_id(self, value: int) -> None:
+        self.catalog.next_id = int(value)
+
+    @property
+    def roots(self) -> list[str]:
+        """The folders/files indexed: nothing outside them is ever served."""
+        return self.catalog.roots
+
+    @roots.setter
+    def roots(self, value) -> None:
+        self.catalog.roots = list(value)
+
+    def _sidecar(self, name: str):
+        side = self.sidecars.get(name)
+        return None if side is None else side.value
+
+    def _set_sidecar(self, name: str, side) -> None:
+        if side is None:
+            self.sidecars.pop(name, None)
+        else:
+            self.sidecars[name] = side
+
+    dba = property(lambda self: self._sidecar("dba"),  # stored αDBA rows (AugmentedRows)
+                   lambda self, v: self._set_sidecar("dba", None if v is None else RowsSidecar("dba", v)))
+    gfr = property(lambda self: self._sidecar("gfr"),  # stored global-feature re-ranking rows
+                   lambda self, v: self._set_sidecar("gfr", None if v is None else RowsSidecar("gfr", v)))
+    local = property(lambda self: self._sidecar("local"),  # imret.local.LocalStore, saved as PATH.local.h5
+                     lambda self, v: self._set_sidecar("local", None if v is None else LocalSidecar(v)))
+
     def clone(self) -> "Index":
-        """An independent copy (arrays and search structure copied, extractor shared), so a
-        writer can change the copy while readers keep searching the original."""
+        """An independent copy (catalog, rows, search structure and sidecars copied,
+        extractor shared), so a writer can change the copy while readers keep searching
+        the original."""
         import copy
 
         other = copy.copy(self)
-        other.ids = self.ids.copy()
-        other.paths = list(self.paths)
-        other.descriptors = np.array(self.descriptors, np.float32)
-        other._pos_of = dict(self._pos_of)
-        other.roots = list(self.roots)
-        other.backend = self.backend.clone(source=other._content)
-        for name, value in vars(self).items():  # sections added by later stages (e.g. re-ranking)
-            if isinstance(value, np.ndarray) and name not in ("ids", "descriptors"):
-                setattr(other, name, value.copy())
-        if self.local is not None:
-            other.local = self.local.copy()
+        other.catalog = self.catalog.copy()
+        other.vectors = self.vectors.clone()
+        other.sidecars = {name: side.copy() for name, side in self.sidecars.items()}
         return other
 
     def add_roots(self, sources) -> None:
-        for s in sources:
-            a = os.path.abspath(os.fspath(s))
-            if a not in self.roots:
-                self.roots.append(a)
+        self.catalog.add_roots(sources)
 
     # -- extraction ---------------------------------------------------------
     def extractor(self, device=None):
@@ -163,8 +199,7 @@ class Index:
 
     def postprocess(self, raw: np.ndarray) -> np.ndarray:
         """N×D raw descriptors → the index's descriptor space (whitened, L2)."""
-        raw = np.atleast_2d(np.asarray(raw, np.float32))
-        return self.whitening.apply(raw) if self.whitening is not None else l2_normalize(raw)
+        return self.vectors.process(raw)
 
     # -- building -----------------------------------------------------------
     @classmethod
@@ -255,29 +290,18 @@ class Index:
     def _append(self, paths: list[str], raw: np.ndarray) -> None:
         if not paths:
             return
-        ids = np.arange(self.next_id, self.next_id + len(paths), dtype=np.int64)
-        self.append_rows(ids, paths, self.postprocess(raw))  # moves next_id past them
+        self.append_rows(self.catalog.new_ids(len(paths)), paths, self.postprocess(raw))
 
     def append_rows(self, ids: np.ndarray, paths: list[str], rows: np.ndarray) -> None:
         """Add images under ``ids`` (new, larger than every id held) with their processed
-        N×dim ``rows``; αDBA and gfr rows, and the search structure, follow."""
+        N×dim ``rows``; the search structure and the sidecars follow."""
         ids = np.asarray(ids, np.int64)
         rows = np.asarray(rows, np.float32)
         if rows.shape != (len(paths), self.dim) or ids.shape != (len(paths),):
             raise ValueError(f"{len(paths)} paths, {ids.shape} ids and {rows.shape} rows (dim {self.dim}) disagree")
-        if len(self.ids) and len(ids) and int(ids.min()) <= int(self.ids.max()):
-            raise ValueError(f"ids must grow: {int(ids.min())} after {int(self.ids.max())}")
-        self.next_id = max(self.next_id, int(ids.max()) + 1) if len(ids) else self.next_id
-        if self.preset.index.kind == "auto" and len(self) == 0:
-            self.backend = make_backend(self.dim, self.preset.index, n_hint=len(paths), source=self._content)
-        start = len(self.paths)
-        self.ids = np.concatenate([self.ids, ids])
-        self.paths.extend(paths)
-        self.descriptors = np.concatenate([np.asarray(self.descriptors), rows]).astype(np.float32)
-        for i, p in enumerate(paths):
-            self._pos_of[p] = start + i
-        self.backend.add(ids, rows)
-        self._dba_changed(lambda a: a.with_added(self.descriptors))
+        self.catalog.append(ids, paths)
+        self.vectors.append(ids, rows)
+        self._sidecars_changed(lambda side: side.added(ids, self.descriptors))
 
     def add(self, sources, progress: bool = False, on_error=None, journal_path: str | None = None) -> IndexReport:
         """Extract and add the photos in ``sources`` that the index does not hold yet
@@ -285,7 +309,7 @@ class Index:
         t0 = time.time()
         report = IndexReport()
         paths = collect_paths(sources, on_error=report.failed(on_error))
-        new = [p for p in paths if p not in self._pos_of]
+        new = [p for p in paths if p not in self.catalog]
         report.already = len(paths) - len(new)
         header = {"mode": "add", "preset": self.preset.to_dict(), "head": self.extractor().head_digest(),
                   "created": self.created,
@@ -306,7 +330,7 @@ class Index:
         raw = np.atleast_2d(np.asarray(raw, np.float32))
         if raw.shape != (len(paths), self.raw_dim):
             raise ValueError(f"expected {len(paths)}×{self.raw_dim} descriptors, got {raw.shape}")
-        dup = [p for p in paths if p in self._pos_of]
+        dup = [p for p in paths if p in self.catalog]
         if dup:
             raise ValueError(f"already in the index: {dup[:3]}")
         self._append(list(paths), raw)
@@ -314,33 +338,15 @@ class Index:
     def remove(self, paths_or_ids: Iterable) -> list[str]:
         """Remove images by path (files, or folders: everything indexed under them) or id.
         Returns the paths removed."""
-        drop = set()
-        id_pos = {int(i): k for k, i in enumerate(self.ids)}
-        for item in paths_or_ids:
-            if isinstance(item, (int, np.integer)):
-                if int(item) in id_pos:
-                    drop.add(id_pos[int(item)])
-                continue
-            ap = os.path.abspath(os.fspath(item))
-            if ap in self._pos_of:
-                drop.add(self._pos_of[ap])
-            else:
-                prefix = ap.rstrip(os.sep) + os.sep
-                drop.update(k for k, p in enumerate(self.paths) if p.startswith(prefix))
-        if not drop:
+        drop = self.catalog.select(paths_or_ids)
+        if not drop.any():
             return []
-        keep = np.ones(len(self.paths), bool)
-        keep[list(drop)] = False
-        removed = [self.paths[k] for k in sorted(drop)]
-        removed_ids = self.ids[~keep]
-        if self.local is not None:
-            self.local.remove(removed_ids)
-        self.ids = self.ids[keep]
-        self.paths = [p for p, k in zip(self.paths, keep) if k]
-        self.descriptors = np.ascontiguousarray(np.asarray(self.descriptors)[keep])
-        self._dba_changed(lambda a: a.with_removed(keep, self.descriptors))
-        self._pos_of = {p: i for i, p in enumerate(self.paths)}
-        self.backend.remove(removed_ids)
+        keep = ~drop
+        removed = [p for p, d in zip(self.paths, drop) if d]
+        removed_ids = self.ids[drop]
+        self.catalog.keep(keep)
+        self.vectors.keep(keep)
+        self._sidecars_changed(lambda side: side.removed(keep, removed_ids, self.descriptors))
         return removed
 
     # -- search -------------------------------------------------------------
@@ -355,7 +361,7 @@ class Index:
             raise ValueError(f"only {', '.join(sorted(allowed))} can be tuned, not {sorted(set(settings) - allowed)}")
         cfg = self.preset.index.replace(**settings)  # validated here
         self.preset = self.preset.replace(index=cfg)
-        self.backend.tune(cfg)
+        self.vectors.tune(cfg)
 
     def search(self, query_raw: np.ndarray, top: int = 10, rerank=None, query_local=None) -> list[list[Hit]]:
         """Q×raw_dim raw query descriptors (as the extractor gives them) → per query, ranked hits."""
@@ -396,25 +402,14 @@ class Index:
 
     def positions(self, ids: np.ndarray) -> np.ndarray:
         """Row positions of image ``ids`` (any shape); −1 for −1 and for ids not held."""
-        ids = np.asarray(ids, np.int64)
-        # ids are given in increasing order and removals keep the order: a binary search
-        at = np.minimum(np.searchsorted(self.ids, ids), max(len(self.ids) - 1, 0))
-        if not len(self.ids):
-            return np.full(ids.shape, -1, np.int64)
-        return np.where((ids >= 0) & (self.ids[at] == ids), at, -1)
-
-    def _content(self) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, rows) held: what the search structure is rebuilt from."""
-        return self.ids, np.asarray(self.descriptors)
+        return self.catalog.positions(ids)
 
     def _search_rows(self, q: np.ndarray, rows: np.ndarray, depth: int, scored: np.ndarray | None = None
                      ) -> tuple[np.ndarray, np.ndarray]:
         """(Q×depth scores, positions) of the best ``rows`` for ``q`` through the backend:
         exact, or its candidates re-scored exactly. ``scored``: rows to score against
         instead (re-ranking's updated rows)."""
-        target = rows if scored is None else scored
-        held = target is self.descriptors or not len(self)
-        return searcher(self.backend).search(q, depth, target, self.positions, held=held)
+        return self.vectors.search(q, depth, self.positions, rows if scored is None else scored)
 
     def search_image(self, image, top: int = 10, bbox=None, rerank=None) -> list[Hit]:
         """A path or H×W×3 uint8 array (optionally cropped to ``bbox`` x0,y0,x1,y1) → ranked hits."""
@@ -453,19 +448,13 @@ class Index:
         k, alpha, weights and self_weight."""
         self.gfr = None if step is None else AugmentedRows.build(step, self.descriptors)
 
-    def _dba_changed(self, update) -> None:
-        # assignments, not in-place changes: a clone() shares these objects with its original
+    def _sidecars_changed(self, update) -> None:
+        # assignments, not in-place changes: a clone() shares the rows sidecars with its original
         self._dba_cache = {}
-        if self.dba is not None:
-            self.dba = update(self.dba)[0]
-        if self.gfr is not None:
-            self.gfr = update(self.gfr)[0]
+        self.sidecars = {name: update(side) for name, side in self.sidecars.items()}
 
     def path_of(self, image_id: int) -> str:
-        k = np.flatnonzero(self.ids == image_id)
-        if not len(k):
-            raise KeyError(f"no image with id {image_id}")
-        return self.paths[int(k[0])]
+        return self.catalog.path_of(image_id)
 
     # -- persistence --------------------------------------------------------
     def info(self) -> dict:
@@ -490,29 +479,20 @@ class Index:
         meta = {
             "imret_version": __version__,
             "preset": self.preset.to_dict(),
-            "raw_dim": self.raw_dim,
-            "dim": self.dim,
-            "next_id": int(self.next_id),
-            "count": len(self.paths),
+            **self.catalog.header(),
+            **self.vectors.header(),
             "created": self.created,
             "saved": time.time(),
-            "backend": self.backend.name,
-            "whitening": None if self.whitening is None else {"power": self.whitening.power},
             "head_state": sorted(self.head_state) if self.head_state else [],
-            "roots": self.roots,
-            "dba": None if self.dba is None else self.dba.step.to_dict(),
-            "gfr": None if self.gfr is None else self.gfr.step.to_dict(),
+            "dba": None,
+            "gfr": None,
         }
-        arrays = {"ids": self.ids, "descriptors": np.asarray(self.descriptors, np.float32),
-                  "paths": encode_paths(self.paths)}
-        if self.whitening is not None:
-            arrays.update(self.whitening.arrays())
-        if self.backend.needs_blob and len(self):
-            arrays["backend"] = self.backend.to_bytes()
+        arrays = {**self.catalog.arrays(), **self.vectors.arrays()}
         if self.head_state:
             arrays.update({f"head/{k}": v.detach().cpu().numpy() for k, v in self.head_state.items()})
-        for side in (self.dba, self.gfr):
-            if side is not None:
+        for name, side in self.sidecars.items():
+            if name in SIDECARS:  # kept in this file; the others write their own (local, below)
+                meta[name] = side.header()
                 arrays.update(side.arrays())
         from ..local import local_path
         from .safety import pending_local_path, promote_local
@@ -543,33 +523,18 @@ class Index:
         meta, arrays = read_container(path, mmap=mmap, verify=verify)
         try:
             preset = Preset.from_dict(meta["preset"])
-            whitening = None
-            if meta.get("whitening"):
-                whitening = PCAWhitening.from_arrays(arrays, meta["whitening"]["power"])
-            index = cls(preset, int(meta["raw_dim"]), whitening)
-            n = int(meta["count"])
-            index.ids = np.asarray(arrays["ids"], np.int64)
-            index.paths = decode_paths(arrays["paths"], n)
-            index.descriptors = arrays["descriptors"] if mmap else np.array(arrays["descriptors"], np.float32)
-            if index.ids.shape != (n,) or index.descriptors.shape != (n, index.dim):
-                raise ValueError("section sizes disagree with the header")
-            index.next_id = int(meta["next_id"])
+            index = cls(preset, int(meta["raw_dim"]))
+            index.catalog = Catalog.read(meta, arrays)
+            index.vectors = VectorStore.read(preset.index, meta, arrays, index.catalog.ids, mmap=mmap)
             index.created = float(meta.get("created", 0))
-            index.roots = [str(r) for r in meta.get("roots", [])]
-            index._pos_of = {p: i for i, p in enumerate(index.paths)}
-            if meta.get("dba"):
-                index.dba = AugmentedRows.from_arrays(meta["dba"], arrays, n, index.dim)
-            if meta.get("gfr"):
-                index.gfr = AugmentedRows.from_arrays(meta["gfr"], arrays, n, index.dim, "gfr")
+            n = len(index.catalog)
+            for name, read in SIDECARS.items():
+                if meta.get(name):
+                    index.sidecars[name] = read(meta[name], arrays, n, index.dim)
             if meta.get("head_state"):
                 import torch
 
                 index.head_state = {k: torch.from_numpy(np.array(arrays[f"head/{k}"])) for k in meta["head_state"]}
-            blob = arrays["backend"] if "backend" in arrays else None
-            index.backend = BACKENDS.get(meta.get("backend", "flat")).restore(
-                index.dim, preset.index, index.ids, np.asarray(index.descriptors), blob, source=index._content)
-            if index.backend.ntotal != n:
-                raise ValueError(f"search structure holds {index.backend.ntotal} rows, expected {n}")
         except IndexFileError:
             raise
         except Exception as exc:

@@ -36,6 +36,7 @@ def test_tunable_fields_are_the_backends_tuning_keys():
                                       ({"kind": "ivfpq", "nprobe": 0}, "nprobe"),
                                       ({"kind": "ivfpq", "rescore": 0}, "rescore"),
                                       ({"kind": "auto", "hnsw_m": 0}, "hnsw_m"),
+                                      ({"kind": "flat", "nprobe": 0}, "nprobe"),
                                       ({"kind": "milvus"}, "milvus_uri")])
 def test_index_config_is_validated_by_the_chosen_backend(kw, word):
     with pytest.raises(ConfigError, match=word):
