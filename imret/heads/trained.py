@@ -25,6 +25,7 @@ from importlib import resources
 import torch
 
 from ..config import Preset
+from ..core.atomic import atomic_write
 
 FORMAT = "imret-head/1"
 WEIGHTS_PACKAGE = "imret.heads.weights"
@@ -66,10 +67,9 @@ def save_trained(path: str | os.PathLike, preset, state: dict[str, torch.Tensor]
              for k, v in state.items()}
     th = TrainedHead(preset.to_dict(), state, state_digest(state), dict(recipe), dict(data), dict(figures or {}))
     path = os.fspath(path)
-    tmp = f"{path}.tmp{os.getpid()}"
-    torch.save({"format": FORMAT, "preset": th.preset, "state": th.state, "digest": th.digest,
-                "recipe": th.recipe, "data": th.data, "figures": th.figures}, tmp)
-    os.replace(tmp, path)
+    content = {"format": FORMAT, "preset": th.preset, "state": th.state, "digest": th.digest,
+               "recipe": th.recipe, "data": th.data, "figures": th.figures}
+    atomic_write(path, lambda tmp: torch.save(content, tmp))
     th.path = path
     return th
 

@@ -25,6 +25,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..core.atomic import atomic_write
 from ..core.registry import Registry
 from .features import LocalFeatures
 from .store import LocalStore
@@ -168,9 +169,11 @@ class AsmkIndex:
         return np.asarray(self.ids, np.int64)[ranks[0]], scores[0].astype(np.float32)
 
     def save(self, path: str, owner: str) -> None:
-        tmp = path + ".tmp.npz"
-        np.savez(tmp, centroids=self.centroids, ids=np.asarray(self.ids, np.int64), owner=np.array(owner))
-        os.replace(tmp, path)
+        def write(tmp: str) -> None:
+            with open(tmp, "wb") as f:  # a file object: np.savez would add '.npz' to a bare name
+                np.savez(f, centroids=self.centroids, ids=np.asarray(self.ids, np.int64), owner=np.array(owner))
+
+        atomic_write(path, write)
 
     @staticmethod
     def saved_centroids(path: str, owner: str, ids: list[int]) -> np.ndarray | None:
