@@ -17,7 +17,6 @@ Ray workers all get the trained head the same way.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from importlib import resources
@@ -26,20 +25,10 @@ import torch
 
 from ..config import Preset
 from ..core.atomic import atomic_write
+from ..core.digest import weights_digest
 
 FORMAT = "imret-head/1"
 WEIGHTS_PACKAGE = "imret.heads.weights"
-
-
-def state_digest(state: dict[str, torch.Tensor]) -> str:
-    h = hashlib.sha256()
-    for k in sorted(state):
-        t = state[k].detach().cpu().contiguous()
-        h.update(k.encode())
-        h.update(str(t.dtype).encode())
-        h.update(str(tuple(t.shape)).encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
 
 
 @dataclass
@@ -65,7 +54,7 @@ def save_trained(path: str | os.PathLike, preset, state: dict[str, torch.Tensor]
                  figures: dict | None = None, half: bool = True) -> TrainedHead:
     state = {k: (v.detach().cpu().half() if half and v.is_floating_point() else v.detach().cpu()).contiguous()
              for k, v in state.items()}
-    th = TrainedHead(preset.to_dict(), state, state_digest(state), dict(recipe), dict(data), dict(figures or {}))
+    th = TrainedHead(preset.to_dict(), state, weights_digest(state), dict(recipe), dict(data), dict(figures or {}))
     path = os.fspath(path)
     content = {"format": FORMAT, "preset": th.preset, "state": th.state, "digest": th.digest,
                "recipe": th.recipe, "data": th.data, "figures": th.figures}
@@ -85,7 +74,7 @@ def load_trained(path: str | os.PathLike) -> TrainedHead:
         raise WeightsError(path, f"not an imret trained-head file (format {FORMAT})")
     th = TrainedHead(obj["preset"], dict(obj["state"]), obj["digest"], obj.get("recipe", {}), obj.get("data", {}),
                      obj.get("figures", {}), path)
-    if state_digest(th.state) != th.digest:
+    if weights_digest(th.state) != th.digest:
         raise WeightsError(path, "weights do not match their digest (file altered or damaged)")
     return th
 

@@ -132,10 +132,10 @@ def save_attention(path: str | os.PathLike, state: dict[str, torch.Tensor], conf
                    cfg: AttentionTrainConfig, losses: list[float], data: dict | None = None) -> None:
     """Write a trained attention network (tensors and JSON-able values only: no pickle of code),
     with the digest of its weights and, when given, what it was trained on."""
-    from ..heads.trained import state_digest
+    from ..core.digest import weights_digest
 
     torch.save({"format": FORMAT, "local": config.to_dict(), "train": cfg.to_dict(), "state": state,
-                "digest": state_digest(state), "data": dict(data or {}),
+                "digest": weights_digest(state), "data": dict(data or {}),
                 "losses": [float(v) for v in losses]}, os.fspath(path))
 
 
@@ -177,9 +177,9 @@ def load_attention(path: str | os.PathLike) -> tuple[LocalConfig, dict[str, torc
             raise ValueError(f"format {obj.get('format')!r}")
         state = dict(obj["state"])
         if "digest" in obj:
-            from ..heads.trained import state_digest
+            from ..core.digest import weights_digest
 
-            if state_digest(state) != obj["digest"]:
+            if weights_digest(state) != obj["digest"]:
                 raise ValueError("weights do not match their digest (file altered or damaged)")
         return LocalConfig.from_dict(obj["local"]), state
     except Exception as exc:

@@ -7,7 +7,8 @@ from imret.config import HeadConfig
 from imret.errors import WeightsError
 from imret.extractor import Extractor
 from imret.heads import build_head
-from imret.heads.trained import load_trained, save_trained, shipped_for, shipped_path, state_digest
+from imret.core.digest import weights_digest as state_digest
+from imret.heads.trained import load_trained, save_trained, shipped_for, shipped_path
 from imret.heads.trained import training_status
 from imret.presets import get_preset, list_presets
 from imret.training.checkpoint import model_from_checkpoint
