@@ -479,7 +479,8 @@ RERANK_HELP = ("re-rank the results by these steps, in order: aqe, qe, gfr, krec
                "(homography) verifies the shortlist with local features (an index built with --local)")
 LOCAL_HELP = ("local-feature configuration: 'delf' (the default: 0.25-2.0 pyramid over the photo's own pixels up "
               "to 1024 px, distance matching, affine RANSAC, inlier scores), 'delf-512' (the same pyramid at 512 px, "
-              "ratio + mutual matching) or 'fast'")
+              "ratio + mutual matching), 'delf-96' (as 'delf' with 96-d float16 descriptors: better local-only search, "
+              "6x the bytes) or 'fast'")
 ATTENTION_HELP = "an attention network trained by 'imret train --local' (its configuration comes with it)"
 
 

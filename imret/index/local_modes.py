@@ -14,5 +14,7 @@ def search_index(index, image, mode: str, top: int = 10, path: str | None = None
     query = state.store.query(image, bbox=bbox)
     hits = state.search(mode, query, top, **options)
     pos = {int(i): k for k, i in enumerate(index.ids)}
-    return [Hit(r + 1, h.score, h.image_id, index.paths[pos[h.image_id]], h.inliers,
-                h.matches) for r, h in enumerate(hits) if h.image_id in pos]
+    least = state.store.config.verify_config.min_inliers  # what verifies a hit, as for 'sv'
+    return [Hit(r + 1, h.score, h.image_id, index.paths[pos[h.image_id]], h.inliers, h.matches,
+                verified=None if h.inliers is None else h.inliers >= least)
+            for r, h in enumerate(hits) if h.image_id in pos]

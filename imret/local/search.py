@@ -76,7 +76,9 @@ class DescriptorIndex:
             m = next(m for m in (20, 10, 8, 5, 4, 2, 1) if codec.dim % m == 0)
             self.index = faiss.IndexIVFPQ(faiss.IndexFlatL2(codec.dim), codec.dim, min(nlist, max(len(x) // 39, 1)),
                                           m, 8)
+            # faiss warns once per sub-quantiser below 39 points per centroid (small collections)
             self.index.cp.min_points_per_centroid = 1
+            self.index.pq.cp.min_points_per_centroid = 1
             self.index.train(x)
             self.index.add(x)
             self.index.nprobe = 16

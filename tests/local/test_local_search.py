@@ -55,3 +55,21 @@ def test_asmk_mode_ranks_the_crop_first_and_its_codebook_is_saved_as_arrays(stor
 def test_votes_rank_and_codebook_size():
     assert rank_by_votes({3: 5, 1: 5, 7: 9, 2: 1}, 3) == [7, 1, 3]
     assert asmk_codebook_size(100) == 64 and asmk_codebook_size(102_400) == 1024 and asmk_codebook_size(10 ** 9) == 65536
+
+
+def test_an_index_searched_by_local_features_marks_hits_verified_by_the_recipes_bound(
+        store_and_query, photos, one_thread):
+    from imret.config import IndexConfig, Preset, WhiteningConfig
+    from imret.index.local_modes import search_index
+    from imret.index.store import Index
+
+    store, _ = store_and_query
+    index = Index(Preset(index=IndexConfig(kind="flat"), whitening=WhiteningConfig(kind="none")), 4)
+    index.append_rows(np.arange(10, 15), [f"/p/{i}.jpg" for i in range(10, 15)], np.eye(5, 4, dtype=np.float32))
+    index.local = store
+    with one_thread():
+        hits = search_index(index, photos["astronaut"][60:400, 120:480].copy(), "local", top=5, shortlist=5)
+    least = store.config.verify_config.min_inliers
+    assert hits[0].path == "/p/10.jpg" and hits[0].verified and hits[0].inliers >= least
+    assert all(h.verified == (h.inliers >= least) for h in hits)
+    assert not all(h.verified for h in hits)
