@@ -93,7 +93,7 @@ def tuning_keys() -> list[str]:
 
 def tuning_help(key: str) -> str:
     """What tuning ``key`` does and which backends read it (with their defaults), for the CLI."""
-    users = [(name, cls) for name, cls in BACKENDS.items() if key in cls.tuning]
+    users = [(name, BACKENDS.get(name)) for name in backends_tuning(key)]
     f = next(f for f in fields(users[0][1].Settings) if f.name == key)
     if key == "rescore":
         defaults = ", ".join(f"{cls.rescore} for {name}" for name, cls in users)

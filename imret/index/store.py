@@ -108,7 +108,7 @@ class Index:
     def __init__(self, preset: Preset, dim: int, whitening: PCAWhitening | None = None):
         self.preset = preset
         self.catalog = Catalog()
-        self.vectors = VectorStore(preset.index, dim, whitening)
+        self.vectors = VectorStore(preset.index, dim, whitening, ids_of=lambda: self.catalog.ids)
         self.sidecars: dict[str, Sidecar] = {}  # by name; row k of each is image k
         self.created = time.time()
         self.head_state: dict | None = None
@@ -169,7 +169,7 @@ class Index:
 
         other = copy.copy(self)
         other.catalog = self.catalog.copy()
-        other.vectors = self.vectors.clone()
+        other.vectors = self.vectors.clone(ids_of=lambda: other.catalog.ids)
         other.sidecars = {name: side.copy() for name, side in self.sidecars.items()}
         return other
 
@@ -345,7 +345,7 @@ class Index:
         removed = [p for p, d in zip(self.paths, drop) if d]
         removed_ids = self.ids[drop]
         self.catalog.keep(keep)
-        self.vectors.keep(keep)
+        self.vectors.keep(keep, removed_ids)
         self._sidecars_changed(lambda side: side.removed(keep, removed_ids, self.descriptors))
         return removed
 
@@ -484,8 +484,7 @@ class Index:
             "created": self.created,
             "saved": time.time(),
             "head_state": sorted(self.head_state) if self.head_state else [],
-            "dba": None,
-            "gfr": None,
+            **{name: None for name in SIDECARS},  # the in-file sidecars this index holds none of
         }
         arrays = {**self.catalog.arrays(), **self.vectors.arrays()}
         if self.head_state:
@@ -525,7 +524,7 @@ class Index:
             preset = Preset.from_dict(meta["preset"])
             index = cls(preset, int(meta["raw_dim"]))
             index.catalog = Catalog.read(meta, arrays)
-            index.vectors = VectorStore.read(preset.index, meta, arrays, index.catalog.ids, mmap=mmap)
+            index.vectors = VectorStore.read(preset.index, meta, arrays, lambda: index.catalog.ids, mmap=mmap)
             index.created = float(meta.get("created", 0))
             n = len(index.catalog)
             for name, read in SIDECARS.items():

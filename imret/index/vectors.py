@@ -16,16 +16,20 @@ from ..descriptor.whitening import PCAWhitening, l2_normalize
 from .backends import Backend, make_backend, searcher
 
 Positions = Callable[[np.ndarray], np.ndarray]  # image ids → row positions (−1: not held)
+Ids = Callable[[], np.ndarray]  # the ids of the rows held, in row order (the catalog's)
 
 
 class VectorStore:
-    def __init__(self, cfg, raw_dim: int, whitening: PCAWhitening | None = None):
+    """``ids_of``: the ids of the rows, asked of their owner (the catalog) when the backend
+    rebuilds, so the ids are held in one place."""
+
+    def __init__(self, cfg, raw_dim: int, whitening: PCAWhitening | None = None, ids_of: Ids | None = None):
         self.cfg = cfg  # the preset's IndexConfig
+        self.ids_of = ids_of
         self.raw_dim = raw_dim  # descriptor size before whitening
         self.whitening = whitening
         self.dim = whitening.out_dim if whitening is not None else raw_dim
         self.rows = np.zeros((0, self.dim), np.float32)
-        self.ids = np.zeros(0, np.int64)  # the catalog's, kept here for rebuilds of the backend
         self.backend: Backend = make_backend(self.dim, cfg, source=self._content)
 
     def __len__(self) -> int:
@@ -33,13 +37,14 @@ class VectorStore:
 
     def _content(self) -> tuple[np.ndarray, np.ndarray]:
         """(ids, rows) held: what the search structure is rebuilt from."""
-        return self.ids, np.asarray(self.rows)
+        return self.ids_of(), np.asarray(self.rows)
 
-    def clone(self) -> "VectorStore":
+    def clone(self, ids_of: Ids) -> "VectorStore":
+        """An independent copy whose rows belong to ``ids_of`` (the copy's catalog)."""
         other = VectorStore.__new__(VectorStore)
         other.__dict__.update(self.__dict__)
+        other.ids_of = ids_of
         other.rows = np.array(self.rows, np.float32)
-        other.ids = self.ids.copy()
         other.backend = self.backend.clone(source=other._content)
         return other
 
@@ -55,16 +60,14 @@ class VectorStore:
             raise ValueError(f"{len(ids)} ids and {rows.shape} rows (dim {self.dim}) disagree")
         if self.cfg.kind == "auto" and not len(self):
             self.backend = make_backend(self.dim, self.cfg, n_hint=len(ids), source=self._content)
-        self.ids = np.concatenate([self.ids, np.asarray(ids, np.int64)])
         self.rows = np.concatenate([np.asarray(self.rows), rows]).astype(np.float32)
         self.backend.add(ids, rows)
 
-    def keep(self, keep: np.ndarray) -> None:
-        """Keep the rows of mask ``keep``; the backend drops the others."""
-        removed = self.ids[~keep]
-        self.ids = self.ids[keep]
+    def keep(self, keep: np.ndarray, removed_ids: np.ndarray) -> None:
+        """Keep the rows of mask ``keep``; the backend drops ``removed_ids`` (the others'),
+        rebuilding, where it must, from the rows kept and ``ids_of`` (already without them)."""
         self.rows = np.ascontiguousarray(np.asarray(self.rows)[keep])
-        self.backend.remove(removed)
+        self.backend.remove(removed_ids)
 
     def tune(self, cfg) -> None:
         self.cfg = cfg
@@ -92,20 +95,20 @@ class VectorStore:
         return out
 
     @classmethod
-    def read(cls, cfg, meta: dict, arrays: dict, ids: np.ndarray, mmap: bool = False) -> "VectorStore":
+    def read(cls, cfg, meta: dict, arrays: dict, ids_of: Ids, mmap: bool = False) -> "VectorStore":
         whitening = None
         if meta.get("whitening"):
             whitening = PCAWhitening.from_arrays(arrays, meta["whitening"]["power"])
         store = cls.__new__(cls)
-        store.cfg, store.raw_dim, store.whitening = cfg, int(meta["raw_dim"]), whitening
+        store.cfg, store.raw_dim, store.whitening, store.ids_of = cfg, int(meta["raw_dim"]), whitening, ids_of
         store.dim = whitening.out_dim if whitening is not None else store.raw_dim
         store.rows = arrays["descriptors"] if mmap else np.array(arrays["descriptors"], np.float32)
-        store.ids = np.asarray(ids, np.int64)
+        ids = np.asarray(ids_of(), np.int64)
         if store.rows.shape != (len(ids), store.dim):
             raise ValueError("section sizes disagree with the header")
         blob = arrays["backend"] if "backend" in arrays else None
         store.backend = BACKENDS.get(meta.get("backend", "flat")).restore(
-            store.dim, cfg, store.ids, np.asarray(store.rows), blob, source=store._content)
+            store.dim, cfg, ids, np.asarray(store.rows), blob, source=store._content)
         if store.backend.ntotal != len(ids):
             raise ValueError(f"search structure holds {store.backend.ntotal} rows, expected {len(ids)}")
         return store

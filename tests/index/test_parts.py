@@ -30,23 +30,23 @@ def test_catalog_selects_by_id_path_and_folder_and_keeps_order():
 
 
 def test_vector_store_answers_row_positions_and_survives_a_round_trip():
-    vs = VectorStore(IndexConfig(kind="flat"), 3)
+    cat = Catalog()
+    vs = VectorStore(IndexConfig(kind="flat"), 3, ids_of=lambda: cat.ids)
     rows = vs.process(np.array([[3, 4, 0], [0, 0, 2], [1, 0, 0]], np.float32))
     assert np.allclose(rows, [[0.6, 0.8, 0], [0, 0, 1], [1, 0, 0]])
-    vs.append(np.array([10, 11, 12]), rows)
-    cat = Catalog()
     cat.append(np.array([10, 11, 12]), ["a", "b", "c"])
+    vs.append(np.array([10, 11, 12]), rows)
     scores, pos = vs.search(np.array([[1, 0, 0]], np.float32), 2, cat.positions)
     assert pos.tolist() == [[2, 0]] and np.allclose(scores, [[1.0, 0.6]])
     keep = np.array([False, True, True])
-    vs.keep(keep)
     cat.keep(keep)
+    vs.keep(keep, np.array([10]))
     scores, pos = vs.search(np.array([[1, 0, 0]], np.float32), 2, cat.positions)
     assert pos.tolist() == [[1, 0]] and np.allclose(scores, [[1.0, 0.0]])
-    back = VectorStore.read(vs.cfg, vs.header(), vs.arrays(), vs.ids)
+    back = VectorStore.read(vs.cfg, vs.header(), vs.arrays(), lambda: cat.ids)
     assert np.array_equal(back.rows, vs.rows) and back.backend.ids.tolist() == [11, 12]
     with pytest.raises(ValueError, match="disagree"):
-        VectorStore.read(vs.cfg, vs.header(), vs.arrays(), np.array([11]))
+        VectorStore.read(vs.cfg, vs.header(), vs.arrays(), lambda: np.array([11]))
 
 
 class Counter:

@@ -69,7 +69,9 @@ def test_an_index_searched_by_local_features_marks_hits_verified_by_the_recipes_
     index.local = store
     with one_thread():
         hits = search_index(index, photos["astronaut"][60:400, 120:480].copy(), "local", top=5, shortlist=5)
-    least = store.config.verify_config.min_inliers
+    from imret.local.steps import SpatialVerification
+
+    least = SpatialVerification().min_inliers  # 12, as 'sv' verifies
     assert hits[0].path == "/p/10.jpg" and hits[0].verified and hits[0].inliers >= least
     assert all(h.verified == (h.inliers >= least) for h in hits)
     assert not all(h.verified for h in hits)
