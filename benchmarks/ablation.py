@@ -20,7 +20,11 @@ Protocols (no head is ever trained on the labels of the photos it is scored on):
   landmark L, train with instance labels on the other landmarks' photos, the UKBench
   objects and the Fordham places (L's photos unseen), score the queries of L; the
   figures are those per-landmark scores averaged over queries, beside the label-free
-  head and GeM on the same queries.
+  head and GeM on the same queries;
+- LOLO + unlabelled: the same labels, and every other photo (L's, the unlabelled Paris
+  ones) trained label-free, each its own instance: the photos label-free training sees,
+  plus the labels of photos other than L's. Against label-free, this measures what the
+  labels add.
 """
 from __future__ import annotations
 
@@ -120,22 +124,38 @@ def extraction_ms(preset, state, paths) -> float:
     return 1000 * float(np.median(times))
 
 
-def lolo_figures(preset, cfg, bank, labels, paris, landmarks, whitening):
-    """Per left-out landmark L: train on labelled photos other than L's, score L's queries;
-    the concatenated per-landmark rankings scored together."""
+def lolo_labels(labels: list[str | None], left_out: str, unlabelled: bool) -> tuple[list[int], list[int]]:
+    """A LOLO fold's training images and their instance numbers. Instance labels come from
+    photos other than the left-out landmark's. ``unlabelled``: every other photo (the
+    left-out landmark's, the unlabelled Paris ones) still trains, each its own instance as
+    label-free training has it, so the fold sees the same photos as label-free training and
+    differs from it only by the labels it reads; else those photos are left out."""
+    own = [lab is None or lab == "paris:" + left_out for lab in labels]
+    if unlabelled:
+        keep = list(range(len(labels)))
+        names = [f"own:{i}" if own[i] else labels[i] for i in keep]
+    else:
+        keep = [i for i in range(len(labels)) if not own[i]]
+        names = [labels[i] for i in keep]
+    order = {n: k for k, n in enumerate(sorted(set(names)))}
+    per_image = [-1] * len(labels)
+    for i, n in zip(keep, names):
+        per_image[i] = order[n]
+    return keep, per_image
+
+
+def lolo_figures(preset, cfg, bank, labels, paris, landmarks, unlabelled: bool):
+    """Per left-out landmark L: train on a fold without L's labels (``lolo_labels``), then
+    the descriptors of L's queries and of the whole database."""
     lms = sorted({lab for lab in landmarks if lab not in ("-", "none", "arc_triomphe")})
-    qs_all, db_by, q_by = [], {}, {}
+    db_by, q_by = {}, {}
     for lm in lms:
         keep_q = [i for i, lab in enumerate(landmarks) if lab == lm]
-        keep_img = [i for i, lab in enumerate(labels) if lab is not None and lab != "paris:" + lm]
-        names = sorted({labels[i] for i in keep_img})
-        fold = bank.relabel([names.index(lab) if lab in names else -1 for lab in labels], keep_img)
-        res = train(preset, cfg, None, bank=fold)
+        keep_img, per_image = lolo_labels(labels, lm, unlabelled)
+        res = train(preset, cfg, None, bank=bank.relabel(per_image, keep_img))
         head = build_head(preset.head, bank.extractor.backbone.out_channels)
         head.load_state_dict(res.head_state)
-        db, q = descriptors(head, subset(paris, keep_q))
-        qs_all += keep_q
-        db_by[lm], q_by[lm] = db, q
+        db_by[lm], q_by[lm] = descriptors(head, subset(paris, keep_q))
     return lms, db_by, q_by
 
 
@@ -193,21 +213,22 @@ def main(argv=None):
         if any(r.lower() in label.lower() for r in args.lolo):
             free_db, free_q = descriptors(head, paris)
             gem_db, gem_q = descriptors(gem_head, paris)
-            lms, db_by, q_by = lolo_figures(preset, cfg, bank, labels, paris, landmarks, white)
-            for lm in lms:
+            folds = [lolo_figures(preset, cfg, bank, labels, paris, landmarks, unlabelled)
+                     for unlabelled in (False, True)]
+            for lm in folds[0][0]:
                 keep = [i for i, lab in enumerate(landmarks) if lab == lm]
                 sub = subset(paris, keep).dataset
 
                 def fig(db, q):
-                    return evaluate_descriptors(sub, db, q, white)["figures"]
+                    return summary(evaluate_descriptors(sub, db, q, white)["figures"])[1:]
 
-                lolo_rows.append((label, lm, len(keep), *summary(fig(gem_db, gem_q[keep]))[1:],
-                                  *summary(fig(free_db, free_q[keep]))[1:], *summary(fig(db_by[lm], q_by[lm]))[1:]))
+                lolo_rows.append((label, lm, len(keep), *fig(gem_db, gem_q[keep]), *fig(free_db, free_q[keep]),
+                                  *(x for _, db_by, q_by in folds for x in fig(db_by[lm], q_by[lm]))))
                 print("  " + "  ".join(map(str, lolo_rows[-1])), flush=True)
             mine = [r for r in lolo_rows if r[0] == label]
             n = sum(r[2] for r in mine)
             lolo_rows.append((label, "all (mean weighted by queries)", n,
-                              *(f"{sum(float(r[k]) * r[2] for r in mine) / n:.1f}" for k in range(3, 9))))
+                              *(f"{sum(float(r[k]) * r[2] for r in mine) / n:.1f}" for k in range(3, 11))))
             print("  " + "  ".join(map(str, lolo_rows[-1])), flush=True)
     if args.shipped:
         for name in SHIPPED_RECIPES:
@@ -228,7 +249,7 @@ def main(argv=None):
     if lolo_rows:
         table("Leave-one-landmark-out: Medium / Hard mAP % on the left-out landmark's queries",
               ["head", "left out", "queries", "GeM M", "GeM H", "label-free M", "label-free H", "LOLO M",
-               "LOLO H"], lolo_rows)
+               "LOLO H", "LOLO+unlab. M", "LOLO+unlab. H"], lolo_rows)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,24 @@
+"""The ablation's leave-one-landmark-out folds never read the labels of the landmark scored."""
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
+from ablation import lolo_labels  # noqa: E402
+
+LABELS = ["paris:louvre", "paris:eiffel", None, "paris:louvre", "ukbench:0", "paris:eiffel", "ukbench:0"]
+
+
+def test_a_lolo_fold_drops_the_left_out_landmark_and_the_unlabelled_photos():
+    keep, per_image = lolo_labels(LABELS, "louvre", unlabelled=False)
+    assert keep == [1, 4, 5, 6]
+    # instances numbered by sorted name: paris:eiffel 0, ukbench:0 1
+    assert per_image == [-1, 0, -1, -1, 1, 0, 1]
+
+
+def test_lolo_with_unlabelled_photos_keeps_them_each_its_own_instance():
+    keep, per_image = lolo_labels(LABELS, "louvre", unlabelled=True)
+    assert keep == list(range(7))
+    # sorted names: own:0, own:2, own:3, paris:eiffel, ukbench:0
+    assert per_image == [0, 3, 1, 2, 4, 3, 4]
+    # the two louvre photos, labelled alike in the data, are different instances here
+    assert per_image[0] != per_image[3]
