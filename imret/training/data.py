@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 
 from ..core.errors import DatasetError
-from ..core.paths import collect_paths
+from ..core.paths import IMAGE_EXTENSIONS, collect_paths
 from ..core.registry import Registry
 
 SOURCES: Registry = Registry("training mode")
@@ -24,15 +24,18 @@ def unlabeled_folder(root: str) -> tuple[list[str], list[int]]:
 
 @SOURCES.register("instances")
 def instance_folders(root: str) -> tuple[list[str], list[int]]:
-    """One sub-folder per instance (searched recursively)."""
+    """One sub-folder per instance (searched recursively). Photos lying directly in
+    ``root`` carry no label: each is its own instance, as in ``unsupervised``, so labelled
+    photos of other places and the unlabelled photos of the collection to be searched
+    train together (what ``benchmarks/ablation.py`` calls LOLO + unlabelled)."""
     if not os.path.isdir(root):
         raise DatasetError(root, "no such folder")
-    paths, labels = [], []
-    for k, d in enumerate(sorted(e.name for e in os.scandir(root) if e.is_dir())):
-        found = collect_paths([os.path.join(root, d)])
-        paths += found
-        labels += [k] * len(found)
-    return paths, labels
+    entries = sorted(os.scandir(root), key=lambda e: e.name)
+    groups = [collect_paths([e.path]) for e in entries if e.is_dir()]
+    groups += [[p] for p in collect_paths([e.path for e in entries
+                                           if e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS)])]
+    groups = [g for g in groups if g]
+    return [p for g in groups for p in g], [k for k, g in enumerate(groups) for _ in g]
 
 
 @SOURCES.register("pairs")

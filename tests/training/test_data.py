@@ -32,6 +32,18 @@ def test_instance_folders(tmp_path):
     assert sorted(map(sorted, by_label.values())) == [["bridge"], ["tower"]]
 
 
+def test_photos_beside_the_instance_folders_are_each_their_own_instance(tmp_path):
+    (tmp_path / "tower").mkdir()
+    (tmp_path / "empty").mkdir()
+    for name in ("tower/0.png", "tower/1.png", "x.png", "y.png"):
+        _photo(tmp_path / name)
+    (tmp_path / "notes.txt").write_text("not a photo")
+    paths, labels = SOURCES.get("instances")(str(tmp_path))
+    names = [p.split("/")[-1] if "tower" not in p else "tower/" + p.split("/")[-1] for p in paths]
+    assert names == ["tower/0.png", "tower/1.png", "x.png", "y.png"]
+    assert labels == [0, 0, 1, 2]
+
+
 def test_pairs_file_links_images_into_instances(tmp_path):
     (tmp_path / "pairs.tsv").write_text(
         "# query<TAB>positives\n"
