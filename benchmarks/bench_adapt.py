@@ -46,6 +46,7 @@ def main(argv=None):
     ap.add_argument("--data-root", default=os.path.join(REPO, "..", "shared", "data"))
     ap.add_argument("--cache", default=os.path.join(REPO, ".cache"))
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--no-whitening", action="store_true", help="score on L2-normalised descriptors only")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     root = os.path.normpath(args.data_root)
@@ -56,11 +57,14 @@ def main(argv=None):
     print(f"base: {len(base_bank.paths)} photos of {', '.join(TRAIN_DATA[1:])}; load {os.getloadavg()[0]:.2f}; "
           f"torch {torch.get_num_threads()} thread(s)", flush=True)
     rows = []
+    white = get_preset("default").whitening  # every shipped preset's
+    if args.no_whitening:
+        white = white.replace(kind="none")
 
     def row(name, what, state, seconds=""):
         head = build_head(preset.head, ex.backbone.out_channels)
         head.load_state_dict(state)
-        rows.append((name, what, *summary(figures(head, paris, preset.whitening)), seconds))
+        rows.append((name, what, *summary(figures(head, paris, white)), seconds))
         print("  " + "  ".join(map(str, rows[-1])), flush=True)
 
     for name in args.presets:
@@ -83,7 +87,8 @@ def main(argv=None):
             again = train(preset, cfg, None, bank=adapt_bank, start=shipped.float_state()).head_state
             row(name, "  shipped + --adapt on paris6k-sub", again, f"{time.time() - t:.0f}")
     table(f"--adapt on a collection the base head never saw: paris6k-sub mAP % (Easy/Medium/Hard); Lite0 @ 512 px, "
-          f"3 scales; ADAPT: {ADAPT.steps} steps, {ADAPT.views} views, lr {ADAPT.lr:g}; load {os.getloadavg()[0]:.2f}",
+          f"3 scales, {head_maps.whitening_words(white, len(paris.dataset.db))}; ADAPT: {ADAPT.steps} steps, "
+          f"{ADAPT.views} views, lr {ADAPT.lr:g}; load {os.getloadavg()[0]:.2f}",
           ["preset", "head", "Easy", "Medium", "Hard", "train s"], rows)
 
 

@@ -25,6 +25,12 @@ from imret.training.probe import DatasetMaps, dataset_maps
 SCALES = (1.0, 2 ** -0.5, 0.5)  # the 'default' preset's
 
 
+def whitening_words(cfg: WhiteningConfig, images: int) -> str:
+    """How descriptors of a database of ``images`` are scored under ``cfg``, for table titles."""
+    return {"pca": "PCA-whitened", "center": "centred on the database mean",
+            "none": "no whitening"}[cfg.learned_from(images)]
+
+
 def _key(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

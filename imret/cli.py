@@ -360,7 +360,7 @@ def cmd_eval(args) -> int:
         print(json.dumps(res, indent=1, default=str))
         return 0
     print(f"{res['dataset']} ({res['protocol']}): {res['images']} images, {res['queries']} queries, "
-          f"preset {index.preset.name}, {res['backend']}{', whitened' if res['whitened'] else ''}"
+          f"preset {index.preset.name}, {res['backend']}{_WHITENING_WORDS[res['whitening']]}"
           + (f", re-ranked by {res['rerank']}" if res["rerank"] else ""))
     figs = res["figures"]
     if res["protocol"] == "revisited":
@@ -372,13 +372,17 @@ def cmd_eval(args) -> int:
     return 0
 
 
+_WHITENING_WORDS = {"pca": ", PCA-whitened", "center": ", centred", "none": ""}
+
+
 def _eval_notes(ex, res, args) -> None:
     from .cli_output import head_is_untrained
 
     w = ex.preset.whitening
-    if w.kind == "pca" and not args.no_whitening and not res["whitened"]:
+    if w.kind == "pca" and not args.no_whitening and res["whitening"] != "pca":
         _eprint(f"note: whitening skipped: learned from {w.min_images} database images on, this dataset has "
-                f"{res['images']}")
+                f"{res['images']}" + ("; descriptors centred on the database mean instead"
+                                      if res["whitening"] == "center" else ""))
     if head_is_untrained(ex.head, ex.preset.head, ex.backbone.out_channels):
         _eprint(f"note: head {ex.preset.head.name!r} of preset {ex.preset.name!r} is untrained: these are the "
                 "figures of its starting weights (train it with 'imret train', evaluate with --checkpoint)")
@@ -584,7 +588,7 @@ def build_parser() -> argparse.ArgumentParser:
         if preset:
             p.add_argument("--preset", default=default, help=f"named preset (see 'imret presets'; default: {default or shown})")
             p.add_argument("--weights", default=None, help="local backbone checkpoint (torchvision/timm)")
-            p.add_argument("--no-whitening", action="store_true", help="do not learn PCA-whitening")
+            p.add_argument("--no-whitening", action="store_true", help="do not learn PCA-whitening or centring")
 
     p = sub.add_parser("index", help="index the photos in folders or files")
     p.add_argument("sources", nargs="+", help="folders (searched recursively) or image files")

@@ -8,6 +8,9 @@ from __future__ import annotations
 import os
 from typing import Iterable, Sequence
 
+from .descriptor.whitening import PCAWhitening
+
+
 def check_device(text: str) -> str:
     """``text`` when it names a device this PyTorch build and machine have, else ValueError
     with one line saying why (so no command starts work it cannot finish)."""
@@ -86,13 +89,16 @@ def head_is_untrained(head, head_cfg, in_channels: int) -> bool:
 
 
 def whitening_note(index) -> str | None:
-    """Why an index the preset asked to whiten holds no whitening (or None)."""
+    """Why an index holds less than the PCA-whitening its preset asks for (or None)."""
     w = index.preset.whitening
-    if w.kind != "pca" or index.whitening is not None:
+    if w.kind != "pca" or isinstance(index.whitening, PCAWhitening):
         return None
+    done = ("descriptors are centred on the database mean (learned from "
+            f"{w.center_min_images} images on) and L2-normalised" if index.whitening is not None
+            else "descriptors are only L2-normalised")
     return (f"whitening skipped: PCA-whitening is learned from {w.min_images} images on (fewer give a noisy "
-            f"transform that hurts) and this index has {len(index)}; descriptors are only "
-            f"L2-normalised. Learn one on more photos of the same kind with --whiten-on DIR")
+            f"transform that hurts) and this index has {len(index)}; {done}. Learn one on more photos "
+            f"of the same kind with --whiten-on DIR")
 
 
 def build_notes(index, extractor=None, tuning: dict | None = None) -> list[str]:
@@ -133,11 +139,19 @@ def info_lines(info: dict, path: str) -> list[str]:
         f"scales      {', '.join(f'{s:.3g}' for s in p['extraction']['scales'])} at max side "
         f"{p['extraction']['max_size']} px",
     ]
-    if w:
+    if w and w.get("kind", "pca") == "center":
+        lines.append(f"whitening   centring only (the database mean subtracted), {w['dim']}-d"
+                     + (f"; PCA is learned from {p['whitening']['min_images']} images on"
+                        if p["whitening"]["kind"] == "pca" else ""))
+    elif w:
         lines.append(f"whitening   PCA, {w['dim']}-d, power {w['power']:.2g}")
     elif p["whitening"]["kind"] == "pca":
         lines.append(f"whitening   none: skipped, the preset learns it from {p['whitening']['min_images']} "
-                     f"images on and the index was built from fewer")
+                     f"images on (centring from {p['whitening'].get('center_min_images', 10)}) and the "
+                     "index was built from fewer")
+    elif p["whitening"]["kind"] == "center":
+        lines.append(f"whitening   none: skipped, the preset centres from "
+                     f"{p['whitening']['center_min_images']} images on and the index was built from fewer")
     else:
         lines.append("whitening   none (turned off)")
     lines.append(f"backend     {backend_words(info['backend'])}")

@@ -122,25 +122,41 @@ class ExtractionConfig(_Config):
 
 @dataclass(frozen=True)
 class WhiteningConfig(_Config):
-    """PCA-whitening learned on the indexed images at build time.
+    """What the index learns on the indexed images at build time to map descriptors.
 
-    ``kind``: 'none' or 'pca'. ``dim``: output dimension (None keeps all that the
-    data supports). ``power``: eigenvalue exponent, 0.5 is full whitening, 0 a
-    plain PCA rotation. ``min_images``: below this many images no whitening is
-    learned (too few samples give a noisy, harmful transform)."""
+    ``kind``: 'pca' (PCA-whitening from ``min_images`` images on; from
+    ``center_min_images`` up to that, centring only: the database mean is subtracted),
+    'center' (centring only, from ``center_min_images`` images on) or 'none'. ``dim``:
+    output dimension of PCA (None keeps all that the data supports). ``power``:
+    eigenvalue exponent, 0.5 is full whitening, 0 a plain PCA rotation. Below
+    ``min_images`` a covariance is too noisy to whiten by (it hurts), while the mean is
+    already stable; below ``center_min_images`` the mean is mostly the photos themselves."""
 
     kind: str = "pca"
     dim: int | None = None
     power: float = 0.5
     min_images: int = 500
+    center_min_images: int = 10
 
     def __post_init__(self):
-        if self.kind not in ("none", "pca"):
-            raise ConfigError(f"whitening kind must be 'none' or 'pca', got {self.kind!r}")
+        if self.kind not in ("none", "pca", "center"):
+            raise ConfigError(f"whitening kind must be 'none', 'pca' or 'center', got {self.kind!r}")
         if self.dim is not None and self.dim < 1:
             raise ConfigError(f"whitening dim must be positive, got {self.dim}")
         if not (0 <= self.power <= 1):
             raise ConfigError(f"whitening power must be in [0, 1], got {self.power}")
+        for name in ("min_images", "center_min_images"):
+            v = getattr(self, name)
+            if not (isinstance(v, int) and v >= 2):
+                raise ConfigError(f"whitening {name} must be an integer >= 2, got {v!r}")
+
+    def learned_from(self, n: int) -> str:
+        """What is learned from ``n`` images: 'pca', 'center' or 'none'."""
+        if self.kind == "pca" and n >= self.min_images:
+            return "pca"
+        if self.kind in ("pca", "center") and n >= self.center_min_images:
+            return "center"
+        return "none"
 
 
 @dataclass(frozen=True)

@@ -1,3 +1,3 @@
-from .whitening import PCAWhitening, l2_normalize
+from .whitening import Centring, PCAWhitening, l2_normalize, transform_from
 
-__all__ = ["PCAWhitening", "l2_normalize"]
+__all__ = ["Centring", "PCAWhitening", "l2_normalize", "transform_from"]

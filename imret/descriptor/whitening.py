@@ -1,7 +1,9 @@
-"""Descriptor post-processing: L2 normalisation and PCA-whitening.
+"""Descriptor post-processing: L2 normalisation, PCA-whitening and centring.
 
-Descriptors are float32 rows (N×D). ``PCAWhitening.fit`` returns a new fitted
-object; ``apply`` maps N×D → N×d rows, L2-normalised.
+Descriptors are float32 rows (N×D). ``PCAWhitening.fit`` and ``Centring.fit`` return
+a new fitted object; ``apply`` maps N×D → N×d rows, L2-normalised. Both are learned on
+the database at build time and stored in the index (``arrays``, ``header``);
+``transform_from`` rebuilds either from what was stored.
 """
 from __future__ import annotations
 
@@ -64,7 +66,55 @@ class PCAWhitening:
     def arrays(self) -> dict[str, np.ndarray]:
         return {"whitening_mean": self.mean, "whitening_projection": self.projection}
 
+    def header(self) -> dict:
+        return {"kind": "pca", "dim": self.out_dim, "power": self.power}
+
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], power: float) -> "PCAWhitening":
         return cls(np.asarray(arrays["whitening_mean"], np.float32),
                    np.asarray(arrays["whitening_projection"], np.float32), power)
+
+
+@dataclass(frozen=True)
+class Centring:
+    """x ↦ L2(x − μ), μ the mean of the database descriptors (D).
+
+    The part of PCA-whitening that few images estimate well: a mean from tens of photos
+    is stable where their covariance's small eigen-directions are noise. Subtracting it
+    removes what every photo of the collection shares (the look of the whole collection),
+    which otherwise adds to every similarity, matching or not."""
+
+    mean: np.ndarray
+
+    @property
+    def in_dim(self) -> int:
+        return int(self.mean.shape[0])
+
+    out_dim = in_dim
+
+    @classmethod
+    def fit(cls, x: np.ndarray) -> "Centring":
+        x = np.asarray(x, dtype=np.float64)
+        if len(x) < 2:
+            raise ValueError(f"centring needs at least 2 descriptors, got {len(x)}")
+        return cls(x.mean(0).astype(np.float32))
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32)
+        if x.shape[-1] != self.in_dim:
+            raise ValueError(f"centring expects {self.in_dim}-d descriptors, got {x.shape[-1]}-d")
+        return l2_normalize(x - self.mean)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"whitening_mean": self.mean}
+
+    def header(self) -> dict:
+        return {"kind": "center", "dim": self.out_dim}
+
+
+def transform_from(header: dict, arrays: dict) -> PCAWhitening | Centring:
+    """The transform an index stored: ``header`` as its ``header()`` wrote it (files
+    written before centring existed hold only ``power``: PCA)."""
+    if header.get("kind", "pca") == "center":
+        return Centring(np.asarray(arrays["whitening_mean"], np.float32))
+    return PCAWhitening.from_arrays(arrays, header["power"])

@@ -108,7 +108,8 @@ def evaluate_index(index, dataset: Dataset, rerank=None, failures=()) -> dict:
     q, local, failed = describe_queries(index, dataset, local=needs_local(pipeline))
     ranks = rank_dataset(index, dataset, q, pipeline, local)
     return {"dataset": dataset.name, "protocol": dataset.protocol, "images": len(dataset.db),
-            "queries": len(dataset.queries), "whitened": index.whitening is not None,
+            "queries": len(dataset.queries),
+            "whitening": "none" if index.whitening is None else index.whitening.header()["kind"],
             "backend": index.backend.name, "indexed": int((where >= 0).sum()),
             "failures": list(failures) + failed, "figures": score(dataset, ranks),
             "per_query": per_query_ap(dataset, ranks),
@@ -197,7 +198,7 @@ def evaluate_descriptors(dataset: Dataset, db: np.ndarray, q: np.ndarray, whiten
     pipeline = None if rerank is None else Pipeline.parse(rerank)
     ranks = rank_dataset(index, dataset, index.postprocess(q), pipeline)
     return {"dataset": dataset.name, "protocol": dataset.protocol, "images": len(dataset.db),
-            "queries": len(dataset.queries), "whitened": index.whitening is not None, "failures": [],
+            "queries": len(dataset.queries), "whitening": "none" if index.whitening is None else index.whitening.header()["kind"], "failures": [],
             "figures": score(dataset, ranks), "per_query": per_query_ap(dataset, ranks),
             "rerank": None if pipeline is None else str(pipeline), "ranks": ranks}
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..core import __version__
 from ..config import Preset
-from ..descriptor.whitening import PCAWhitening
+from ..descriptor.whitening import Centring, PCAWhitening
 from ..core.errors import ImretError, IndexFileError
 from ..core.paths import collect_paths
 from ..rerank import DBA, AugmentedRows, Database, GlobalFeatureRerank, Pipeline, Shortlist
@@ -105,7 +105,7 @@ class Index:
     (αDBA rows, gfr rows, local features: ``sidecars.py``), kept in step by ``append_rows``
     and ``remove``, written and read together by ``save``/``load``."""
 
-    def __init__(self, preset: Preset, dim: int, whitening: PCAWhitening | None = None):
+    def __init__(self, preset: Preset, dim: int, whitening: PCAWhitening | Centring | None = None):
         self.preset = preset
         self.catalog = Catalog()
         self.vectors = VectorStore(preset.index, dim, whitening, ids_of=lambda: self.catalog.ids)
@@ -223,7 +223,7 @@ class Index:
                   "sources": sorted(os.path.abspath(s) for s in sources)}
         ok, raw = cls._extract_journaled(extractor, paths, journal_path, header, report, progress, on_error)
         train = None
-        if preset.whitening.kind == "pca" and whitening_sources is not None:
+        if preset.whitening.kind != "none" and whitening_sources is not None:
             train = extractor.extract_paths(collect_paths(whitening_sources), progress=progress).descriptors
         index = cls.from_raw(preset, extractor.dim, ok, raw, sources, whitening_train=train)
         index._extractor = extractor
@@ -239,8 +239,11 @@ class Index:
         whitening = None
         wcfg = preset.whitening
         train = raw if whitening_train is None else whitening_train
-        if wcfg.kind == "pca" and len(train) >= max(wcfg.min_images, 2):
+        learned = wcfg.learned_from(len(train))
+        if learned == "pca":
             whitening = PCAWhitening.fit(train, dim=wcfg.dim, power=wcfg.power)
+        elif learned == "center":
+            whitening = Centring.fit(train)
         index = cls(preset, raw_dim, whitening)
         index.add_roots(sources)
         index._append(list(paths), raw)
@@ -462,8 +465,7 @@ class Index:
             "images": len(self),
             "dim": self.dim,
             "raw_dim": self.raw_dim,
-            "whitening": None if self.whitening is None else
-            {"kind": "pca", "dim": self.whitening.out_dim, "power": self.whitening.power},
+            "whitening": None if self.whitening is None else self.whitening.header(),
             "backend": self.backend.name,
             "preset": self.preset.to_dict(),
             "created": self.created,

@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 
 from ..core.registry import BACKENDS
-from ..descriptor.whitening import PCAWhitening, l2_normalize
+from ..descriptor.whitening import Centring, PCAWhitening, l2_normalize, transform_from
 from .backends import Backend, make_backend, searcher
 
 Positions = Callable[[np.ndarray], np.ndarray]  # image ids → row positions (−1: not held)
@@ -23,7 +23,7 @@ class VectorStore:
     """``ids_of``: the ids of the rows, asked of their owner (the catalog) when the backend
     rebuilds, so the ids are held in one place."""
 
-    def __init__(self, cfg, raw_dim: int, whitening: PCAWhitening | None = None, ids_of: Ids | None = None):
+    def __init__(self, cfg, raw_dim: int, whitening: PCAWhitening | Centring | None = None, ids_of: Ids | None = None):
         self.cfg = cfg  # the preset's IndexConfig
         self.ids_of = ids_of
         self.raw_dim = raw_dim  # descriptor size before whitening
@@ -84,7 +84,7 @@ class VectorStore:
     # -- index file ---------------------------------------------------------
     def header(self) -> dict:
         return {"raw_dim": self.raw_dim, "dim": self.dim, "backend": self.backend.name,
-                "whitening": None if self.whitening is None else {"power": self.whitening.power}}
+                "whitening": None if self.whitening is None else self.whitening.header()}
 
     def arrays(self) -> dict[str, np.ndarray]:
         out = {"descriptors": np.asarray(self.rows, np.float32)}
@@ -98,7 +98,7 @@ class VectorStore:
     def read(cls, cfg, meta: dict, arrays: dict, ids_of: Ids, mmap: bool = False) -> "VectorStore":
         whitening = None
         if meta.get("whitening"):
-            whitening = PCAWhitening.from_arrays(arrays, meta["whitening"]["power"])
+            whitening = transform_from(meta["whitening"], arrays)
         store = cls.__new__(cls)
         store.cfg, store.raw_dim, store.whitening, store.ids_of = cfg, int(meta["raw_dim"]), whitening, ids_of
         store.dim = whitening.out_dim if whitening is not None else store.raw_dim

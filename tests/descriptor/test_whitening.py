@@ -52,3 +52,45 @@ def test_dimension_mismatch_is_an_error(rng):
     w = PCAWhitening.fit(rng.normal(size=(50, 8)))
     with pytest.raises(ValueError, match="expects 8-d"):
         w.apply(np.zeros((1, 9)))
+
+
+def test_centring_subtracts_the_database_mean_by_hand():
+    from imret.descriptor import Centring
+
+    c = Centring.fit(np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]))  # mean (2/3, 2/3)
+    np.testing.assert_allclose(c.mean, [2 / 3, 2 / 3], rtol=1e-6)
+    # (1, 0) − mean = (1/3, −2/3) → (1, −2)/√5; (3, 3) − mean = (7/3, 7/3) → (1, 1)/√2
+    np.testing.assert_allclose(c.apply(np.array([[1.0, 0.0], [3.0, 3.0]])),
+                               [[1 / 5**0.5, -2 / 5**0.5], [2**-0.5, 2**-0.5]], atol=1e-6)
+    assert c.in_dim == c.out_dim == 2
+    with pytest.raises(ValueError, match="3-d"):
+        c.apply(np.ones((1, 3)))
+    with pytest.raises(ValueError, match="at least 2"):
+        Centring.fit(np.ones((1, 2)))
+
+
+def test_stored_transforms_come_back_as_they_were(rng):
+    from imret.descriptor import Centring, transform_from
+
+    x = rng.normal(size=(50, 6))
+    for t in (Centring.fit(x), PCAWhitening.fit(x, dim=4, power=0.25)):
+        back = transform_from(t.header(), t.arrays())
+        assert type(back) is type(t) and back.header() == t.header()
+        np.testing.assert_array_equal(back.apply(x[:3]), t.apply(x[:3]))
+    # files written before centring existed say only the power: PCA
+    w = PCAWhitening.fit(x, power=0.5)
+    assert isinstance(transform_from({"power": 0.5}, w.arrays()), PCAWhitening)
+
+
+def test_what_a_collection_of_n_images_learns():
+    from imret.config import ConfigError, WhiteningConfig
+
+    pca = WhiteningConfig()
+    assert [pca.learned_from(n) for n in (9, 10, 499, 500)] == ["none", "center", "center", "pca"]
+    assert WhiteningConfig(kind="center").learned_from(10_000) == "center"
+    assert WhiteningConfig(kind="none").learned_from(10_000) == "none"
+    assert WhiteningConfig(center_min_images=600).learned_from(550) == "pca"  # never centring only
+    with pytest.raises(ConfigError, match="center_min_images"):
+        WhiteningConfig(center_min_images=1)
+    with pytest.raises(ConfigError, match="'none', 'pca' or 'center'"):
+        WhiteningConfig(kind="zca")

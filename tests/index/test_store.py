@@ -186,3 +186,30 @@ def test_ivfpq_on_fewer_images_than_its_codebooks_need_is_one_clear_error(tmp_pa
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "ivfpq needs at least 16 images" in proc.stderr and "--index-kind flat" in proc.stderr
     assert not (tmp_path / "x.index").exists()
+
+
+def test_a_small_collection_is_centred_and_keeps_it_through_save_and_add(rng, tmp_path):
+    from imret.cli_output import info_lines, whitening_note
+    from imret.descriptor import Centring
+
+    # 12 images: fewer than PCA-whitening wants (500), enough to centre (10)
+    paths, x = _data(rng, n=12, dim=8)
+    x += 3.0  # a component every image shares
+    idx = Index.from_raw(Preset(index=IndexConfig(kind="flat")), 8, paths, x)
+    assert isinstance(idx.whitening, Centring)
+    mean = x.astype(np.float64).mean(0)
+    expected = (x - mean) / np.linalg.norm(x - mean, axis=1, keepdims=True)
+    np.testing.assert_allclose(idx.vectors.rows, expected, atol=1e-5)
+    q = x[3:4] + 0.01
+    qc = (q - mean) / np.linalg.norm(q - mean)
+    assert [h.path for h in idx.search(q, top=3)[0]] == [paths[i] for i in np.argsort(-(expected @ qc[0]))[:3]]
+    idx.save(tmp_path / "c.index")
+    back = Index.load(tmp_path / "c.index")
+    np.testing.assert_array_equal(back.whitening.mean, idx.whitening.mean)
+    back.add_descriptors(["/photos/new.jpg"], x[:1] * 2)  # later additions use the stored mean
+    np.testing.assert_allclose(back.vectors.rows[-1], (x[0] * 2 - mean) / np.linalg.norm(x[0] * 2 - mean),
+                               atol=1e-5)
+    assert "centred on the database mean" in whitening_note(back)
+    info = back.info()
+    info.update(file_bytes=0, bytes_per_image=32)
+    assert any(line.startswith("whitening   centring only") for line in info_lines(info, "c.index"))
