@@ -63,7 +63,8 @@ def main(argv=None):
         trained = shipped_for(preset)
         if trained is not None:
             head.load_state_dict(trained.float_state())
-        for what, white in (("L2 only", preset.whitening.replace(kind="none")), ("as indexed (centred: 10-499 images)", preset.whitening)):
+        for what, white in (("L2 only", preset.whitening.replace(kind="none")),
+                            ("as indexed (centred: 10-499 images)", preset.whitening)):
             rows.append((name, what, *(headline(figures(head, maps[d], white)) for d in found)))
             print("  " + "  ".join(rows[-1]), flush=True)
     table(f"Centring on the database mean, Lite0 @ 512 px, 3 scales, shipped heads; "

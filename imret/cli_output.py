@@ -8,7 +8,8 @@ from __future__ import annotations
 import os
 from typing import Iterable, Sequence
 
-from .descriptor.whitening import PCAWhitening
+from .config import WhiteningConfig
+from .descriptor.whitening import kind_of
 
 
 def check_device(text: str) -> str:
@@ -91,10 +92,11 @@ def head_is_untrained(head, head_cfg, in_channels: int) -> bool:
 def whitening_note(index) -> str | None:
     """Why an index holds less than the PCA-whitening its preset asks for (or None)."""
     w = index.preset.whitening
-    if w.kind != "pca" or isinstance(index.whitening, PCAWhitening):
+    held = kind_of(index.whitening)
+    if w.kind != "pca" or held == "pca":
         return None
     done = ("descriptors are centred on the database mean (learned from "
-            f"{w.center_min_images} images on) and L2-normalised" if index.whitening is not None
+            f"{w.center_min_images} images on) and L2-normalised" if held == "center"
             else "descriptors are only L2-normalised")
     return (f"whitening skipped: PCA-whitening is learned from {w.min_images} images on (fewer give a noisy "
             f"transform that hurts) and this index has {len(index)}; {done}. Learn one on more photos "
@@ -147,7 +149,7 @@ def info_lines(info: dict, path: str) -> list[str]:
         lines.append(f"whitening   PCA, {w['dim']}-d, power {w['power']:.2g}")
     elif p["whitening"]["kind"] == "pca":
         lines.append(f"whitening   none: skipped, the preset learns it from {p['whitening']['min_images']} "
-                     f"images on (centring from {p['whitening'].get('center_min_images', 10)}) and the "
+                     f"images on (centring from {p['whitening'].get('center_min_images', WhiteningConfig.center_min_images)}) and the "
                      "index was built from fewer")
     elif p["whitening"]["kind"] == "center":
         lines.append(f"whitening   none: skipped, the preset centres from "

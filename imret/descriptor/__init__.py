@@ -1,3 +1,3 @@
-from .whitening import Centring, PCAWhitening, l2_normalize, transform_from
+from .whitening import Centring, PCAWhitening, Transform, kind_of, l2_normalize, learn, transform_from
 
-__all__ = ["Centring", "PCAWhitening", "l2_normalize", "transform_from"]
+__all__ = ["Centring", "PCAWhitening", "Transform", "kind_of", "l2_normalize", "learn", "transform_from"]

@@ -112,7 +112,23 @@ class Centring:
         return {"kind": "center", "dim": self.out_dim}
 
 
-def transform_from(header: dict, arrays: dict) -> PCAWhitening | Centring:
+Transform = PCAWhitening | Centring
+
+
+def learn(cfg, x: np.ndarray) -> Transform | None:
+    """The transform a ``WhiteningConfig`` learns from the N×D rows ``x`` (None: nothing,
+    per ``cfg.learned_from``)."""
+    fits = {"pca": lambda: PCAWhitening.fit(x, dim=cfg.dim, power=cfg.power), "center": lambda: Centring.fit(x),
+            "none": lambda: None}
+    return fits[cfg.learned_from(len(x))]()
+
+
+def kind_of(transform: Transform | None) -> str:
+    """'pca', 'center' or 'none': what an index holds."""
+    return "none" if transform is None else transform.header()["kind"]
+
+
+def transform_from(header: dict, arrays: dict) -> Transform:
     """The transform an index stored: ``header`` as its ``header()`` wrote it (files
     written before centring existed hold only ``power``: PCA)."""
     if header.get("kind", "pca") == "center":

@@ -13,6 +13,7 @@ import time
 import numpy as np
 
 from ..core.errors import DatasetError
+from ..descriptor.whitening import kind_of
 from .datasets import Dataset
 from .metrics import classic_map, compute_map, rank1_rate, recall_at_n, revisited_protocol, ukbench_score
 
@@ -109,7 +110,7 @@ def evaluate_index(index, dataset: Dataset, rerank=None, failures=()) -> dict:
     ranks = rank_dataset(index, dataset, q, pipeline, local)
     return {"dataset": dataset.name, "protocol": dataset.protocol, "images": len(dataset.db),
             "queries": len(dataset.queries),
-            "whitening": "none" if index.whitening is None else index.whitening.header()["kind"],
+            "whitening": kind_of(index.whitening),
             "backend": index.backend.name, "indexed": int((where >= 0).sum()),
             "failures": list(failures) + failed, "figures": score(dataset, ranks),
             "per_query": per_query_ap(dataset, ranks),
@@ -198,7 +199,7 @@ def evaluate_descriptors(dataset: Dataset, db: np.ndarray, q: np.ndarray, whiten
     pipeline = None if rerank is None else Pipeline.parse(rerank)
     ranks = rank_dataset(index, dataset, index.postprocess(q), pipeline)
     return {"dataset": dataset.name, "protocol": dataset.protocol, "images": len(dataset.db),
-            "queries": len(dataset.queries), "whitening": "none" if index.whitening is None else index.whitening.header()["kind"], "failures": [],
+            "queries": len(dataset.queries), "whitening": kind_of(index.whitening), "failures": [],
             "figures": score(dataset, ranks), "per_query": per_query_ap(dataset, ranks),
             "rerank": None if pipeline is None else str(pipeline), "ranks": ranks}
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..core import __version__
 from ..config import Preset
-from ..descriptor.whitening import Centring, PCAWhitening
+from ..descriptor.whitening import Transform, learn
 from ..core.errors import ImretError, IndexFileError
 from ..core.paths import collect_paths
 from ..rerank import DBA, AugmentedRows, Database, GlobalFeatureRerank, Pipeline, Shortlist
@@ -105,7 +105,7 @@ class Index:
     (αDBA rows, gfr rows, local features: ``sidecars.py``), kept in step by ``append_rows``
     and ``remove``, written and read together by ``save``/``load``."""
 
-    def __init__(self, preset: Preset, dim: int, whitening: PCAWhitening | Centring | None = None):
+    def __init__(self, preset: Preset, dim: int, whitening: Transform | None = None):
         self.preset = preset
         self.catalog = Catalog()
         self.vectors = VectorStore(preset.index, dim, whitening, ids_of=lambda: self.catalog.ids)
@@ -236,14 +236,7 @@ class Index:
                  whitening_train: np.ndarray | None = None) -> "Index":
         """A new index from raw descriptors (N×raw_dim) extracted elsewhere (e.g. by Ray),
         learning the preset's whitening on ``whitening_train`` or on ``raw``."""
-        whitening = None
-        wcfg = preset.whitening
-        train = raw if whitening_train is None else whitening_train
-        learned = wcfg.learned_from(len(train))
-        if learned == "pca":
-            whitening = PCAWhitening.fit(train, dim=wcfg.dim, power=wcfg.power)
-        elif learned == "center":
-            whitening = Centring.fit(train)
+        whitening = learn(preset.whitening, raw if whitening_train is None else whitening_train)
         index = cls(preset, raw_dim, whitening)
         index.add_roots(sources)
         index._append(list(paths), raw)

@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 
 from ..core.registry import BACKENDS
-from ..descriptor.whitening import Centring, PCAWhitening, l2_normalize, transform_from
+from ..descriptor.whitening import Transform, l2_normalize, transform_from
 from .backends import Backend, make_backend, searcher
 
 Positions = Callable[[np.ndarray], np.ndarray]  # image ids → row positions (−1: not held)
@@ -23,7 +23,7 @@ class VectorStore:
     """``ids_of``: the ids of the rows, asked of their owner (the catalog) when the backend
     rebuilds, so the ids are held in one place."""
 
-    def __init__(self, cfg, raw_dim: int, whitening: PCAWhitening | Centring | None = None, ids_of: Ids | None = None):
+    def __init__(self, cfg, raw_dim: int, whitening: Transform | None = None, ids_of: Ids | None = None):
         self.cfg = cfg  # the preset's IndexConfig
         self.ids_of = ids_of
         self.raw_dim = raw_dim  # descriptor size before whitening

@@ -94,3 +94,16 @@ def test_what_a_collection_of_n_images_learns():
         WhiteningConfig(center_min_images=1)
     with pytest.raises(ConfigError, match="'none', 'pca' or 'center'"):
         WhiteningConfig(kind="zca")
+
+
+def test_learn_fits_what_the_config_asks_for_that_many_rows(rng):
+    from imret.config import WhiteningConfig
+    from imret.descriptor import Centring, kind_of, learn
+
+    cfg = WhiteningConfig(min_images=20, center_min_images=10, dim=3, power=0.25)
+    assert learn(cfg, rng.normal(size=(9, 6))) is None
+    c = learn(cfg, rng.normal(size=(12, 6)))
+    assert isinstance(c, Centring) and kind_of(c) == "center"
+    w = learn(cfg, rng.normal(size=(25, 6)))
+    assert isinstance(w, PCAWhitening) and (w.out_dim, w.power) == (3, 0.25) and kind_of(w) == "pca"
+    assert kind_of(None) == "none"
