@@ -22,6 +22,9 @@ Protocols (no head is ever trained on the labels of the photos it is scored on):
   objects and the Fordham places (L's photos unseen), score the queries of L; the
   figures are those per-landmark scores averaged over queries, beside the label-free
   head and GeM on the same queries;
+- unseen: the LOLO fold's photos trained label-free, each its own instance (L's photos
+  unseen, no label read): against LOLO it measures what the labels add on a landmark
+  neither has seen, and it estimates a label-free head on a collection it never saw;
 - LOLO + unlabelled: the same labels, and every other photo (L's, the unlabelled Paris
   ones) trained label-free, each its own instance: the photos label-free training sees,
   plus the labels of photos other than L's. Against label-free, this measures what the
@@ -65,8 +68,8 @@ ROWS = [
     ("DAGF channel→spatial", "dagf", {**DAGF_OFF, "spatial": True, "channel": True}, "lite0-dagf"),
     ("DAGF spatial→channel", "dagf", {**DAGF_OFF, "spatial": True, "channel": True, "order": "spatial-channel"},
      "lite0-dagf"),
-    ("DAGF + scale filters", "dagf", {**DAGF_OFF, "spatial": True, "channel": True, "scales": 3}, "lite0-dagf"),
-    ("DAGF + MAX-mask (full, lite0-dagf)", "dagf", {"spatial": True, "channel": True, "scales": 3, "max_mask": True},
+    ("DAGF + scale filters (lite0-dagf)", "dagf", {**DAGF_OFF, "spatial": True, "channel": True, "scales": 3}, "lite0-dagf"),
+    ("DAGF + MAX-mask (full)", "dagf", {"spatial": True, "channel": True, "scales": 3, "max_mask": True},
      "lite0-dagf"),
     ("DAGF + MAX-mask, votes 0 (Do et al.: any channel's max)", "dagf",
      {"spatial": True, "channel": True, "scales": 3, "max_mask": True, "mask_votes": 0.0}, "lite0-dagf"),
@@ -125,19 +128,27 @@ def extraction_ms(preset, state, paths) -> float:
     return 1000 * float(np.median(times))
 
 
-def lolo_labels(labels: list[str | None], left_out: str, unlabelled: bool) -> tuple[list[int], list[int]]:
-    """A LOLO fold's training images and their instance numbers. Instance labels come from
-    photos other than the left-out landmark's. ``unlabelled``: every other photo (the
-    left-out landmark's, the unlabelled Paris ones) still trains, each its own instance as
-    label-free training has it, so the fold sees the same photos as label-free training and
-    differs from it only by the labels it reads; else those photos are left out."""
+LOLO_MODES = ("unseen", "labels", "labels+unlabelled")
+
+
+def lolo_labels(labels: list[str | None], left_out: str, mode: str) -> tuple[list[int], list[int]]:
+    """A LOLO fold's training images and their instance numbers; the left-out landmark's
+    labels are never read. ``mode``:
+    - ``"labels"``: the labelled photos of other instances, with their labels;
+    - ``"unseen"``: the same photos, each its own instance (label-free training that has not
+      seen the left-out landmark: against ``"labels"`` it measures what the labels add);
+    - ``"labels+unlabelled"``: those labels, and every other photo (the left-out
+      landmark's, the unlabelled Paris ones) each its own instance, so the fold sees the
+      photos label-free training sees and differs from it only by the labels it reads."""
+    if mode not in LOLO_MODES:
+        raise ValueError(f"lolo mode {mode!r}: expected one of {', '.join(LOLO_MODES)}")
     own = [lab is None or lab == "paris:" + left_out for lab in labels]
-    if unlabelled:
+    if mode == "labels+unlabelled":
         keep = list(range(len(labels)))
         names = [f"own:{i}" if own[i] else labels[i] for i in keep]
     else:
         keep = [i for i in range(len(labels)) if not own[i]]
-        names = [labels[i] for i in keep]
+        names = [labels[i] if mode == "labels" else f"own:{i}" for i in keep]
     order = {n: k for k, n in enumerate(sorted(set(names)))}
     per_image = [-1] * len(labels)
     for i, n in zip(keep, names):
@@ -145,14 +156,14 @@ def lolo_labels(labels: list[str | None], left_out: str, unlabelled: bool) -> tu
     return keep, per_image
 
 
-def lolo_figures(preset, cfg, bank, labels, paris, landmarks, unlabelled: bool):
+def lolo_figures(preset, cfg, bank, labels, paris, landmarks, mode: str):
     """Per left-out landmark L: train on a fold without L's labels (``lolo_labels``), then
     the descriptors of L's queries and of the whole database."""
     lms = sorted({lab for lab in landmarks if lab not in ("-", "none", "arc_triomphe")})
     db_by, q_by = {}, {}
     for lm in lms:
         keep_q = [i for i, lab in enumerate(landmarks) if lab == lm]
-        keep_img, per_image = lolo_labels(labels, lm, unlabelled)
+        keep_img, per_image = lolo_labels(labels, lm, mode)
         res = train(preset, cfg, None, bank=bank.relabel(per_image, keep_img))
         head = build_head(preset.head, bank.extractor.backbone.out_channels)
         head.load_state_dict(res.head_state)
@@ -216,8 +227,7 @@ def main(argv=None):
         if any(r.lower() in label.lower() for r in args.lolo):
             free_db, free_q = descriptors(head, paris)
             gem_db, gem_q = descriptors(gem_head, paris)
-            folds = [lolo_figures(preset, cfg, bank, labels, paris, landmarks, unlabelled)
-                     for unlabelled in (False, True)]
+            folds = [lolo_figures(preset, cfg, bank, labels, paris, landmarks, mode) for mode in LOLO_MODES]
             for lm in folds[0][0]:
                 keep = [i for i, lab in enumerate(landmarks) if lab == lm]
                 sub = subset(paris, keep).dataset
@@ -230,8 +240,9 @@ def main(argv=None):
                 print("  " + "  ".join(map(str, lolo_rows[-1])), flush=True)
             mine = [r for r in lolo_rows if r[0] == label]
             n = sum(r[2] for r in mine)
+            columns = range(3, len(mine[0]))
             lolo_rows.append((label, "all (mean weighted by queries)", n,
-                              *(f"{sum(float(r[k]) * r[2] for r in mine) / n:.1f}" for k in range(3, 11))))
+                              *(f"{sum(float(r[k]) * r[2] for r in mine) / n:.1f}" for k in columns)))
             print("  " + "  ".join(map(str, lolo_rows[-1])), flush=True)
     if args.shipped:
         for name in SHIPPED_RECIPES:
@@ -252,8 +263,8 @@ def main(argv=None):
           ["head", "protocol", "Easy", "Medium", "Hard", "N-S", "ms/image", "params", "train s"], rows)
     if lolo_rows:
         table("Leave-one-landmark-out: Medium / Hard mAP % on the left-out landmark's queries",
-              ["head", "left out", "queries", "GeM M", "GeM H", "label-free M", "label-free H", "LOLO M",
-               "LOLO H", "LOLO+unlab. M", "LOLO+unlab. H"], lolo_rows)
+              ["head", "left out", "queries", "GeM M", "GeM H", "label-free M", "label-free H",
+               "unseen M", "unseen H", "LOLO M", "LOLO H", "LOLO+unlab. M", "LOLO+unlab. H"], lolo_rows)
 
 
 if __name__ == "__main__":
