@@ -1,6 +1,6 @@
 """What ``imret index DIR --adapt`` gains on a collection its head never saw.
 
-    python benchmarks/bench_adapt.py [--presets NAME…] [--data-root DIR] [--cache .cache]
+    python benchmarks/bench_adapt.py [--presets NAME…] [--seeds N…] [--data-root DIR] [--cache .cache]
 
 The shipped heads were trained (label-free) on the photos of ``paris6k-sub`` among
 others, so adapting them to ``paris6k-sub`` measures nothing new. Here each preset's
@@ -12,7 +12,9 @@ trains it on the ``paris6k-sub`` photos without a label, and both are scored on
 ``paris6k-sub`` (Easy/Medium/Hard mAP, the public evaluation path). The shipped head and
 the shipped head adapted are printed beside them for reference. Maps are cached as
 ``ablation.py`` caches them; the train seconds are those of training on cached maps (the
-whole command, backbone included, is timed in the README).
+whole command, backbone included, is timed in the README). ``--seeds`` repeats the base
+and adapted rows at other seeds (the recipe's and ``ADAPT``'s seed, and so their views),
+to tell a gain from the run-to-run spread.
 """
 from __future__ import annotations
 
@@ -45,6 +47,8 @@ def main(argv=None):
     ap.add_argument("--presets", nargs="+", default=["lite0-dagf"], choices=sorted(SHIPPED_RECIPES))
     ap.add_argument("--data-root", default=os.path.join(REPO, "..", "shared", "data"))
     ap.add_argument("--cache", default=os.path.join(REPO, ".cache"))
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0],
+                    help="seeds of the base and adapted runs (default 0, the shipped recipes' seed)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-whitening", action="store_true", help="score on L2-normalised descriptors only")
     args = ap.parse_args(argv)
@@ -53,43 +57,45 @@ def main(argv=None):
     ex = head_maps.extractor(512)
     paris = head_maps.eval_maps(ex, os.path.join(root, COLLECTION), args.cache)
     others = [os.path.join(root, d) for d in TRAIN_DATA if not d.startswith(COLLECTION)]
-    base_bank = head_maps.view_bank(ex, others, 4, 0, args.cache)
-    print(f"base: {len(base_bank.paths)} photos of {', '.join(TRAIN_DATA[1:])}; load {os.getloadavg()[0]:.2f}; "
+    print(f"base: {len(others)} folders of {', '.join(TRAIN_DATA[1:])}; load {os.getloadavg()[0]:.2f}; "
           f"torch {torch.get_num_threads()} thread(s)", flush=True)
     rows = []
     white = get_preset("default").whitening  # every shipped preset's
     if args.no_whitening:
         white = white.replace(kind="none")
 
-    def row(name, what, state, seconds=""):
+    def row(name, seed, what, state, seconds=""):
         head = build_head(preset.head, ex.backbone.out_channels)
         head.load_state_dict(state)
-        rows.append((name, what, *summary(figures(head, paris, white)), seconds))
+        rows.append((name, seed, what, *summary(figures(head, paris, white)), seconds))
         print("  " + "  ".join(map(str, rows[-1])), flush=True)
 
     for name in args.presets:
         preset = get_preset(name)
         if preset.extraction.max_size != 512:
             raise SystemExit(f"--presets: {name} extracts at {preset.extraction.max_size} px; the cached maps are 512 px")
-        cfg = ADAPT.replace(max_size=preset.extraction.max_size)
-        adapt_bank = head_maps.view_bank(ex, [os.path.join(root, COLLECTION, "jpg")], cfg.views, cfg.seed,
-                                         args.cache)
-        t = time.time()
-        base = train(preset, SHIPPED_RECIPES[name].config, None, bank=base_bank).head_state
-        row(name, "recipe on the 66 other photos (not adapted)", base, f"{time.time() - t:.0f}")
-        t = time.time()
-        adapted = train(preset, cfg, None, bank=adapt_bank, start=base).head_state
-        row(name, "  + --adapt on paris6k-sub", adapted, f"{time.time() - t:.0f}")
-        shipped = shipped_for(preset)
-        if shipped is not None:
-            row(name, "shipped (saw these photos, label-free)", shipped.float_state())
+        for seed in args.seeds:
+            recipe = SHIPPED_RECIPES[name].config.replace(seed=seed)
+            base_bank = head_maps.view_bank(ex, others, recipe.views, seed, args.cache)
+            cfg = ADAPT.replace(max_size=preset.extraction.max_size, seed=seed)
+            adapt_bank = head_maps.view_bank(ex, [os.path.join(root, COLLECTION, "jpg")], cfg.views, seed,
+                                             args.cache)
             t = time.time()
-            again = train(preset, cfg, None, bank=adapt_bank, start=shipped.float_state()).head_state
-            row(name, "  shipped + --adapt on paris6k-sub", again, f"{time.time() - t:.0f}")
+            base = train(preset, recipe, None, bank=base_bank).head_state
+            row(name, seed, "recipe on the 66 other photos (not adapted)", base, f"{time.time() - t:.0f}")
+            t = time.time()
+            adapted = train(preset, cfg, None, bank=adapt_bank, start=base).head_state
+            row(name, seed, "  + --adapt on paris6k-sub", adapted, f"{time.time() - t:.0f}")
+            shipped = shipped_for(preset)
+            if shipped is not None and seed == 0:
+                row(name, "", "shipped (saw these photos, label-free)", shipped.float_state())
+                t = time.time()
+                again = train(preset, cfg, None, bank=adapt_bank, start=shipped.float_state()).head_state
+                row(name, seed, "  shipped + --adapt on paris6k-sub", again, f"{time.time() - t:.0f}")
     table(f"--adapt on a collection the base head never saw: paris6k-sub mAP % (Easy/Medium/Hard); Lite0 @ 512 px, "
           f"3 scales, {head_maps.whitening_words(white, len(paris.dataset.db))}; ADAPT: {ADAPT.steps} steps, "
           f"{ADAPT.views} views, lr {ADAPT.lr:g}; load {os.getloadavg()[0]:.2f}",
-          ["preset", "head", "Easy", "Medium", "Hard", "train s"], rows)
+          ["preset", "seed", "head", "Easy", "Medium", "Hard", "train s"], rows)
 
 
 if __name__ == "__main__":
