@@ -107,3 +107,44 @@ def test_learn_fits_what_the_config_asks_for_that_many_rows(rng):
     w = learn(cfg, rng.normal(size=(25, 6)))
     assert isinstance(w, PCAWhitening) and (w.out_dim, w.power) == (3, 0.25) and kind_of(w) == "pca"
     assert kind_of(None) == "none"
+
+
+def test_pca_whitening_by_hand():
+    """Four points around (10, 0): variances 8/3 along x and 2/3 along y (n − 1 = 3);
+    shrinkage 0.5 adds half the largest, so the eigenvalues become 4 and 2."""
+    x = np.array([[12.0, 0.0], [8.0, 0.0], [10.0, 1.0], [10.0, -1.0]])
+    w = PCAWhitening.fit(x, shrinkage=0.5)
+    np.testing.assert_allclose(w.mean, [10.0, 0.0], atol=1e-6)
+    # rows: eigenvectors over √eigenvalue (an eigenvector's sign is arbitrary)
+    np.testing.assert_allclose(np.abs(w.projection), [[1 / 2, 0.0], [0.0, 2**-0.5]], atol=1e-6)
+    # (11, 1) − mean = (1, 1) → (1/2, 1/√2) → L2: (1, √2)/√3
+    np.testing.assert_allclose(np.abs(w.apply(np.array([[11.0, 1.0]]))), [[3**-0.5, (2 / 3) ** 0.5]], atol=1e-6)
+    assert w.header() == {"kind": "pca", "dim": 2, "power": 0.5}
+
+
+def test_two_descriptors_are_enough_and_dim_is_capped_at_n_minus_1(rng):
+    from imret.descriptor import Centring
+
+    assert PCAWhitening.fit(rng.normal(size=(2, 6))).out_dim == 1
+    assert Centring.fit(rng.normal(size=(2, 6))).header() == {"kind": "center", "dim": 6}
+    assert PCAWhitening.fit(rng.normal(size=(3, 6)), dim=5).out_dim == 2
+    with pytest.raises(ValueError, match=r"^PCA-whitening needs at least 2 descriptors, got 1$"):
+        PCAWhitening.fit(np.ones((1, 6)))
+    with pytest.raises(ValueError, match=r"^centring needs at least 2 descriptors, got 1$"):
+        Centring.fit(np.ones((1, 6)))
+
+
+def test_one_descriptor_as_a_vector_and_exact_errors(rng):
+    import dataclasses
+
+    from imret.descriptor import Centring
+
+    x = rng.normal(size=(20, 8))
+    for t, word in ((PCAWhitening.fit(x), "whitening"), (Centring.fit(x), "centring")):
+        np.testing.assert_allclose(t.apply(x[0]), t.apply(x[:1])[0], atol=1e-6)
+        with pytest.raises(ValueError, match=rf"^{word} expects 8-d descriptors, got 9-d$"):
+            t.apply(np.zeros(9))
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            t.mean = np.zeros(8)
+    np.testing.assert_allclose(l2_normalize(np.array([3.0, 4.0])), [0.6, 0.8], atol=1e-7)
+    assert PCAWhitening(np.zeros(2, np.float32), np.eye(2, dtype=np.float32)).power == 0.5
