@@ -74,6 +74,7 @@ def main(argv=None):
         preset = get_preset(name)
         if preset.extraction.max_size != 512:
             raise SystemExit(f"--presets: {name} extracts at {preset.extraction.max_size} px; the cached maps are 512 px")
+        shipped = shipped_for(preset)
         for seed in args.seeds:
             recipe = SHIPPED_RECIPES[name].config.replace(seed=seed)
             base_bank = head_maps.view_bank(ex, others, recipe.views, seed, args.cache)
@@ -86,7 +87,6 @@ def main(argv=None):
             t = time.time()
             adapted = train(preset, cfg, None, bank=adapt_bank, start=base).head_state
             row(name, seed, "  + --adapt on paris6k-sub", adapted, f"{time.time() - t:.0f}")
-            shipped = shipped_for(preset)
             if shipped is not None and seed == 0:
                 row(name, "", "shipped (saw these photos, label-free)", shipped.float_state())
                 t = time.time()

@@ -2,6 +2,8 @@
 import os
 import sys
 
+import pytest
+
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
 from ablation import lolo_labels  # noqa: E402
 
@@ -32,6 +34,5 @@ def test_an_unseen_fold_trains_the_lolo_photos_without_their_labels():
 
 
 def test_an_unknown_lolo_mode_is_refused_by_name():
-    import pytest
     with pytest.raises(ValueError, match="'labelled'"):
         lolo_labels(LABELS, "louvre", "labelled")

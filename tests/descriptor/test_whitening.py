@@ -1,7 +1,9 @@
+import dataclasses
+
 import numpy as np
 import pytest
 
-from imret.descriptor import PCAWhitening, l2_normalize
+from imret.descriptor import Centring, PCAWhitening, l2_normalize
 
 
 def test_full_whitening_decorrelates_training_data(rng):
@@ -123,8 +125,6 @@ def test_pca_whitening_by_hand():
 
 
 def test_two_descriptors_are_enough_and_dim_is_capped_at_n_minus_1(rng):
-    from imret.descriptor import Centring
-
     assert PCAWhitening.fit(rng.normal(size=(2, 6))).out_dim == 1
     assert Centring.fit(rng.normal(size=(2, 6))).header() == {"kind": "center", "dim": 6}
     assert PCAWhitening.fit(rng.normal(size=(3, 6)), dim=5).out_dim == 2
@@ -135,10 +135,6 @@ def test_two_descriptors_are_enough_and_dim_is_capped_at_n_minus_1(rng):
 
 
 def test_one_descriptor_as_a_vector_and_exact_errors(rng):
-    import dataclasses
-
-    from imret.descriptor import Centring
-
     x = rng.normal(size=(20, 8))
     for t, word in ((PCAWhitening.fit(x), "whitening"), (Centring.fit(x), "centring")):
         np.testing.assert_allclose(t.apply(x[0]), t.apply(x[:1])[0], atol=1e-6)
