@@ -361,6 +361,13 @@ def test_recall_at_n_hand_case():
     assert rank1_rate(ranks, positives) == pytest.approx(25.0)
 
 
+def test_recall_at_n_defaults_to_recall_at_1_5_10():
+    # first positives at 0-based ranks 0, 4, 5 and 9: each default N splits them differently
+    ranks = np.tile(np.arange(12), (4, 1))
+    out = recall_at_n(ranks, [[0], [4], [5], [9]])
+    assert out == {"R@1": 25.0, "R@5": 50.0, "R@10": 100.0}
+
+
 def test_recall_at_n_all_skipped_is_nan():
     out = recall_at_n(np.array([[0, 1]]), [[]], (1,))
     assert math.isnan(out["R@1"])
