@@ -61,12 +61,11 @@ def rmac_regions(h: int, w: int, levels: int = 3, overlap: float = 0.4) -> list[
         wl = math.floor(2 * side / (level + 1))
         if wl == 0:
             continue
-        half = math.floor(wl / 2 - 1)
 
         def starts(extent: int, extra: int) -> list[int]:
             n = level + extra
             step = 0.0 if n == 1 else (extent - wl) / (n - 1)
-            return [int(math.floor(half + i * step) - half) for i in range(n)]
+            return [math.floor(i * step) for i in range(n)]
 
         for top in starts(h, extra_h):
             for left in starts(w, extra_w):

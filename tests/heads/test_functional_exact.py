@@ -258,3 +258,28 @@ def test_netvlad_bias_by_hand():
     v1 = torch.tensor([0.5, a]) - (0.5 + a) * torch.tensor([1.0, 1.0])
     expected = torch.stack([v0 / v0.norm(), v1 / v1.norm()])[None]
     torch.testing.assert_close(Fn.netvlad(x, centroids, weight, bias), expected, atol=1e-5, rtol=0)
+
+
+def test_gem_with_a_mask_of_one_position_is_that_position():
+    # one kept position: the mean runs over 1 position, so GeM returns its values (any p)
+    x = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]], [[5.0, 6.0], [7.0, 8.0]]]])
+    mask = torch.tensor([[[[False, False], [True, False]]]])
+    torch.testing.assert_close(Fn.gem(x, p=3.0, mask=mask), torch.tensor([[3.0, 7.0]]), atol=1e-5, rtol=0)
+
+
+def test_crow_of_a_channel_that_is_never_positive_and_of_an_empty_map_is_zero():
+    # q = (½, 1, 0): channel 2 is zero everywhere, its weight log(1.5 / ε) large but finite, its sum 0
+    x = torch.tensor([[[[2.0, 0.0]], [[1.0, 1.0]], [[0.0, 0.0]]]])
+    spatial = (torch.tensor([3.0, 1.0]) / math.sqrt(10)).sqrt()
+    expected = torch.stack([(x[0, 0, 0] * spatial).sum() * math.log(3.0),
+                            (x[0, 1, 0] * spatial).sum() * math.log(1.5), torch.tensor(0.0)])[None]
+    out = Fn.crow(x)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    assert torch.equal(Fn.crow(torch.zeros(1, 2, 2, 2)), torch.zeros(1, 2))
+
+
+@pytest.mark.parametrize("window", [0, 4, -3])
+def test_self_similarity_rejects_an_even_or_non_positive_window(window):
+    with pytest.raises(ValueError, match=f"self-similarity window must be odd and positive, got {window}$"):
+        Fn.self_similarity(torch.ones(1, 2, 3, 3), window)
