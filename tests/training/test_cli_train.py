@@ -84,3 +84,9 @@ def test_index_adapt_trains_then_indexes_with_the_adapted_head(few_photos, tmp_p
     assert index.search_image(index.paths[0], top=1)[0].path == index.paths[0]
     bad = imret("index", few_photos, "--out", tmp_path / "x.index", "--adapt", "-q", check=False)
     assert bad.returncode == 1 and "no learnable head" in bad.stderr
+    bad = imret("index", few_photos, "--out", tmp_path / "x.index", "--preset", "lite0-regional", "--adapt",
+                "--adapt-blend", "2", "-q", check=False)
+    assert bad.returncode == 1 and "--adapt-blend: expected a weight in (0, 1]" in bad.stderr
+    bad = imret("index", few_photos, "--out", tmp_path / "x.index", "--adapt-steps", "5", "-q", check=False)
+    assert bad.returncode == 1 and "--adapt-steps only applies with --adapt" in bad.stderr
+    assert not (tmp_path / "x.index").exists()
