@@ -29,9 +29,9 @@ ADAPT = TrainConfig(mode="unsupervised", loss="triplet", steps=150, batch=8, neg
 
 # How far the returned head lies from the start towards the adapted weights (weight-space
 # interpolation, as WiSE-FT, Wortsman et al. 2022, does for fine-tuned models). 150 steps on
-# one small collection land somewhere different at every seed; the midpoint keeps most of
-# the Hard gain and lost Medium in 1 of 9 runs (-0.2) where the adapted head whole lost it
-# in 3 (down to -1.1). 0.5 is WiSE-FT's midpoint, fixed before measuring it: the README's
+# one small collection land somewhere different at every seed; on paris6k-sub (3 heads x 3
+# seeds, benchmarks/bench_adapt.py) the midpoint kept most of the Hard gain and lost Medium in
+# 1 of 9 runs (-0.2) where the adapted head whole lost it in 3 (down to -1.1). 0.5 is WiSE-FT's midpoint, fixed before measuring it: the README's
 # --adapt tables give both.
 ADAPT_BLEND = 0.5
 
