@@ -10,8 +10,9 @@ photos are unlike the training photos gets; then ``ADAPT``, the configuration of
 ``--adapt`` (its views, steps, learning rate and seed, on views at the preset's size),
 trains it on the ``paris6k-sub`` photos without a label; the head ``--adapt`` returns
 (``ADAPT_BLEND`` of the way from the base head to the adapted weights) and the adapted head
-whole (``--adapt-blend 1``) are scored beside the base head on ``paris6k-sub`` (Easy/Medium/Hard mAP, the public evaluation path). The shipped head and
-the shipped head adapted are printed beside them for reference. Maps are cached as
+whole (``--adapt-blend 1``) are scored beside the base head on ``paris6k-sub``
+(Easy/Medium/Hard mAP, the public evaluation path). The shipped head and the shipped head
+adapted are printed beside them for reference. Maps are cached as
 ``ablation.py`` caches them; the train seconds are those of training on cached maps (the
 whole command, backbone included, is timed in the README). ``--seeds`` repeats the base
 and adapted rows at other seeds (the recipe's and ``ADAPT``'s seed, and so their views),
@@ -87,7 +88,8 @@ def main(argv=None):
             row(name, seed, "recipe on the 66 other photos (not adapted)", base, f"{time.time() - t:.0f}")
             t = time.time()
             adapted = train(preset, cfg, None, bank=adapt_bank, start=base).head_state
-            row(name, seed, "  + --adapt on paris6k-sub", blend(base, adapted, ADAPT_BLEND), f"{time.time() - t:.0f}")
+            row(name, seed, "  + --adapt on paris6k-sub", blend(base, adapted, ADAPT_BLEND),
+                f"{time.time() - t:.0f}")
             row(name, seed, "  + --adapt --adapt-blend 1 (adapted whole)", adapted)
             if shipped is not None and seed == 0:
                 row(name, "", "shipped (saw these photos, label-free)", shipped.float_state())

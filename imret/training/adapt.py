@@ -31,8 +31,8 @@ ADAPT = TrainConfig(mode="unsupervised", loss="triplet", steps=150, batch=8, neg
 # interpolation, as WiSE-FT, Wortsman et al. 2022, does for fine-tuned models). 150 steps on
 # one small collection land somewhere different at every seed; on paris6k-sub (3 heads x 3
 # seeds, benchmarks/bench_adapt.py) the midpoint kept most of the Hard gain and lost Medium in
-# 1 of 9 runs (-0.2) where the adapted head whole lost it in 3 (down to -1.1). 0.5 is WiSE-FT's midpoint, fixed before measuring it: the README's
-# --adapt tables give both.
+# 1 of 9 runs (-0.2) where the adapted head whole lost it in 3 (down to -1.1). 0.5 is
+# WiSE-FT's midpoint, fixed before measuring it; the README's --adapt tables give both.
 ADAPT_BLEND = 0.5
 
 
@@ -50,7 +50,11 @@ def blend(start: Mapping[str, torch.Tensor], adapted: Mapping[str, torch.Tensor]
         a = start[k]
         if a.shape != b.shape:
             raise ValueError(f"blend: {k} is {tuple(a.shape)} at the start and {tuple(b.shape)} adapted")
-        out[k] = (a.to(b.dtype) + weight * (b - a.to(b.dtype))) if b.is_floating_point() else b
+        if b.is_floating_point():
+            a = a.to(b.dtype)
+            out[k] = a + weight * (b - a)
+        else:
+            out[k] = b
     return out
 
 
