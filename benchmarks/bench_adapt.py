@@ -77,6 +77,7 @@ def main(argv=None):
         if preset.extraction.max_size != 512:
             raise SystemExit(f"--presets: {name} extracts at {preset.extraction.max_size} px; the cached maps are 512 px")
         shipped = shipped_for(preset)
+        shipped_state = None if shipped is None else shipped.float_state()
         for seed in args.seeds:
             recipe = SHIPPED_RECIPES[name].config.replace(seed=seed)
             base_bank = head_maps.view_bank(ex, others, recipe.views, seed, args.cache)
@@ -92,10 +93,10 @@ def main(argv=None):
                 f"{time.time() - t:.0f}")
             row(name, seed, "  + --adapt --adapt-blend 1 (adapted whole)", adapted)
             if shipped is not None and seed == 0:
-                row(name, "", "shipped (saw these photos, label-free)", shipped.float_state())
+                row(name, "", "shipped (saw these photos, label-free)", shipped_state)
                 t = time.time()
-                again = train(preset, cfg, None, bank=adapt_bank, start=shipped.float_state()).head_state
-                row(name, seed, "  shipped + --adapt on paris6k-sub", blend(shipped.float_state(), again, ADAPT_BLEND),
+                again = train(preset, cfg, None, bank=adapt_bank, start=shipped_state).head_state
+                row(name, seed, "  shipped + --adapt on paris6k-sub", blend(shipped_state, again, ADAPT_BLEND),
                     f"{time.time() - t:.0f}")
                 row(name, seed, "  shipped + --adapt --adapt-blend 1", again)
     table(f"--adapt on a collection the base head never saw: paris6k-sub mAP % (Easy/Medium/Hard); Lite0 @ 512 px, "
