@@ -35,13 +35,13 @@ def _key(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def extractor(max_size: int, backbone=None) -> Extractor:
-    """The frozen backbone (default: Lite0's last stage) at ``max_size``, one scale."""
+def extractor(max_size: int, backbone=None, device: str = "cpu") -> Extractor:
+    """The backbone (default: Lite0's last stage, ImageNet weights) at ``max_size``, one scale."""
     preset = Preset(name="maps", extraction=ExtractionConfig(max_size=max_size, scales=(1.0,)),
                     whitening=WhiteningConfig(kind="none"))
     if backbone is not None:
         preset = preset.replace(backbone=backbone)
-    return Extractor(preset, device="cpu")
+    return Extractor(preset, device=device)
 
 
 def _cached(cache: str | None, name: str, key: str, make):

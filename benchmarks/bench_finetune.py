@@ -1,0 +1,106 @@
+"""Label-free training with the backbone's last stages unfrozen, against the frozen recipe.
+
+    python benchmarks/bench_finetune.py [--data ../shared/data] [--device cpu|cuda]
+                                        [--rows I …] [--steps N] [--threads 1]
+
+The shipped heads train on cached maps of a frozen backbone. NetVLAD (Arandjelović et
+al.) and most global-descriptor papers fine-tune the CNN's last layers too; this
+benchmark asks whether that would help here: each row trains ``preset``'s head and
+``train_blocks`` of EfficientNet-Lite0's last stages (1: the 320→1280 head conv; 2: and
+the last MBConv block) with the shipped recipe's protocol (the photos of
+``TRAIN_DATA``, each its own instance, 4 views, 512 px, triplet), at ``lr`` for all
+trained parameters, then scores paris6k-sub (Easy/Medium/Hard mAP, centred on the
+database mean as ``imret eval`` scores them) and ukbench (N-S) with the fine-tuned
+backbone. ``train_blocks`` 0 rows are the frozen recipe, trained the same way here.
+
+Rows with the backbone training run it on every step's 48 views and on every view at
+each pool refresh: seconds per row on a GPU, tens of minutes on 2 CPU cores (the 'default'
+GeM head has no parameters, so its rows train the backbone alone, as cirtorch does).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_spine import table  # noqa: E402
+from head_maps import SCALES, extractor  # noqa: E402
+
+from imret.core.paths import collect_paths  # noqa: E402
+from imret.evaluation.datasets import load_dataset  # noqa: E402
+from imret.heads import build_head  # noqa: E402
+from imret.presets import get_preset  # noqa: E402
+from imret.training import train  # noqa: E402
+from imret.training.bank import ViewBank  # noqa: E402
+from imret.training.probe import dataset_maps, figures  # noqa: E402
+from imret.training.recipes import SHIPPED_RECIPES, TRAIN_DATA  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# preset, train_blocks, lr, steps (0 steps: scored untrained)
+ROWS = [
+    ("default", 0, 0.0, 0),
+    ("lite0-icsa-netvlad", 0, 1e-3, 150),
+    ("lite0-icsa-netvlad", 1, 1e-4, 150),
+    ("default", 1, 1e-4, 150),
+    ("lite0-dagf", 0, 1e-3, 150),
+    ("lite0-dagf", 1, 1e-4, 150),
+    ("default", 2, 1e-4, 150),
+    ("lite0-icsa-netvlad", 2, 1e-4, 150),
+    ("lite0-selfsim", 1, 1e-4, 150),
+    ("default", 1, 1e-5, 150),
+    ("lite0-icsa-netvlad", 1, 1e-4, 400),
+    ("default", 1, 1e-4, 400),
+]
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=os.path.join(REPO, "..", "shared", "data"))
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--rows", type=int, nargs="+", default=None, help="indices into ROWS (default: all)")
+    ap.add_argument("--steps", type=int, default=None, help="override every trained row's steps")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    t0 = time.time()
+    paths = collect_paths([os.path.join(args.data, d) for d in TRAIN_DATA])
+    paris = load_dataset(os.path.join(args.data, "paris6k-sub"))
+    ukb = load_dataset(os.path.join(args.data, "ukbench"))
+    frozen = extractor(512, device=args.device)
+    images = ViewBank(frozen, paths, list(range(len(paths))), 4, 0, cache=False).state()
+    with torch.no_grad():  # the frozen recipe's bank: the same views' maps, computed once
+        maps = dict(images, cache=True, store=[frozen.backbone(im.to(args.device, torch.float32)).half()
+                                               for im in images["store"]])
+    frozen_eval = (dataset_maps(frozen, paris, scales=SCALES), dataset_maps(frozen, ukb, scales=SCALES))
+    print(f"{len(paths)} photos, {len(images['store'])} views, ready in {time.time() - t0:.0f} s on "
+          f"{args.device}; torch {torch.get_num_threads()} thread(s); load {os.getloadavg()[0]:.2f}", flush=True)
+    rows = []
+    for name, blocks, lr, steps in [ROWS[i] for i in args.rows] if args.rows else ROWS:
+        t = time.time()
+        preset = get_preset(name)
+        steps = args.steps if args.steps and steps else steps
+        ex = frozen if blocks == 0 else extractor(512, device=args.device)
+        head = build_head(preset.head, ex.backbone.out_channels).to(args.device)
+        if steps:
+            cfg = SHIPPED_RECIPES.get(name, SHIPPED_RECIPES["lite0-dagf"]).config
+            cfg = cfg.replace(train_blocks=blocks, lr=lr, steps=steps, checkpoint_every=steps)
+            head.load_state_dict(train(preset, cfg, None, bank=ViewBank.from_state(ex, images if blocks else maps)).head_state)
+        ev = frozen_eval if blocks == 0 else (dataset_maps(ex, paris, scales=SCALES), dataset_maps(ex, ukb, scales=SCALES))
+        p, u = figures(head, ev[0], preset.whitening), figures(head, ev[1], preset.whitening)
+        rows.append((name, blocks, lr or "-", steps or "untrained",
+                     *(f"{p[k]['mAP']:.1f}" for k in ("easy", "medium", "hard")), f"{u['N-S']:.3f}",
+                     f"{time.time() - t:.0f}"))
+        print("  ".join(map(str, rows[-1])), flush=True)
+    table(f"Label-free training with backbone stages unfrozen; paris6k-sub mAP % (centred), ukbench N-S; "
+          f"{args.device}, load {os.getloadavg()[0]:.2f}",
+          ["preset", "train blocks", "lr", "steps", "Easy", "Medium", "Hard", "N-S", "s"], rows)
+
+
+if __name__ == "__main__":
+    main()
