@@ -55,6 +55,8 @@ ROWS = [
     ("default", 1, 1e-5, 150),
     ("lite0-icsa-netvlad", 1, 1e-4, 400),
     ("default", 1, 1e-4, 400),
+    ("lite0-icsa-netvlad", 3, 1e-4, 150),
+    ("lite0-icsa-netvlad", 2, 3e-4, 150),
 ]
 
 
@@ -64,16 +66,17 @@ def main(argv=None):
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--rows", type=int, nargs="+", default=None, help="indices into ROWS (default: all)")
     ap.add_argument("--steps", type=int, default=None, help="override every trained row's steps")
+    ap.add_argument("--seed", type=int, default=0, help="the recipe's seed (views, steps) for every row")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
+    torch.manual_seed(args.seed)
     t0 = time.time()
     paths = collect_paths([os.path.join(args.data, d) for d in TRAIN_DATA])
     paris = load_dataset(os.path.join(args.data, "paris6k-sub"))
     ukb = load_dataset(os.path.join(args.data, "ukbench"))
     frozen = extractor(512, device=args.device)
-    images = ViewBank(frozen, paths, list(range(len(paths))), 4, 0, cache=False).state()
+    images = ViewBank(frozen, paths, list(range(len(paths))), 4, args.seed, cache=False).state()
     with torch.no_grad():  # the frozen recipe's bank: the same views' maps, computed once
         maps = dict(images, cache=True, store=[frozen.backbone(im.to(args.device, torch.float32)).half()
                                                for im in images["store"]])
@@ -89,7 +92,7 @@ def main(argv=None):
         head = build_head(preset.head, ex.backbone.out_channels).to(args.device)
         if steps:
             cfg = SHIPPED_RECIPES.get(name, SHIPPED_RECIPES["lite0-dagf"]).config
-            cfg = cfg.replace(train_blocks=blocks, lr=lr, steps=steps, checkpoint_every=steps)
+            cfg = cfg.replace(train_blocks=blocks, lr=lr, steps=steps, checkpoint_every=steps, seed=args.seed)
             head.load_state_dict(train(preset, cfg, None, bank=ViewBank.from_state(ex, images if blocks else maps)).head_state)
         ev = frozen_eval if blocks == 0 else (dataset_maps(ex, paris, scales=SCALES), dataset_maps(ex, ukb, scales=SCALES))
         p, u = figures(head, ev[0], preset.whitening), figures(head, ev[1], preset.whitening)
@@ -97,8 +100,8 @@ def main(argv=None):
                      *(f"{p[k]['mAP']:.1f}" for k in ("easy", "medium", "hard")), f"{u['N-S']:.3f}",
                      f"{time.time() - t:.0f}"))
         print("  ".join(map(str, rows[-1])), flush=True)
-    table(f"Label-free training with backbone stages unfrozen; paris6k-sub mAP % (centred), ukbench N-S; "
-          f"{args.device}, load {os.getloadavg()[0]:.2f}",
+    table(f"Label-free training with backbone stages unfrozen, seed {args.seed}; paris6k-sub mAP % (centred), "
+          f"ukbench N-S; {args.device}, load {os.getloadavg()[0]:.2f}",
           ["preset", "train blocks", "lr", "steps", "Easy", "Medium", "Hard", "N-S", "s"], rows)
 
 
