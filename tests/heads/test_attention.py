@@ -238,6 +238,10 @@ def test_building_a_head_is_deterministic_and_leaves_the_global_rng_alone():
     ("dagf", {"scales": 0}, "scales"),
     ("dagf", {"spatial": "yes"}, "true or false"),
     ("regional", {"levels": 9}, "levels"),
+    ("regional", {"levels": 7}, r"head 'regional': levels must be an integer in \[1, 6\], got 7"),
+    ("regional", {"levels": 0}, r"levels must be an integer in \[1, 6\], got 0"),
+    ("regional", {"hidden": 0}, "head 'regional': hidden must be a positive integer, got 0"),
+    ("regional", {"pca": -1}, r"head 'regional': pca must be a non-negative integer \(0: no per-region PCA\), got -1"),
     ("netvlad", {"attention": "transformer"}, "unknown attention"),
     ("netvlad", {"clusters": 0}, "clusters"),
     ("selfsim", {"window": 4}, "odd"),
@@ -246,3 +250,8 @@ def test_building_a_head_is_deterministic_and_leaves_the_global_rng_alone():
 def test_head_parameters_are_validated_in_the_config(name, params, match):
     with pytest.raises(ConfigError, match=match):
         HeadConfig(name, params)
+
+
+def test_regional_parameters_accept_their_bounds():
+    HeadConfig("regional", {"levels": 6, "hidden": 1, "pca": 0})
+    HeadConfig("regional", {"levels": 1})

@@ -82,6 +82,22 @@ def test_regional_per_region_pca_whitens_the_training_regions():
     assert head.out_dim == 2 and head(maps[0]).shape == (1, 2)
 
 
+def test_regional_pca_regions_are_unit_rows_and_need_more_regions_than_dimensions():
+    g = torch.Generator().manual_seed(1)
+    maps = [torch.relu(torch.randn(1, 4, 3, 4, generator=g)) + 0.01 for _ in range(12)]
+    n_regions = len(Fn.rmac_regions(3, 4, 1))  # 3 on a 3×4 map
+    head = build_head(HeadConfig("regional", {"levels": 1, "hidden": 2, "pca": n_regions}), 4)
+    head.init_from_features(maps)
+    regions, w = head.regions_and_weights(torch.cat(maps[:3]))
+    assert regions.shape == (3, n_regions, n_regions)
+    np.testing.assert_allclose(regions.norm(dim=-1).detach().numpy(), 1, atol=1e-6)  # each region a unit row
+    mean = ((w[..., None] * regions).sum(1) / w.sum(1, keepdim=True)).detach().numpy()
+    np.testing.assert_allclose(head(torch.cat(maps[:3])).detach().numpy(), mean, atol=1e-6)
+    with pytest.raises(ValueError, match=f"^per-region PCA to {n_regions} dimensions needs more than that many "
+                                         f"regions, got {n_regions}$"):
+        head.init_from_features(maps[:1])  # as many regions as dimensions: too few
+
+
 def F_normalize(v):
     return torch.nn.functional.normalize(v, dim=-1)
 
