@@ -246,12 +246,18 @@ def test_building_a_head_is_deterministic_and_leaves_the_global_rng_alone():
     ("netvlad", {"clusters": 0}, "clusters"),
     ("selfsim", {"window": 4}, "odd"),
     ("selfsim", {"fusion": "multiply"}, "unknown fusion"),
+    ("selfsim", {"window": 1}, "head 'selfsim': window must be an odd integer >= 3, got 1"),
+    ("selfsim", {"hidden": 0}, "head 'selfsim': hidden must be a positive integer, got 0"),
+    ("selfsim", {"channels": 0}, "head 'selfsim': channels must be a positive integer, got 0"),
+    ("selfsim", {"fusion": "multiply"}, "head 'selfsim': unknown fusion 'multiply'; known: add, concat$"),
+    ("selfsim", {"p": 0}, "head 'selfsim': p must be positive, got 0$"),
 ])
 def test_head_parameters_are_validated_in_the_config(name, params, match):
     with pytest.raises(ConfigError, match=match):
         HeadConfig(name, params)
 
 
-def test_regional_parameters_accept_their_bounds():
+def test_parameters_accept_their_bounds():
     HeadConfig("regional", {"levels": 6, "hidden": 1, "pca": 0})
     HeadConfig("regional", {"levels": 1})
+    HeadConfig("selfsim", {"window": 3, "hidden": 1, "channels": 1, "p": 0.5})
