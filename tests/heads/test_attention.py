@@ -237,6 +237,12 @@ def test_building_a_head_is_deterministic_and_leaves_the_global_rng_alone():
     ("dagf", {"order": "sideways"}, "order"),
     ("dagf", {"scales": 0}, "scales"),
     ("dagf", {"spatial": "yes"}, "true or false"),
+    ("dagf", {"mask_votes": -0.5}, "head 'dagf': mask_votes must be >= 0, got -0.5$"),
+    ("dagf", {"order": "x"}, r"head 'dagf': order must be one of \['channel-spatial', 'spatial-channel'\], got 'x'$"),
+    ("dagf", {"max_mask": 1}, "head 'dagf': spatial, channel and max_mask must be true or false$"),
+    ("dagf", {"scales": 7}, r"head 'dagf': scales must be an integer in \[1, 6\] \(1: no scale filters\), got 7$"),
+    ("dagf", {"p": 0}, "head 'dagf': p must be positive, got 0$"),
+    ("dagf", {"reduction": 0}, "head 'dagf': reduction must be a positive integer, got 0$"),
     ("regional", {"levels": 9}, "levels"),
     ("regional", {"levels": 7}, r"head 'regional': levels must be an integer in \[1, 6\], got 7"),
     ("regional", {"levels": 0}, r"levels must be an integer in \[1, 6\], got 0"),
@@ -261,3 +267,17 @@ def test_parameters_accept_their_bounds():
     HeadConfig("regional", {"levels": 6, "hidden": 1, "pca": 0})
     HeadConfig("regional", {"levels": 1})
     HeadConfig("selfsim", {"window": 3, "hidden": 1, "channels": 1, "p": 0.5})
+    HeadConfig("dagf", {"mask_votes": 0, "scales": 6, "p": 0.5, "reduction": 1})
+    HeadConfig("dagf", {"scales": 1})
+
+
+def test_dagf_defaults_are_the_full_head():
+    """No parameters: channel weights then context spatial attention, three scale filters
+    (sizes 1, 3, 5), MAX-mask at one vote, GeM p=3, spatial hidden width C/16 (at least 8)."""
+    head = build_head(HeadConfig("dagf"), 256)
+    assert head.cascade == ("channel", "spatial")
+    assert head.scales.sizes == (1, 3, 5)
+    assert head.max_mask is True and head.mask_votes == 1.0 and head.p == 3.0
+    assert head.spatial.local.out_channels == 16 and head.spatial.context.out_features == 16
+    assert build_head(HeadConfig("dagf"), 64).spatial.local.out_channels == 8
+    assert build_head(HeadConfig("dagf", {"scales": 1}), 4).scales is None  # 1: no scale filters
