@@ -1,21 +1,22 @@
 """Label-free training with the backbone's last stages unfrozen, against the frozen recipe.
 
     python benchmarks/bench_finetune.py [--data ../shared/data] [--device cpu|cuda]
-                                        [--rows I …] [--steps N] [--threads 1]
+                                        [--rows I …] [--steps N] [--seed S] [--threads 1]
 
 The shipped heads train on cached maps of a frozen backbone. NetVLAD (Arandjelović et
 al.) and most global-descriptor papers fine-tune the CNN's last layers too; this
 benchmark asks whether that would help here: each row trains ``preset``'s head and
 ``train_blocks`` of EfficientNet-Lite0's last stages (1: the 320→1280 head conv; 2: and
-the last MBConv block) with the shipped recipe's protocol (the photos of
+the last MBConv block; 3: one block more) with the shipped recipe's protocol (the photos of
 ``TRAIN_DATA``, each its own instance, 4 views, 512 px, triplet), at ``lr`` for all
 trained parameters, then scores paris6k-sub (Easy/Medium/Hard mAP, centred on the
 database mean as ``imret eval`` scores them) and ukbench (N-S) with the fine-tuned
 backbone. ``train_blocks`` 0 rows are the frozen recipe, trained the same way here.
 
 Rows with the backbone training run it on every step's 48 views and on every view at
-each pool refresh: seconds per row on a GPU, tens of minutes on 2 CPU cores (the 'default'
-GeM head has no parameters, so its rows train the backbone alone, as cirtorch does).
+each pool refresh: 25-90 s per row on an H200; on 2 CPU cores one step of a GeM row,
+with one refresh and the scoring, took 94 s (the 'default' GeM head has no parameters,
+so its rows train the backbone alone, as cirtorch does).
 """
 from __future__ import annotations
 
@@ -93,8 +94,10 @@ def main(argv=None):
         if steps:
             cfg = SHIPPED_RECIPES.get(name, SHIPPED_RECIPES["lite0-dagf"]).config
             cfg = cfg.replace(train_blocks=blocks, lr=lr, steps=steps, checkpoint_every=steps, seed=args.seed)
-            head.load_state_dict(train(preset, cfg, None, bank=ViewBank.from_state(ex, images if blocks else maps)).head_state)
-        ev = frozen_eval if blocks == 0 else (dataset_maps(ex, paris, scales=SCALES), dataset_maps(ex, ukb, scales=SCALES))
+            bank = ViewBank.from_state(ex, images if blocks else maps)
+            head.load_state_dict(train(preset, cfg, None, bank=bank).head_state)
+        ev = frozen_eval if blocks == 0 else (dataset_maps(ex, paris, scales=SCALES),
+                                              dataset_maps(ex, ukb, scales=SCALES))
         p, u = figures(head, ev[0], preset.whitening), figures(head, ev[1], preset.whitening)
         rows.append((name, blocks, lr or "-", steps or "untrained",
                      *(f"{p[k]['mAP']:.1f}" for k in ("easy", "medium", "hard")), f"{u['N-S']:.3f}",
