@@ -1,4 +1,6 @@
 """Attention heads: shapes, their start state, the parts that can be checked by hand."""
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -8,7 +10,7 @@ from imret.config import ConfigError, HeadConfig
 from imret.heads import build_head
 from imret.heads import functional as Fn
 from imret.heads.common import positive
-from imret.heads.netvlad import ATTENTION
+from imret.heads.netvlad import ATTENTION, _kmeans_pp
 
 C = 16
 
@@ -204,6 +206,67 @@ def test_netvlad_init_from_features_is_pca_and_kmeans():
     assert all(len(set(hard[k].tolist())) == 1 for k in range(12))
     assert len(set(hard[:3, 0].tolist())) == 3
     assert torch.softmax(logits, 1).amax(1).min() > 0.9
+    # k-means' fixed point, in the reduced space: each centroid is the mean of its members
+    for k in range(3):
+        assert torch.allclose(head.centroids[k], local[hard.flatten() == k].mean(0), atol=1e-4)
+    # α: the nearest centroid outweighs the second by 100× on average over the training descriptors
+    alpha = float(-head.assign_bias[0].detach() / head.centroids[0].detach().pow(2).sum())
+    d2 = torch.cdist(local.detach(), head.centroids.detach()).pow(2).sort(1).values
+    assert math.isclose(alpha * float((d2[:, 1] - d2[:, 0]).mean()), math.log(100.0), rel_tol=1e-4)
+
+
+def test_netvlad_init_subsamples_with_its_own_seed():
+    maps = [fmap(b=1, c=4, h=5, w=5, seed=s) for s in range(4)]  # 100 local descriptors
+    heads = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)  # the subsample must not depend on the global generator
+        head = build_head(HeadConfig("netvlad", {"clusters": 3, "dim": 2}), 4)
+        head.init_from_features(maps, seed=5, max_samples=30)
+        heads.append(head)
+    assert torch.equal(heads[0].centroids, heads[1].centroids)
+    assert torch.equal(heads[0].reduce.weight, heads[1].reduce.weight)
+    whole = build_head(HeadConfig("netvlad", {"clusters": 3, "dim": 2}), 4)
+    whole.init_from_features(maps, seed=5)
+    assert not torch.allclose(whole.reduce.bias, heads[0].reduce.bias)  # 30 of 100 give another mean
+
+
+def test_netvlad_assignment_is_the_soft_nearest_centroid():
+    """softmax_k(w_k·x + b_k) with w = 2αc, b = −α|c|² is softmax_k(−α|x − c_k|²)."""
+    g = torch.Generator().manual_seed(3)
+    head = build_head(HeadConfig("netvlad", {"clusters": 4, "dim": 5}), C)
+    centroids, x, alpha = torch.randn(4, 5, generator=g), torch.randn(7, 5, generator=g), 0.7
+    head._set_assignment(centroids, alpha)
+    assert torch.equal(head.centroids.data, centroids)
+    got = torch.softmax(x @ head.assign_weight.T + head.assign_bias, 1)
+    assert torch.allclose(got, torch.softmax(-alpha * torch.cdist(x, centroids).pow(2), 1), atol=1e-5)
+
+
+def test_netvlad_kmeans_needs_as_many_descriptors_as_clusters():
+    head = build_head(HeadConfig("netvlad", {"clusters": 9, "dim": 0}), 2)
+    one_map = [torch.rand(1, 2, 3, 3, generator=torch.Generator().manual_seed(0)) + 0.1]  # 9 descriptors
+    head.init_from_features(one_map)
+    small = build_head(HeadConfig("netvlad", {"clusters": 10, "dim": 0}), 2)
+    with pytest.raises(ValueError, match="^k-means for 10 clusters needs at least 10 local descriptors, got 9$"):
+        small.init_from_features(one_map)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_kmeans_pp_seeds_one_per_group_even_at_small_scale(seed):
+    """Three tight groups 0.1 apart (total squared distance < 1): every k-means++ seed after
+    the first is drawn ∝ squared distance to the nearest seed, so each lands in a new group."""
+    rng = np.random.default_rng(100 + seed)
+    centres = np.array([[0.0, 0.0], [0.1, 0.0], [0.0, 0.1]])
+    x = np.concatenate([c + 1e-4 * rng.standard_normal((5, 2)) for c in centres])
+    seeds = _kmeans_pp(x, 3, np.random.default_rng(seed))
+    assert seeds.shape == (3, 2) and seeds.dtype == np.float32
+    groups = {int(np.argmin(((centres - s) ** 2).sum(1))) for s in seeds}
+    assert groups == {0, 1, 2}
+
+
+def test_se_and_cbam_bottleneck_is_c_over_reduction_at_least_one():
+    assert ATTENTION.get("se")(16, 4, 16).squeeze.out_features == 1
+    assert ATTENTION.get("se")(64, 4, 16).squeeze.out_features == 4
+    assert ATTENTION.get("cbam")(16, 4, 16).mlp[0].out_features == 1
 
 
 def test_self_similarity_by_hand():
@@ -249,7 +312,12 @@ def test_building_a_head_is_deterministic_and_leaves_the_global_rng_alone():
     ("regional", {"hidden": 0}, "head 'regional': hidden must be a positive integer, got 0"),
     ("regional", {"pca": -1}, r"head 'regional': pca must be a non-negative integer \(0: no per-region PCA\), got -1"),
     ("netvlad", {"attention": "transformer"}, "unknown attention"),
-    ("netvlad", {"clusters": 0}, "clusters"),
+    ("netvlad", {"placement": "middle"}, r"head 'netvlad': placement must be one of \['after-l2', 'before-l2'\], got 'middle'$"),
+    ("netvlad", {"attention": "x"}, "head 'netvlad': unknown attention module 'x'; known: cbam, ia, icsa, none, se$"),
+    ("netvlad", {"clusters": 0}, "head 'netvlad': clusters must be an integer >= 1, got 0$"),
+    ("netvlad", {"size": 0}, "head 'netvlad': size must be an integer >= 1, got 0$"),
+    ("netvlad", {"reduction": 0}, "head 'netvlad': reduction must be an integer >= 1, got 0$"),
+    ("netvlad", {"dim": -1}, "head 'netvlad': dim must be an integer >= 0, got -1$"),
     ("selfsim", {"window": 4}, "odd"),
     ("selfsim", {"fusion": "multiply"}, "unknown fusion"),
     ("selfsim", {"window": 1}, "head 'selfsim': window must be an odd integer >= 3, got 1"),
@@ -269,6 +337,7 @@ def test_parameters_accept_their_bounds():
     HeadConfig("selfsim", {"window": 3, "hidden": 1, "channels": 1, "p": 0.5})
     HeadConfig("dagf", {"mask_votes": 0, "scales": 6, "p": 0.5, "reduction": 1})
     HeadConfig("dagf", {"scales": 1})
+    HeadConfig("netvlad", {"clusters": 1, "size": 1, "reduction": 1, "dim": 0})
 
 
 def test_dagf_defaults_are_the_full_head():
