@@ -215,6 +215,21 @@ def test_netvlad_init_from_features_is_pca_and_kmeans():
     assert math.isclose(alpha * float((d2[:, 1] - d2[:, 0]).mean()), math.log(100.0), rel_tol=1e-4)
 
 
+def test_netvlad_defaults_are_the_presets():
+    """The presets name only attention, clusters and dim: the rest are these defaults."""
+    head = build_head(HeadConfig("netvlad", {"attention": "ia"}), 256)
+    assert head.placement == "after-l2" and head.out_dim == 16 * 128 and head.reduce.out_channels == 128
+    assert head.attention.theta.shape == (256, 8, 8)  # size 8
+    assert build_head(HeadConfig("netvlad", {"attention": "se"}), 256).attention.squeeze.out_features == 16
+
+
+def test_regional_and_selfsim_defaults_are_the_presets():
+    regional = build_head(HeadConfig("regional", {"levels": 3}), 64)
+    assert regional.hidden.out_features == 256 and regional.pca is None
+    selfsim = build_head(HeadConfig("selfsim", {"window": 5, "fusion": "add"}), 64)
+    assert (selfsim.encode[0].out_channels, selfsim.encode[2].out_channels, selfsim.p) == (32, 64, 3.0)
+
+
 def test_netvlad_init_subsamples_with_its_own_seed():
     maps = [fmap(b=1, c=4, h=5, w=5, seed=s) for s in range(4)]  # 100 local descriptors
     heads = []
