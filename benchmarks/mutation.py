@@ -82,7 +82,8 @@ def main(argv=None) -> int:
         killed = s.get("killed", 0) + s.get("timeout", 0)  # a timeout kills; its own column shows how many
         done = killed + s.get("survived", 0)
         rows.append((name, r["file"], str(s.get("total", "?")), str(killed), str(s.get("survived", "?")),
-                     str(s.get("timeout", "?")), str(s.get("not_checked", "?")), f"{100 * killed / done:.1f}" if done else "-", f"{r['seconds']:.0f}"))
+                     str(s.get("timeout", "?")), str(s.get("not_checked", "?")),
+                     f"{100 * killed / done:.1f}" if done else "-", f"{r['seconds']:.0f}"))
         out.append(r)
         by_function: dict[str, int] = {}
         for m in r["survivors"]:  # module.x_function__mutmut_N → function
