@@ -23,6 +23,27 @@ def test_triplet_by_hand():
     assert loss(easy, torch.zeros(1, 3, dtype=torch.long)).item() == 0.0
 
 
+def test_triplet_margin_default_and_an_asymmetric_tuple_by_hand():
+    loss = LOSSES.get("triplet")(None, 3, 2)
+    assert loss.margin == 0.1  # what the shipped recipes train with (margin unset)
+    # anchor, positive, three negatives: the anchor alone is compared with each negative
+    desc = unit([1, 0], [0.6, 0.8], [0.8, 0.6], [0, 1], [-1, 0])[None]
+    a, p, negs = desc[0, 0], desc[0, 1], desc[0, 2:]
+    d_ap = (a - p).norm().item()
+    expect = sum(max(0.0, d_ap - (a - n).norm().item() + 0.1) for n in negs) / 3
+    assert loss(desc, torch.zeros(1, 5, dtype=torch.long)).item() == pytest.approx(expect, abs=1e-6)
+
+
+def test_cross_entropy_is_over_cosines_scaled_by_16():
+    loss = LOSSES.get("cross-entropy")(None, 2, 2)
+    with torch.no_grad():
+        loss.weight.copy_(torch.tensor([[2.0, 0.0], [0.0, 0.5]]))  # normalised before use
+    desc = unit([1, 0], [0.6, 0.8])[None]
+    cos = torch.tensor([[1.0, 0.0], [0.6, 0.8]])
+    expect = F.cross_entropy(16 * cos, torch.tensor([0, 1]))
+    assert loss(desc, torch.tensor([[0, 1]])).item() == pytest.approx(expect.item(), abs=1e-5)
+
+
 def test_contrastive_is_cirtorchs():
     desc = unit([1, 0], [0.6, 0.8], [0.8, 0.6], [-1, 0])[None]
     loss = LOSSES.get("contrastive")(None, 3, 2)
