@@ -1,11 +1,17 @@
 """``adapt``'s blend: the returned head lies a set share of the way from its start to the adapted weights."""
+import os
+import shutil
+
 import pytest
 import torch
 
+from imret.config import HeadConfig
 from imret.core.errors import ImretError
 from imret.heads import build_head
+from imret.heads.trained import shipped_for
 from imret.presets import get_preset
-from imret.training.adapt import ADAPT, adapt, blend
+from imret.training import TrainConfig
+from imret.training.adapt import ADAPT, ADAPT_BLEND, adapt, blend
 
 
 def test_blend_by_hand():
@@ -58,3 +64,35 @@ def test_adapt_returns_the_blend_of_its_start_and_the_whole_adapted_head(small_r
 def test_adapt_rejects_a_blend_weight_outside_0_1_before_training(small_regional, few_photos, weight):
     with pytest.raises(ImretError, match=r"--adapt-blend: expected a weight in \(0, 1\]"):
         adapt(small_regional, [few_photos], blend_weight=weight)
+
+
+def test_adapt_recipe_and_blend_are_the_documented_ones():
+    """The README's --adapt figures were measured with exactly these."""
+    assert ADAPT == TrainConfig(mode="unsupervised", loss="triplet", steps=150, batch=8, negatives=4, views=3,
+                                refresh_every=50, lr=5e-4, seed=0, checkpoint_every=150)
+    assert ADAPT_BLEND == 0.5
+
+
+QUICK = ADAPT.replace(steps=2, checkpoint_every=2, batch=2, negatives=1, views=2)
+
+
+def test_adapt_starts_from_the_shipped_head(small_regional, few_photos, one_thread):
+    shipped = shipped_for(small_regional).float_state()
+    near = adapt(small_regional, [few_photos], QUICK, blend_weight=1e-3).head_state
+    whole = adapt(small_regional, [few_photos], QUICK, blend_weight=1.0).head_state
+    moved = [k for k in whole if not torch.equal(whole[k], shipped[k])]
+    assert moved
+    for k in moved:  # 1/1000 of the way from the shipped head to the adapted one
+        torch.testing.assert_close(near[k], shipped[k] + 1e-3 * (whole[k] - shipped[k]))
+
+
+def test_adapt_without_a_trained_start_returns_the_adapted_head_from_two_photos(small_regional, few_photos,
+                                                                               one_thread, tmp_path):
+    untrained = small_regional.replace(head=HeadConfig("regional", {"levels": 2}))  # no shipped file fits
+    for name in sorted(os.listdir(few_photos))[:2]:
+        shutil.copy(os.path.join(few_photos, name), tmp_path)
+    res = adapt(untrained, [str(tmp_path)], QUICK, blend_weight=0.5)  # nothing to blend with: whole
+    assert set(res.head_state) == set(build_head(untrained.head, 1280).state_dict())
+    os.remove(os.path.join(tmp_path, sorted(os.listdir(tmp_path))[0]))
+    with pytest.raises(ImretError, match=f"^--adapt needs at least two photos to contrast, found 1 in {tmp_path}$"):
+        adapt(untrained, [str(tmp_path)], QUICK)
