@@ -81,7 +81,11 @@ def main(argv=None):
     with torch.no_grad():  # the frozen recipe's bank: the same views' maps, computed once
         maps = dict(images, cache=True, store=[frozen.backbone(im.to(args.device, torch.float32)).half()
                                                for im in images["store"]])
-    frozen_eval = (dataset_maps(frozen, paris, scales=SCALES), dataset_maps(frozen, ukb, scales=SCALES))
+
+    def scored_maps(ex):  # the scored photos' maps through ex's backbone: paris6k-sub, ukbench
+        return dataset_maps(ex, paris, scales=SCALES), dataset_maps(ex, ukb, scales=SCALES)
+
+    frozen_eval = scored_maps(frozen)
     print(f"{len(paths)} photos, {len(images['store'])} views, ready in {time.time() - t0:.0f} s on "
           f"{args.device}; torch {torch.get_num_threads()} thread(s); load {os.getloadavg()[0]:.2f}", flush=True)
     rows = []
@@ -96,8 +100,7 @@ def main(argv=None):
             cfg = cfg.replace(train_blocks=blocks, lr=lr, steps=steps, checkpoint_every=steps, seed=args.seed)
             bank = ViewBank.from_state(ex, images if blocks else maps)
             head.load_state_dict(train(preset, cfg, None, bank=bank).head_state)
-        ev = frozen_eval if blocks == 0 else (dataset_maps(ex, paris, scales=SCALES),
-                                              dataset_maps(ex, ukb, scales=SCALES))
+        ev = frozen_eval if blocks == 0 else scored_maps(ex)
         p, u = figures(head, ev[0], preset.whitening), figures(head, ev[1], preset.whitening)
         rows.append((name, blocks, lr or "-", steps or "untrained",
                      *(f"{p[k]['mAP']:.1f}" for k in ("easy", "medium", "hard")), f"{u['N-S']:.3f}",

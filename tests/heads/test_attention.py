@@ -335,7 +335,6 @@ def test_building_a_head_is_deterministic_and_leaves_the_global_rng_alone():
     ("netvlad", {"reduction": 0}, "head 'netvlad': reduction must be an integer >= 1, got 0$"),
     ("netvlad", {"dim": -1}, "head 'netvlad': dim must be an integer >= 0, got -1$"),
     ("selfsim", {"window": 4}, "odd"),
-    ("selfsim", {"fusion": "multiply"}, "unknown fusion"),
     ("selfsim", {"window": 1}, "head 'selfsim': window must be an odd integer >= 3, got 1"),
     ("selfsim", {"hidden": 0}, "head 'selfsim': hidden must be a positive integer, got 0"),
     ("selfsim", {"channels": 0}, "head 'selfsim': channels must be a positive integer, got 0"),

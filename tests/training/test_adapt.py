@@ -41,6 +41,9 @@ def test_blend_rejects(start, adapted, weight, message):
     assert message in str(err.value)
 
 
+QUICK = ADAPT.replace(steps=2, checkpoint_every=2, batch=2, negatives=1, views=2)  # seconds, not minutes
+
+
 @pytest.fixture(scope="module")
 def small_regional():
     preset = get_preset("lite0-regional")
@@ -48,12 +51,11 @@ def small_regional():
 
 
 def test_adapt_returns_the_blend_of_its_start_and_the_whole_adapted_head(small_regional, few_photos, one_thread):
-    cfg = ADAPT.replace(steps=2, checkpoint_every=2, batch=2, negatives=1, views=2)
     torch.manual_seed(0)
     start = {k: v + 0.01 * torch.randn_like(v) if v.is_floating_point() else v
              for k, v in build_head(small_regional.head, 1280).state_dict().items()}
-    whole = adapt(small_regional, [few_photos], cfg, start=start, blend_weight=1.0).head_state
-    half = adapt(small_regional, [few_photos], cfg, start=start, blend_weight=0.5).head_state
+    whole = adapt(small_regional, [few_photos], QUICK, start=start, blend_weight=1.0).head_state
+    half = adapt(small_regional, [few_photos], QUICK, start=start, blend_weight=0.5).head_state
     moved = [k for k in whole if whole[k].is_floating_point() and not torch.equal(whole[k], start[k])]
     assert moved  # training changed the head, so the blend below is not trivially the start
     for k in moved:
@@ -71,9 +73,6 @@ def test_adapt_recipe_and_blend_are_the_documented_ones():
     assert ADAPT == TrainConfig(mode="unsupervised", loss="triplet", steps=150, batch=8, negatives=4, views=3,
                                 refresh_every=50, lr=5e-4, seed=0, checkpoint_every=150)
     assert ADAPT_BLEND == 0.5
-
-
-QUICK = ADAPT.replace(steps=2, checkpoint_every=2, batch=2, negatives=1, views=2)
 
 
 def test_adapt_starts_from_the_shipped_head(small_regional, few_photos, one_thread):
