@@ -4,7 +4,9 @@ A backbone network (``nn.Module``) declares, for every stage it can extract from
 a ``Stage`` (its channels and stride) under the stage's name; and it answers three questions
 about a stage, which are all that the extractor, the local features and training ask:
 
-- ``features(x, stage)``: B×3×H×W normalised images → B×C×h×w map of that stage;
+- ``features(x, stage, start=0, stop=None)``: B×3×H×W normalised images → B×C×h×w map
+  of that stage; with ``start``/``stop``, only ``param_groups(stage)[start:stop]``, ``x``
+  being the map that enters group ``start`` (training caches the frozen groups' output);
 - ``strided_layers(stage)``: (kernel, stride, padding) of the layers that change the
   resolution up to that stage, input first (padding None: TensorFlow 'SAME'), from
   which the receptive-field centre of every map position follows
@@ -57,6 +59,18 @@ class Backbone(nn.Module):
 
     def forward(self, images_0_255: torch.Tensor) -> torch.Tensor:
         return self.net.features((images_0_255 - self.mean) / self.std, self.stage)
+
+    def frozen_part(self, images_0_255: torch.Tensor, trained: int) -> torch.Tensor:
+        """The map entering the last ``trained`` parameter groups (``trained`` 0: the
+        whole backbone's map); ``trained_part`` of it is ``forward``'s map."""
+        stop = len(self.param_groups()) - trained
+        return self.net.features((images_0_255 - self.mean) / self.std, self.stage, 0, stop)
+
+    def trained_part(self, frozen_map: torch.Tensor, trained: int) -> torch.Tensor:
+        """The last ``trained`` parameter groups on a ``frozen_part`` map."""
+        if trained == 0:
+            return frozen_map
+        return self.net.features(frozen_map, self.stage, len(self.param_groups()) - trained, None)
 
     def strided_layers(self) -> list[tuple[int, int, int | None]]:
         return self.net.strided_layers(self.stage)

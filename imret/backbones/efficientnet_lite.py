@@ -123,15 +123,20 @@ class EfficientNetLite(nn.Module):
         self._last_block["head"] = len(blocks) - 1
         self._fc = nn.Linear(1280, num_classes)
 
-    def features(self, x: torch.Tensor, stage: str = "head") -> torch.Tensor:
-        """B×3×H×W normalised images → B×C×h×w feature map of ``stage``."""
-        last = self._last_block[stage]
-        x = F.relu6(self._bn0(self._conv_stem(x)))
-        for i, block in enumerate(self._blocks):
-            x = block(x)
-            if i == last and stage != "head":
-                return x
-        return F.relu6(self._bn1(self._conv_head(x)))
+    def features(self, x: torch.Tensor, stage: str = "head", start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """B×3×H×W normalised images → B×C×h×w feature map of ``stage``; or, with
+        ``start``/``stop``, the map after ``param_groups(stage)[start:stop]`` of the
+        map ``x`` entering group ``start``."""
+        groups = self.param_groups(stage)
+        for group in groups[start:stop]:
+            if group[0] is self._conv_stem:
+                x = F.relu6(self._bn0(self._conv_stem(x)))
+            elif group[0] is self._conv_head:
+                x = F.relu6(self._bn1(self._conv_head(x)))
+            else:
+                for block in group:
+                    x = block(x)
+        return x
 
     def last_block(self, stage: str) -> nn.Module:
         """The block whose output is ``stage``'s map (the conv head for 'head')."""

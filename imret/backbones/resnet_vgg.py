@@ -58,10 +58,10 @@ class ResNet(nn.Module):
         self.fc = nn.Linear(2048, num_classes)
         self.stages = {"layer3": Stage(1024, 16), "layer4": Stage(2048, 32)}
 
-    def features(self, x: torch.Tensor, stage: str = "layer4") -> torch.Tensor:
-        x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 3, 2, 1)
-        x = self.layer3(self.layer2(self.layer1(x)))
-        return x if stage == "layer3" else self.layer4(x)
+    def features(self, x: torch.Tensor, stage: str = "layer4", start: int = 0, stop: int | None = None) -> torch.Tensor:
+        for group in self.param_groups(stage)[start:stop]:
+            x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 3, 2, 1) if group[0] is self.conv1 else group[0](x)
+        return x
 
     def strided_layers(self, stage: str) -> list[tuple[int, int, int | None]]:
         # conv1 7×7/2, max-pool 3×3/2, then a 3×3/2 convolution per later stage (layer2 on)
@@ -99,8 +99,11 @@ class VGG16(nn.Module):
         )
         self.stages = {"conv5": Stage(512, 16)}
 
-    def features(self, x: torch.Tensor, stage: str = "conv5") -> torch.Tensor:
-        return self.features_seq[:-1](x)
+    def features(self, x: torch.Tensor, stage: str = "conv5", start: int = 0, stop: int | None = None) -> torch.Tensor:
+        for group in self.param_groups(stage)[start:stop]:
+            for m in group:
+                x = m(x)
+        return x
 
     def strided_layers(self, stage: str) -> list[tuple[int, int, int | None]]:
         return [(2, 2, 0)] * 4  # four 2×2/2 max-pools before conv5

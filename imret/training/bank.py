@@ -2,9 +2,11 @@
 
 View 0 of an image is the photo itself, resized as extraction resizes it; views
 1…V-1 are strong augmentations (``augment.strong_view``), each fixed by
-(seed, image, view). With a frozen backbone the bank holds the views' feature
-maps, computed once, so that a training step costs only the head; otherwise it
-holds the resized view images and runs the backbone (with gradients) per use.
+(seed, image, view). The bank holds the views' maps out of the backbone's frozen
+part, computed once: with a frozen backbone the feature maps themselves, so that a
+training step costs only the head; with its last ``train_blocks`` parameter groups
+training, the maps entering them, so that a step runs those groups alone (with
+gradients). A bank made with ``cache=False`` holds the resized view images instead.
 """
 from __future__ import annotations
 
@@ -53,14 +55,15 @@ class ViewBank:
     the feature maps of items ``ks`` (with gradients when the backbone trains).
 
     ``extractor``: an ``Extractor`` whose preset extracts at one scale, the
-    training size. ``cache``: hold feature maps (frozen backbone) in ``dtype``, else
-    hold the view images."""
+    training size. ``cache``: hold, in ``dtype``, the maps entering the backbone's last
+    ``train_blocks`` parameter groups (0: its feature maps), else hold the view images."""
 
     def __init__(self, extractor, paths: Sequence[str], labels: Sequence[int], views: int, seed: int,
                  cache: bool = True, dtype: torch.dtype = torch.float16, progress: bool = False,
-                 on_error: Callable[[str, str], None] | None = None):
+                 on_error: Callable[[str, str], None] | None = None, train_blocks: int = 0):
         self.extractor = extractor
         self.cache = cache
+        self.train_blocks = train_blocks if cache else 0
         self.views, self.seed = views, seed
         self.items: list[tuple[int, int]] = []
         self.labels: list[int] = []
@@ -90,11 +93,8 @@ class ViewBank:
             self.paths.append(path)
             for v in range(views):
                 view = img if v == 0 else strong_view(small, np.random.default_rng([seed, 0, i, v]), previous)
-                if cache:
-                    # a copy made outside inference mode is an ordinary tensor that autograd may save
-                    self._store.append(extractor.feature_map(view).to(dtype, copy=True))
-                else:
-                    self._store.append(extractor.image_tensor(view).to(torch.uint8))
+                image_tensor = extractor.image_tensor(view)
+                self._store.append(self._frozen_map(image_tensor, dtype) if cache else image_tensor.to(torch.uint8))
                 self.items.append((image, v))
                 self.labels.append(int(label))
             previous = small
@@ -104,10 +104,28 @@ class ViewBank:
         order = {lab: k for k, lab in enumerate(sorted(set(self.labels)))}
         self.labels = [order[lab] for lab in self.labels]
 
+    def _frozen_map(self, image_tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        backbone, x = self.extractor.backbone, image_tensor.to(self.extractor.device)
+        with torch.inference_mode():  # a backbone that cannot train (ONNX) need not know frozen_part
+            fmap = backbone.frozen_part(x, self.train_blocks) if self.train_blocks else backbone(x)
+        # a copy made outside inference mode is an ordinary tensor that autograd may save
+        return fmap.to(dtype, copy=True)
+
+    def cached(self, train_blocks: int = 0, dtype: torch.dtype = torch.float16) -> "ViewBank":
+        """This bank of view images as a bank of the maps entering the last
+        ``train_blocks`` parameter groups of its extractor's backbone (the same views)."""
+        if self.cache:
+            raise ValueError("cached(): this bank holds maps already; make it with cache=False")
+        bank = ViewBank.from_state(self.extractor, self.state())
+        bank.cache, bank.train_blocks = True, train_blocks
+        bank._store = [bank._frozen_map(im.float(), dtype) for im in self._store]
+        return bank
+
     def state(self) -> dict:
         """What ``from_state`` rebuilds the bank from (tensors and plain values)."""
         return {"items": self.items, "labels": self.labels, "paths": self.paths, "skipped": self.skipped,
-                "store": self._store, "views": self.views, "seed": self.seed, "cache": self.cache}
+                "store": self._store, "views": self.views, "seed": self.seed, "cache": self.cache,
+                "train_blocks": self.train_blocks}
 
     @classmethod
     def from_state(cls, extractor, state: dict) -> "ViewBank":
@@ -119,6 +137,7 @@ class ViewBank:
         bank.skipped = [tuple(s) for s in state["skipped"]]
         bank._store = list(state["store"])
         bank.views, bank.seed, bank.cache = state["views"], state["seed"], state["cache"]
+        bank.train_blocks = state.get("train_blocks", 0)  # states saved before it existed held feature maps
         return bank
 
     def relabel(self, labels_of_image: Sequence[int], keep: Sequence[int] | None = None) -> "ViewBank":
@@ -146,12 +165,14 @@ class ViewBank:
 
     def maps(self, ks: Sequence[int]) -> list[torch.Tensor]:
         device = self.extractor.device
-        if self.cache:
-            return [self._store[k].to(device, torch.float32) for k in ks]
-        images = [self._store[k] for k in ks]
+        stored = [self._store[k] for k in ks]
+        if self.cache and not self.train_blocks:
+            return [m.to(device, torch.float32) for m in stored]
+        backbone = self.extractor.backbone
         out: list[torch.Tensor | None] = [None] * len(ks)
-        for idx in _group_by_shape(images).values():
-            fmap = self.extractor.backbone(torch.cat([images[i] for i in idx]).to(device, torch.float32))
+        for idx in _group_by_shape(stored).values():
+            x = torch.cat([stored[i] for i in idx]).to(device, torch.float32)
+            fmap = backbone.trained_part(x, self.train_blocks) if self.cache else backbone(x)
             for i, m in zip(idx, fmap.split(1)):
                 out[i] = m
         return out  # type: ignore[return-value]

@@ -54,7 +54,7 @@ def build_bank(preset: Preset, cfg: TrainConfig, data: str, device=None, progres
     """The training views of ``data`` read as ``cfg.mode`` says."""
     paths, labels = SOURCES.get(cfg.mode)(data)
     return ViewBank(training_extractor(preset, cfg, device), paths, labels, cfg.views, cfg.seed,
-                    cache=cfg.train_blocks == 0, dtype=dtype, progress=progress, on_error=on_error)
+                    train_blocks=cfg.train_blocks, dtype=dtype, progress=progress, on_error=on_error)
 
 
 def _check_resume(ck: Checkpoint, preset: Preset, cfg: TrainConfig, data: str | None, path: str) -> None:
@@ -124,9 +124,8 @@ def train(preset: Preset, cfg: TrainConfig, data: str | None, out: str | None = 
         if data is None:
             raise ValueError("train: name the data, or pass a bank of views made from it")
         bank = build_bank(preset, cfg, data, device, progress=progress, on_error=on_error)
-    elif (bank.views, bank.seed, bank.cache, bank.extractor.preset.extraction.max_size) != (
-            cfg.views, cfg.seed, cfg.train_blocks == 0, cfg.max_size) or \
-            bank.extractor.preset.backbone != preset.backbone:
+    elif (bank.views, bank.seed, bank.extractor.preset.extraction.max_size) != (cfg.views, cfg.seed, cfg.max_size) \
+            or bank.cache and bank.train_blocks != cfg.train_blocks or bank.extractor.preset.backbone != preset.backbone:
         raise ValueError("the view bank was made for another backbone or other training settings")
     if bank.n_labels < 2:
         raise ImretError(f"{data}: training needs at least two instances, found {bank.n_labels}")

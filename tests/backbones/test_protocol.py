@@ -2,6 +2,7 @@
 net registered this way works for global descriptors, local features and training
 without any other file knowing it."""
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -23,9 +24,10 @@ class TwoStageNet(nn.Module):
         self.down = nn.Conv2d(4, 6, 3, stride=2, padding=1)
         self.stages = {"half": Stage(4, 2), "quarter": Stage(6, 4)}
 
-    def features(self, x, stage="quarter"):
-        x = self.stem(x)
-        return x if stage == "half" else self.down(x)
+    def features(self, x, stage="quarter", start=0, stop=None):
+        for (m,) in self.param_groups(stage)[start:stop]:
+            x = m(x)
+        return x
 
     def strided_layers(self, stage):
         return [(3, 2, 1)] if stage == "half" else [(3, 2, 1), (3, 2, 1)]
@@ -64,3 +66,27 @@ def test_training_unfreezes_its_own_parameter_groups():
     trained = unfreeze_last(bb, 1)
     assert {id(p) for p in trained} == {id(p) for p in bb.net.down.parameters()}
     assert not any(p.requires_grad for p in bb.net.stem.parameters())
+
+
+def test_the_frozen_part_then_the_trained_part_is_the_whole_backbone():
+    torch.manual_seed(0)
+    bb = build_backbone(BackboneConfig(NAME, weights="random"))
+    x = torch.rand(1, 3, 16, 20) * 255
+    with torch.no_grad():
+        half = bb.frozen_part(x, 1)
+        assert torch.allclose(half, bb.net.stem(x / 255.0))  # the map entering 'down', normalised input
+        assert torch.allclose(bb.trained_part(half, 1), bb.net.down(half))
+        assert torch.equal(bb.frozen_part(x, 0), bb(x)) and torch.equal(bb.trained_part(half, 0), half)
+        assert torch.equal(bb.trained_part(bb.frozen_part(x, 2), 2), bb(x))
+        assert torch.equal(bb.frozen_part(x, 2), x / 255.0)  # nothing frozen: the normalised image
+
+
+@pytest.mark.parametrize("name", ["efficientnet-lite0", "resnet50", "vgg16"])
+def test_every_net_splits_exactly_at_each_of_its_groups(name):
+    torch.manual_seed(0)
+    bb = build_backbone(BackboneConfig(name, weights="random")).eval()
+    x = torch.rand(1, 3, 64, 48) * 255
+    with torch.no_grad():
+        whole = bb(x)
+        for trained in range(len(bb.param_groups()) + 1):
+            assert torch.equal(bb.trained_part(bb.frozen_part(x, trained), trained), whole), trained

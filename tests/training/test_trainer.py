@@ -115,3 +115,33 @@ def test_cached_maps_describe_as_the_extractor_does(trained, few_photos):
     with torch.no_grad():
         got = describe(ex.head, maps).numpy()
     assert np.allclose(got, np.stack([ex.extract(p) for p in paths]), atol=1e-6)
+
+
+def test_a_bank_for_trained_stages_caches_what_enters_them(few_photos):
+    """With the last two of Lite0's groups training, the bank holds the 192-channel maps
+    entering them once, and a step's maps are those groups on it: the maps of the
+    view images through the whole backbone, with gradients reaching those groups only."""
+    from imret.training.bank import ViewBank
+    from imret.training.trainer import training_extractor
+    from imret.training.unfreeze import unfreeze_last
+
+    cfg = CFG.replace(train_blocks=2)
+    ex = training_extractor(PRESET, cfg)
+    paths = _photos(few_photos, 2)
+    images = ViewBank(ex, paths, [0, 1], 2, 0, cache=False)
+    split = ViewBank(ex, paths, [0, 1], 2, 0, train_blocks=2, dtype=torch.float32)
+    assert split.train_blocks == 2 and split.state()["train_blocks"] == 2
+    assert [m.shape[1] for m in split._store] == [192] * 4  # stage 7's input, not the 1280-d head
+    assert all(torch.equal(a, b) for a, b in zip(images.cached(2, torch.float32)._store, split._store))
+    trained = unfreeze_last(ex.backbone, 2)
+    ks = [0, 1, 2, 3]
+    got, want = split.maps(ks), images.maps(ks)
+    assert all(g.shape == w.shape and torch.allclose(g, w, atol=1e-4) for g, w in zip(got, want))
+    ex.backbone.zero_grad(set_to_none=True)
+    sum(g.sum() for g in got).backward()
+    assert {id(p) for p in ex.backbone.parameters() if p.grad is not None} == {id(p) for p in trained}
+    unfreeze_last(ex.backbone, 0)
+    with pytest.raises(ValueError, match="holds maps already"):
+        split.cached(1)
+    with pytest.raises(ValueError, match="other training settings"):
+        train(PRESET, cfg.replace(train_blocks=1), None, bank=split)
