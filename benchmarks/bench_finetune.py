@@ -13,10 +13,12 @@ trained parameters, then scores paris6k-sub (Easy/Medium/Hard mAP, centred on th
 database mean as ``imret eval`` scores them) and ukbench (N-S) with the fine-tuned
 backbone. ``train_blocks`` 0 rows are the frozen recipe, trained the same way here.
 
-Rows with the backbone training run it on every step's 48 views and on every view at
-each pool refresh: 25-90 s per row on an H200; on 2 CPU cores one step of a GeM row,
-with one refresh and the scoring, took 94 s (the 'default' GeM head has no parameters,
-so its rows train the backbone alone, as cirtorch does).
+Rows with the backbone training run its trained stages on every step's 48 views and on
+every view at each pool refresh (the maps entering them are computed once, as ``imret
+train --train-blocks`` does), then extract the scored photos with it: 25-90 s per row on
+an H200 (before that caching), 190-250 s per row of two stages on one CPU thread beside
+another such run (the 'default' GeM head has no parameters, so its rows train the
+backbone alone, as cirtorch does).
 """
 from __future__ import annotations
 
@@ -58,6 +60,10 @@ ROWS = [
     ("default", 1, 1e-4, 400),
     ("lite0-icsa-netvlad", 3, 1e-4, 150),
     ("lite0-icsa-netvlad", 2, 3e-4, 150),
+    ("lite0-ia-netvlad", 2, 1e-4, 150),
+    ("lite0-regional", 2, 1e-4, 150),
+    ("lite0-selfsim", 2, 1e-4, 150),
+    ("lite0-dagf", 2, 1e-4, 150),
 ]
 
 
@@ -77,16 +83,19 @@ def main(argv=None):
     paris = load_dataset(os.path.join(args.data, "paris6k-sub"))
     ukb = load_dataset(os.path.join(args.data, "ukbench"))
     frozen = extractor(512, device=args.device)
-    images = ViewBank(frozen, paths, list(range(len(paths))), 4, args.seed, cache=False).state()
-    with torch.no_grad():  # the frozen recipe's bank: the same views' maps, computed once
-        maps = dict(images, cache=True, store=[frozen.backbone(im.to(args.device, torch.float32)).half()
-                                               for im in images["store"]])
+    images = ViewBank(frozen, paths, list(range(len(paths))), 4, args.seed, cache=False)
+    banks: dict[int, dict] = {}  # train blocks → the same views' maps entering them, computed once
+
+    def bank_for(ex, blocks: int) -> ViewBank:
+        if blocks not in banks:
+            banks[blocks] = images.cached(blocks).state()
+        return ViewBank.from_state(ex, banks[blocks])
 
     def scored_maps(ex):  # the scored photos' maps through ex's backbone: paris6k-sub, ukbench
         return dataset_maps(ex, paris, scales=SCALES), dataset_maps(ex, ukb, scales=SCALES)
 
     frozen_eval = scored_maps(frozen)
-    print(f"{len(paths)} photos, {len(images['store'])} views, ready in {time.time() - t0:.0f} s on "
+    print(f"{len(paths)} photos, {len(images)} views, ready in {time.time() - t0:.0f} s on "
           f"{args.device}; torch {torch.get_num_threads()} thread(s); load {os.getloadavg()[0]:.2f}", flush=True)
     rows = []
     for name, blocks, lr, steps in [ROWS[i] for i in args.rows] if args.rows else ROWS:
@@ -98,8 +107,7 @@ def main(argv=None):
         if steps:
             cfg = SHIPPED_RECIPES.get(name, SHIPPED_RECIPES["lite0-dagf"]).config
             cfg = cfg.replace(train_blocks=blocks, lr=lr, steps=steps, checkpoint_every=steps, seed=args.seed)
-            bank = ViewBank.from_state(ex, images if blocks else maps)
-            head.load_state_dict(train(preset, cfg, None, bank=bank).head_state)
+            head.load_state_dict(train(preset, cfg, None, bank=bank_for(ex, blocks)).head_state)
         ev = frozen_eval if blocks == 0 else scored_maps(ex)
         p, u = figures(head, ev[0], preset.whitening), figures(head, ev[1], preset.whitening)
         rows.append((name, blocks, lr or "-", steps or "untrained",

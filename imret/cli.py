@@ -507,7 +507,7 @@ _TRAIN_OPTIONS = {
     "refresh_every": "recompute the descriptor pool hard negatives are mined from every N steps",
     "views": "views per photo: the photo and views-1 strong augmentations",
     "max_size": "longest side of training views in pixels",
-    "train_blocks": "also train the backbone's last N stages (default 0: frozen, feature maps cached)",
+    "train_blocks": "also train the backbone's last N stages (default 0: frozen); the maps entering them are cached",
     "seed": "seed of every random choice: the same seed gives the same model (on one machine, with one "
             "thread count: other counts sum floats in another order)",
     "checkpoint_every": "write the checkpoint every N steps",
