@@ -17,8 +17,8 @@ Rows with the backbone training run its trained stages on every step's 48 views 
 every view at each pool refresh (the maps entering them are computed once, as ``imret
 train --train-blocks`` does), then extract the scored photos with it: 25-90 s per row on
 an H200 (before that caching), 190-330 s per row of two stages on one CPU thread beside
-another such run (self-similarity 460-510 s) (the 'default' GeM head has no parameters, so its rows train the
-backbone alone, as cirtorch does).
+another such run, self-similarity 460-510 s. The 'default' GeM head has no parameters, so
+its rows train the backbone alone, as cirtorch does.
 """
 from __future__ import annotations
 

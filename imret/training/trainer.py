@@ -125,7 +125,8 @@ def train(preset: Preset, cfg: TrainConfig, data: str | None, out: str | None = 
             raise ValueError("train: name the data, or pass a bank of views made from it")
         bank = build_bank(preset, cfg, data, device, progress=progress, on_error=on_error)
     elif (bank.views, bank.seed, bank.extractor.preset.extraction.max_size) != (cfg.views, cfg.seed, cfg.max_size) \
-            or bank.cache and bank.train_blocks != cfg.train_blocks or bank.extractor.preset.backbone != preset.backbone:
+            or (bank.cache and bank.train_blocks != cfg.train_blocks) \
+            or bank.extractor.preset.backbone != preset.backbone:
         raise ValueError("the view bank was made for another backbone or other training settings")
     if bank.n_labels < 2:
         raise ImretError(f"{data}: training needs at least two instances, found {bank.n_labels}")

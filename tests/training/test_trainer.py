@@ -10,7 +10,9 @@ from imret.errors import ImretError
 from imret.extractor import Extractor
 from imret.io.images import list_images
 from imret.training import TrainConfig, load_checkpoint, model_from_checkpoint, train
-from imret.training.bank import describe
+from imret.training.bank import ViewBank, describe
+from imret.training.trainer import training_extractor
+from imret.training.unfreeze import unfreeze_last
 
 PRESET = Preset(name="tiny-dagf", head=HeadConfig("dagf", {"scales": 2}),
                 extraction=ExtractionConfig(max_size=96, scales=(1.0,)), whitening=WhiteningConfig(kind="none"))
@@ -121,10 +123,6 @@ def test_a_bank_for_trained_stages_caches_what_enters_them(few_photos):
     """With the last two of Lite0's groups training, the bank holds the 192-channel maps
     entering them once, and a step's maps are those groups on it: the maps of the
     view images through the whole backbone, with gradients reaching those groups only."""
-    from imret.training.bank import ViewBank
-    from imret.training.trainer import training_extractor
-    from imret.training.unfreeze import unfreeze_last
-
     cfg = CFG.replace(train_blocks=2)
     ex = training_extractor(PRESET, cfg)
     paths = _photos(few_photos, 2)
