@@ -2,6 +2,7 @@
 
     python benchmarks/bench_finetune.py [--data ../shared/data] [--device cpu|cuda]
                                         [--rows I …] [--steps N] [--seed S] [--threads 1]
+                                        [--train-data FOLDER …] [--save DIR]
 
 The shipped heads train on cached maps of a frozen backbone. NetVLAD (Arandjelović et
 al.) and most global-descriptor papers fine-tune the CNN's last layers too; this
@@ -67,6 +68,17 @@ ROWS = [
 ]
 
 
+def save_row(path: str, name: str, blocks: int, head, ex, args) -> None:
+    """One trained row as a plain tensor dict: the head's state and, when backbone stages
+    trained, the backbone's whole state (what ``bench_soup.py`` averages)."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    obj = {"preset": name, "train_blocks": blocks, "seed": args.seed, "train_data": list(args.train_data),
+           "head": {k: v.detach().cpu() for k, v in head.state_dict().items()}}
+    if ex is not None:
+        obj["backbone"] = {k: v.detach().cpu() for k, v in ex.backbone.net.state_dict().items()}
+    torch.save(obj, path)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=os.path.join(REPO, "..", "shared", "data"))
@@ -75,11 +87,16 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=None, help="override every trained row's steps")
     ap.add_argument("--seed", type=int, default=0, help="the recipe's seed (views, steps) for every row")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--train-data", nargs="+", default=list(TRAIN_DATA),
+                    help="folders under --data whose photos train, each its own instance (default: the shipped "
+                         "heads' TRAIN_DATA); e.g. 'ukbench/full fordham-places' to train on photos unlike the scored")
+    ap.add_argument("--save", default=None, metavar="DIR",
+                    help="write each trained row's head and backbone weights to DIR (for bench_soup.py)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     t0 = time.time()
-    paths = collect_paths([os.path.join(args.data, d) for d in TRAIN_DATA])
+    paths = collect_paths([os.path.join(args.data, d) for d in args.train_data])
     paris = load_dataset(os.path.join(args.data, "paris6k-sub"))
     ukb = load_dataset(os.path.join(args.data, "ukbench"))
     frozen = extractor(512, device=args.device)
@@ -108,6 +125,9 @@ def main(argv=None):
             cfg = SHIPPED_RECIPES.get(name, SHIPPED_RECIPES["lite0-dagf"]).config
             cfg = cfg.replace(train_blocks=blocks, lr=lr, steps=steps, checkpoint_every=steps, seed=args.seed)
             head.load_state_dict(train(preset, cfg, None, bank=bank_for(ex, blocks)).head_state)
+            if args.save:
+                save_row(os.path.join(args.save, f"{name}-b{blocks}-lr{lr:g}-n{steps}-s{args.seed}.pt"),
+                         name, blocks, head, ex if blocks else None, args)
         ev = frozen_eval if blocks == 0 else scored_maps(ex)
         p, u = figures(head, ev[0], preset.whitening), figures(head, ev[1], preset.whitening)
         rows.append((name, blocks, lr or "-", steps or "untrained",

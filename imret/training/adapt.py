@@ -36,26 +36,43 @@ ADAPT = TrainConfig(mode="unsupervised", loss="triplet", steps=150, batch=8, neg
 ADAPT_BLEND = 0.5
 
 
+def _same_layout(states: Sequence[Mapping[str, torch.Tensor]], who: str) -> None:
+    """The states hold the same keys with the same shapes (states of one model)."""
+    first = states[0]
+    for other in states[1:]:
+        if set(first) != set(other):
+            raise ValueError(f"{who}: the states differ in their keys: {sorted(set(first) ^ set(other))}")
+        for k, b in other.items():
+            if first[k].shape != b.shape:
+                raise ValueError(f"{who}: {k} is {tuple(first[k].shape)} in one state and {tuple(b.shape)} in another")
+
+
 def blend(start: Mapping[str, torch.Tensor], adapted: Mapping[str, torch.Tensor],
           weight: float) -> dict[str, torch.Tensor]:
     """``start + weight·(adapted − start)`` for every floating-point tensor of two states of
     one head; other tensors (counters, flags) are taken from ``adapted``."""
     if not 0.0 <= weight <= 1.0:
         raise ValueError(f"blend weight must lie in [0, 1], got {weight}")
-    if set(start) != set(adapted):
-        raise ValueError(f"blend: the two head states differ in their keys: "
-                         f"{sorted(set(start) ^ set(adapted))}")
+    _same_layout([start, adapted], "blend")
     out = {}
     for k, b in adapted.items():
-        a = start[k]
-        if a.shape != b.shape:
-            raise ValueError(f"blend: {k} is {tuple(a.shape)} at the start and {tuple(b.shape)} adapted")
         if b.is_floating_point():
-            a = a.to(b.dtype)
+            a = start[k].to(b.dtype)
             out[k] = a + weight * (b - a)
         else:
             out[k] = b
     return out
+
+
+def average_states(states: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The key-by-key mean of several states of one model (a "model soup", Wortsman et al.
+    2022: runs fine-tuned from one start average into one model that scores like their
+    ensemble), in the first state's dtypes; other tensors (BN's batch counters) from the first."""
+    if not states:
+        raise ValueError("average_states: no state to average")
+    _same_layout(list(states), "average_states")
+    return {k: torch.stack([s[k].float() for s in states]).mean(0).to(v.dtype) if v.is_floating_point() else v
+            for k, v in states[0].items()}
 
 
 def adapt(preset: Preset, sources: Sequence[str], cfg: TrainConfig = ADAPT, device=None, progress: bool = False,

@@ -11,7 +11,7 @@ from imret.heads import build_head
 from imret.heads.trained import shipped_for
 from imret.presets import get_preset
 from imret.training import TrainConfig
-from imret.training.adapt import ADAPT, ADAPT_BLEND, adapt, blend
+from imret.training.adapt import ADAPT, ADAPT_BLEND, adapt, average_states, blend
 
 
 def test_blend_by_hand():
@@ -33,11 +33,39 @@ def test_blend_casts_the_start_to_the_adapted_dtype():
     ({"w": torch.zeros(2)}, {"w": torch.zeros(2)}, 1.5, "must lie in"),
     ({"w": torch.zeros(2)}, {"w": torch.zeros(2)}, -0.1, "must lie in"),
     ({"w": torch.zeros(2)}, {"v": torch.zeros(2)}, 0.5, "differ in their keys: ['v', 'w']"),
-    ({"w": torch.zeros(2)}, {"w": torch.zeros(3)}, 0.5, "w is (2,) at the start and (3,) adapted"),
+    ({"w": torch.zeros(2)}, {"w": torch.zeros(3)}, 0.5, "w is (2,) in one state and (3,) in another"),
 ])
 def test_blend_rejects(start, adapted, weight, message):
     with pytest.raises(ValueError) as err:
         blend(start, adapted, weight)
+    assert message in str(err.value)
+
+
+def test_average_states_by_hand():
+    a = {"w": torch.tensor([1.0, 4.0]), "n": torch.tensor(7)}
+    b = {"w": torch.tensor([3.0, 0.0]), "n": torch.tensor(9)}
+    c = {"w": torch.tensor([5.0, 2.0]), "n": torch.tensor(1)}
+    out = average_states([a, b, c])
+    assert torch.equal(out["w"], torch.tensor([3.0, 2.0]))
+    assert out["n"].item() == 7  # counters from the first state, not averaged
+    assert torch.equal(average_states([b])["w"], b["w"])
+
+
+def test_average_states_keeps_the_first_dtype_and_averages_in_float32():
+    half = {"w": torch.tensor([1.0, 60000.0], dtype=torch.float16)}
+    out = average_states([half, {"w": torch.tensor([2.0, 61024.0], dtype=torch.float16)}])
+    assert out["w"].dtype == torch.float16
+    assert out["w"].tolist() == [1.5, 60512.0]  # summed in float16, 121024 overflows to inf
+
+
+@pytest.mark.parametrize("states, message", [
+    ([], "no state to average"),
+    ([{"w": torch.zeros(2)}, {"v": torch.zeros(2)}], "differ in their keys: ['v', 'w']"),
+    ([{"w": torch.zeros(2)}, {"w": torch.zeros(2)}, {"w": torch.zeros(3)}], "w is (2,) in one state and (3,)"),
+])
+def test_average_states_rejects(states, message):
+    with pytest.raises(ValueError) as err:
+        average_states(states)
     assert message in str(err.value)
 
 
