@@ -4,10 +4,10 @@
 
 The rows are files ``bench_finetune.py --save DIR`` wrote: one preset and number of
 trained backbone stages, trained at different seeds (other views, other steps) from
-the same start. Fine-tuned runs that share their start lie in one basin, so the mean of
-their weights (Wortsman et al. 2022, "model soups") scores like their ensemble at the cost
-of one model; here it also stands in for choosing a seed, which on the shared photos would
-be choosing on the scored photos. Each row and the soup are scored on paris6k-sub
+the same start. For runs fine-tuned from one start, Wortsman et al. (2022, "model soups")
+found the mean of their weights to score like their ensemble at the cost of one model
+(the ensemble is not measured here); it also stands in for choosing a seed, which on the
+shared photos would be choosing on the scored photos. Each row and the soup are scored on paris6k-sub
 (Easy/Medium/Hard, centred as ``imret eval`` scores) and ukbench (N-S). ``--out`` writes
 the soup in the same layout.
 """
