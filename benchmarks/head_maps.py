@@ -35,6 +35,17 @@ def _key(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def backbone_key(cfg) -> dict:
+    """What names a backbone's maps: its config and, with tuned stages, their digest
+    (a file regenerated under the same name makes new maps)."""
+    out = cfg.to_dict()
+    if cfg.tuned:
+        from imret.backbones.tuned import load_tuned
+
+        out["tuned_digest"] = load_tuned(cfg.tuned).digest
+    return out
+
+
 def extractor(max_size: int, backbone=None, device: str = "cpu") -> Extractor:
     """The backbone (default: Lite0's last stage, ImageNet weights) at ``max_size``, one scale."""
     preset = Preset(name="maps", extraction=ExtractionConfig(max_size=max_size, scales=(1.0,)),
@@ -63,7 +74,7 @@ def view_bank(ex: Extractor, folders: list[str], views: int, seed: int, cache: s
     """Every photo under ``folders`` as its own instance (labels: image index), with
     ``views``-1 strong augmentations; maps at ``ex``'s size, float16."""
     paths = collect_paths(folders)
-    key = _key(paths, ex.preset.extraction.max_size, views, seed, ex.preset.backbone.to_dict())
+    key = _key(paths, ex.preset.extraction.max_size, views, seed, backbone_key(ex.preset.backbone))
     state = _cached(cache, "views", key, lambda: ViewBank(
         ex, paths, list(range(len(paths))), views, seed, dtype=torch.float16).state())
     return ViewBank.from_state(ex, state)
@@ -71,7 +82,7 @@ def view_bank(ex: Extractor, folders: list[str], views: int, seed: int, cache: s
 
 def eval_maps(ex: Extractor, root: str, cache: str | None, scales=SCALES) -> DatasetMaps:
     ds = load_dataset(root)
-    key = _key([os.path.relpath(p, root) for p in ds.db], [os.path.relpath(p, root) for p in ds.queries], ds.bboxes, ex.preset.extraction.max_size, scales, ex.preset.backbone.to_dict())
+    key = _key([os.path.relpath(p, root) for p in ds.db], [os.path.relpath(p, root) for p in ds.queries], ds.bboxes, ex.preset.extraction.max_size, scales, backbone_key(ex.preset.backbone))
 
     def make():
         m = dataset_maps(ex, ds, scales=scales, dtype=torch.float16)

@@ -18,6 +18,7 @@ over the same label-free instances, ``imret.local.train``) and shipped beside.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -33,7 +34,8 @@ from imret.heads.trained import save_trained  # noqa: E402
 from imret.presets import get_preset  # noqa: E402
 from imret.training import TrainConfig, train  # noqa: E402
 from imret.training.probe import figures  # noqa: E402
-from imret.training.recipes import SHIPPED_RECIPES, TRAIN_DATA  # noqa: E402
+from imret.training.recipes import (SHIPPED_RECIPES, TRAIN_DATA, TUNED_NAME, TUNED_RECIPE,  # noqa: E402
+                                   TUNED_SEEDS)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -70,12 +72,58 @@ def train_delf(root: str, args) -> tuple:
             f"train acc {acc:.2f}", "", "", "", f"{seconds:.0f}", sum(v.numel() for v in res.state.values()))
 
 
+def train_tuned_stages(root: str, args) -> tuple:
+    """The tuned presets' backbone: GeM with Lite0's last groups trained label-free on the
+    TRAIN_DATA photos at each of TUNED_SEEDS, averaged (``imret.training.soup``), written
+    to ``imret/backbones/weights/TUNED_NAME.pt``."""
+    from imret.backbones.tuned import save_tuned
+    from imret.core.paths import collect_paths
+    from imret.training.soup import train_soup
+
+    base = get_preset("default")
+    cfg = TUNED_RECIPE.config.replace(steps=args.steps or TUNED_RECIPE.config.steps,
+                                      checkpoint_every=args.steps or TUNED_RECIPE.config.checkpoint_every)
+    paths = collect_paths([os.path.join(root, d) for d in TRAIN_DATA])
+    t = time.time()
+    soup = train_soup(base, cfg, paths, TUNED_SEEDS, progress=args.progress)
+    seconds = time.time() - t
+    if not args.dry_run:
+        path = os.path.join(args.tuned_out, f"{TUNED_NAME}.pt")
+        recipe = {"protocol": "label-free", "train": cfg.to_dict(), "seeds": list(TUNED_SEEDS),
+                  "head": base.head.to_dict(), "seconds": round(seconds, 1), "notes": TUNED_RECIPE.notes}
+        data = {"photos": len(paths), "folders": list(TRAIN_DATA), "labels": "none (each photo its own "
+                "instance, augmentations as positives)"}
+        save_tuned(path, base.backbone.name, soup.extractor.backbone, cfg.train_blocks, recipe, data)
+        print(f"  wrote {path}", flush=True)
+    params = sum(v.numel() for v in soup.stages.values() if v.is_floating_point())
+    return (f"{TUNED_NAME} (backbone stages)", "label-free soup", "", "", "", "", "", f"{seconds:.0f}", params)
+
+
+class Maps:
+    """The cached maps (training views, paris6k-sub, ukbench) of one backbone config."""
+
+    def __init__(self, root: str, args):
+        self.root, self.args, self._got = root, args, {}
+
+    def __call__(self, backbone):
+        key = json.dumps(backbone.to_dict(), sort_keys=True)
+        if key not in self._got:
+            ex = head_maps.extractor(512, backbone)
+            r, c = self.root, self.args.cache
+            self._got[key] = (ex, head_maps.eval_maps(ex, os.path.join(r, "paris6k-sub"), c),
+                              head_maps.eval_maps(ex, os.path.join(r, "ukbench"), c),
+                              head_maps.view_bank(ex, [os.path.join(r, d) for d in TRAIN_DATA], 4, 0, c))
+        return self._got[key]
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-root", default=os.path.join(REPO, "..", "shared", "data"))
     ap.add_argument("--cache", default=os.path.join(REPO, ".cache"), help="folder of cached backbone maps")
     ap.add_argument("--out", default=os.path.join(REPO, "imret", "heads", "weights"))
-    ap.add_argument("--only", nargs="+", default=None, help="only these presets")
+    ap.add_argument("--tuned-out", default=os.path.join(REPO, "imret", "backbones", "weights"))
+    ap.add_argument("--only", nargs="+", default=None,
+                    help=f"only these presets ('{TUNED_NAME}': the tuned backbone stages, 'delf': --local's attention)")
     ap.add_argument("--steps", type=int, default=None, help="override every recipe's steps (experiments)")
     ap.add_argument("--dry-run", action="store_true", help="train and score, write nothing")
     ap.add_argument("--threads", type=int, default=1)
@@ -84,21 +132,27 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     root = os.path.normpath(args.data_root)
     t0 = time.time()
-    ex = head_maps.extractor(512)
-    paris = head_maps.eval_maps(ex, os.path.join(root, "paris6k-sub"), args.cache)
-    ukb = head_maps.eval_maps(ex, os.path.join(root, "ukbench"), args.cache)
-    bank = head_maps.view_bank(ex, [os.path.join(root, d) for d in TRAIN_DATA], 4, 0, args.cache)
+    rows = []
+    # the tuned stages first: the heads of the tuned presets are trained on their maps
+    if not args.only or TUNED_NAME in args.only:
+        rows.append(train_tuned_stages(root, args))
+        print("  ".join(map(str, rows[-1])), flush=True)
+    maps = Maps(root, args)
+    ex, paris, ukb, bank = maps(get_preset("default").backbone)
     print(f"maps ready in {time.time() - t0:.0f} s: {len(bank)} training views of {len(bank.paths)} photos; "
           f"torch {torch.get_num_threads()} thread(s); load {os.getloadavg()[0]:.2f}", flush=True)
-    base = get_preset("default")
-    gem = summary(figures(build_head(base.head, ex.backbone.out_channels), paris, base.whitening),
-                  figures(build_head(base.head, ex.backbone.out_channels), ukb, base.whitening))
-    rows = [("default (GeM)", "-", *gem.values(), "", "", "")]
-    print("  ".join(map(str, rows[-1])), flush=True)
+    for name in ("default", "lite0-gem-tuned"):  # the baselines: GeM on each backbone
+        base = get_preset(name)
+        ex, paris, ukb, bank = maps(base.backbone)
+        gem = summary(figures(build_head(base.head, ex.backbone.out_channels), paris, base.whitening),
+                      figures(build_head(base.head, ex.backbone.out_channels), ukb, base.whitening))
+        rows.append((f"{name} (GeM)", "-", *gem.values(), "", "", ""))
+        print("  ".join(map(str, rows[-1])), flush=True)
     for name, recipe in SHIPPED_RECIPES.items():
         if args.only and name not in args.only:
             continue
         preset = get_preset(name)
+        ex, paris, ukb, bank = maps(preset.backbone)
         cfg: TrainConfig = recipe.config
         if args.steps:
             cfg = cfg.replace(steps=args.steps, checkpoint_every=args.steps)

@@ -321,14 +321,15 @@ def cmd_info(args) -> int:
 
 
 def cmd_presets(args) -> int:
+    from .backbones.tuned import tuned_status
     from .heads.trained import training_status
     from .presets import list_presets
 
     for p in list_presets():
         print(f"{p.name:18s} {p.description}")
-        status = training_status(p)
-        if status:
-            print(f"{'':18s}   head: {status}")
+        for part, status in (("backbone", tuned_status(p.backbone)), ("head", training_status(p))):
+            if status:
+                print(f"{'':18s}   {part}: {status}")
     return 0
 
 

@@ -76,15 +76,23 @@ class _Config:
 class BackboneConfig(_Config):
     """``weights``: None takes the weights a registry package ships for this net
     (an error where none does), 'random' an untrained net (baselines only), else a
-    local checkpoint path. ``stage``: None takes the last convolutional stage."""
+    local checkpoint path. ``stage``: None takes the last convolutional stage.
+    ``tuned``: fine-tuned last stages laid over those weights (``imret.backbones.tuned``:
+    the name of a file the package ships, or a path), None for the weights as they are."""
 
     name: str = "efficientnet-lite0"
     weights: str | None = None
     stage: str | None = None
+    tuned: str | None = None
 
     def __post_init__(self):
         if self.name not in BACKBONES:
             raise ConfigError(f"unknown backbone {self.name!r}; known: {', '.join(BACKBONES.names())}")
+        if self.tuned is not None and (not isinstance(self.tuned, str) or not self.tuned):
+            raise ConfigError(f"backbone tuned must be a non-empty file name or path, got {self.tuned!r}")
+        if self.tuned is not None and self.weights == "random":
+            raise ConfigError("backbone tuned stages were trained over the shipped weights, not over "
+                              "weights='random'")
 
 
 @dataclass(frozen=True)

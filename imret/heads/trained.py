@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from importlib import resources
 
 import torch
 
 from ..config import Preset
 from ..core.atomic import atomic_write
-from ..core.digest import weights_digest
+from ..core.digest import shipped_state, weights_digest
+from ..core.paths import package_file
 
 FORMAT = "imret-head/1"
 WEIGHTS_PACKAGE = "imret.heads.weights"
@@ -46,14 +46,13 @@ class TrainedHead:
 
     def matches(self, preset) -> bool:
         """Whether this head was trained for ``preset``'s backbone, head and extraction."""
-        d = preset.to_dict()
-        return all(self.preset.get(k) == d.get(k) for k in ("backbone", "head"))
+        stored = Preset.from_dict(self.preset)  # a file written before a config field existed reads its default
+        return stored.backbone == preset.backbone and stored.head == preset.head
 
 
 def save_trained(path: str | os.PathLike, preset, state: dict[str, torch.Tensor], recipe: dict, data: dict,
                  figures: dict | None = None, half: bool = True) -> TrainedHead:
-    state = {k: (v.detach().cpu().half() if half and v.is_floating_point() else v.detach().cpu()).contiguous()
-             for k, v in state.items()}
+    state = shipped_state(state, half)
     th = TrainedHead(preset.to_dict(), state, weights_digest(state), dict(recipe), dict(data), dict(figures or {}))
     path = os.fspath(path)
     content = {"format": FORMAT, "preset": th.preset, "state": th.state, "digest": th.digest,
@@ -88,11 +87,7 @@ def is_trained_head_file(path: str | os.PathLike) -> bool:
 
 def shipped_path(preset_name: str) -> str | None:
     """The package's trained-head file for the preset named so, if it ships one."""
-    try:
-        f = resources.files(WEIGHTS_PACKAGE).joinpath(f"{preset_name}.pt")
-    except ModuleNotFoundError:
-        return None
-    return str(f) if f.is_file() else None
+    return package_file(WEIGHTS_PACKAGE, f"{preset_name}.pt")
 
 
 def shipped_for(preset) -> TrainedHead | None:
@@ -123,7 +118,8 @@ def training_status(preset: Preset) -> str | None:
     cfg = r.get("train", {})
     figs = th.figures.get("paris6k-sub", {})
     score = ", ".join(f"{k} {v}" for k, v in figs.items())
+    frozen = "backbone frozen" + (" (with its tuned stages)" if preset.backbone.tuned else "")
     return (f"trained ({r.get('protocol', '?')}) on {d.get('photos', '?')} photos of {', '.join(d.get('folders', []))}"
             f" [labels: {d.get('labels', '?')}]; {cfg.get('loss', '?')} loss, {cfg.get('steps', '?')} steps at "
-            f"{cfg.get('max_size', '?')} px, backbone frozen; {r.get('notes', '')}"
+            f"{cfg.get('max_size', '?')} px, {frozen}; {r.get('notes', '')}"
             + (f"; paris6k-sub mAP: {score}" if score else "") + f"; sha256 {th.digest[:12]}")

@@ -142,13 +142,9 @@ def save_attention(path: str | os.PathLike, state: dict[str, torch.Tensor], conf
 def shipped_attention(name: str) -> str | None:
     """The package's trained attention file for the local config named so, if it ships one
     (``imret/local/weights/NAME-attention.pt``, made by ``benchmarks/train_shipped.py``)."""
-    from importlib import resources
+    from ..core.paths import package_file
 
-    try:
-        f = resources.files("imret.local.weights").joinpath(f"{name}-attention.pt")
-    except ModuleNotFoundError:
-        return None
-    return str(f) if f.is_file() else None
+    return package_file("imret.local.weights", f"{name}-attention.pt")
 
 
 SHIPPED_ATTENTION = "delf"  # the one attention the package trains and ships

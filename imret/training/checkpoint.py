@@ -93,6 +93,7 @@ def model_from_checkpoint(path: str | os.PathLike) -> tuple[Preset, dict[str, to
         return Preset.from_dict(th.preset), th.float_state()
     ck = load_checkpoint(path)
     preset = ck.preset
-    if ck.backbone is not None:
-        preset = preset.replace(backbone=preset.backbone.replace(weights=os.path.abspath(os.fspath(path))))
+    if ck.backbone is not None:  # the whole trained backbone, tuned stages included
+        preset = preset.replace(backbone=preset.backbone.replace(weights=os.path.abspath(os.fspath(path)),
+                                                                 tuned=None))
     return preset, ck.head

@@ -61,7 +61,7 @@ def _check_resume(ck: Checkpoint, preset: Preset, cfg: TrainConfig, data: str | 
     def strip(d):
         return {k: v for k, v in d.items() if k not in _RESUMABLE_CHANGES}
 
-    if ck.meta["preset"] != preset.to_dict():
+    if Preset.from_dict(ck.meta["preset"]) != preset:
         raise ImretError(f"{path}: was trained with preset {ck.meta['preset']['name']!r} "
                          f"({ck.meta['preset']['head']}); resume with the same preset")
     if strip(ck.meta["train"]) != strip(cfg.to_dict()):
