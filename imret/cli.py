@@ -261,10 +261,9 @@ def cmd_search(args) -> int:
 
     from .cli_output import unused_tuning
 
-    from .index.cutoff import MIN_SCORE
-
-    args.min_score = MIN_SCORE if args.min_score is None else args.min_score
     index = Index.load(args.index)
+    if args.min_score is None:
+        args.min_score = index.preset.min_score
     unused = unused_tuning(index.backend.name, _tuning(args))
     if unused:
         _eprint(f"imret search: error: {unused}")
@@ -322,6 +321,7 @@ def cmd_info(args) -> int:
 
 def cmd_presets(args) -> int:
     from .backbones.tuned import tuned_status
+    from .config import DEFAULT_MIN_SCORE
     from .heads.trained import training_status
     from .presets import list_presets
 
@@ -330,6 +330,9 @@ def cmd_presets(args) -> int:
         for part, status in (("backbone", tuned_status(p.backbone)), ("head", training_status(p))):
             if status:
                 print(f"{'':18s}   {part}: {status}")
+        if p.min_score != DEFAULT_MIN_SCORE:
+            print(f"{'':18s}   a match from cosine {p.min_score:g} (calibrated for this preset; most take "
+                  f"{DEFAULT_MIN_SCORE:g})")
     return 0
 
 
@@ -651,7 +654,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--min-score", type=_min_score, default=None, metavar="COSINE",
                    help="results below this cosine (and not verified by sv) are not matches; "
-                        "default 0.75 (see benchmarks/bench_min_score.py)")
+                        "default: the index's preset's (0.75 for 'default', 0.55 for 'lite0-gem-tuned'; "
+                        "'imret presets' lists them; see benchmarks/bench_min_score.py)")
     p.add_argument("--matches", action="store_true",
                    help="with --json and --rerank sv: also the inlier match coordinates")
     tuning_options(p, "for this search (default: as the index was built)")

@@ -15,8 +15,12 @@ from typing import Any, Mapping
 from .core.errors import ConfigError
 from .core.registry import BACKBONES, BACKENDS, HEADS
 
-__all__ = ["BackboneConfig", "ConfigError", "ExtractionConfig", "HeadConfig", "IndexConfig", "Preset",
-           "WhiteningConfig", "check_params"]
+# The cosine from which a result counts as a match, for the 'default' preset's descriptors
+# (imret.index.cutoff says how it was chosen).
+DEFAULT_MIN_SCORE = 0.75
+
+__all__ = ["BackboneConfig", "DEFAULT_MIN_SCORE", "ConfigError", "ExtractionConfig", "HeadConfig", "IndexConfig",
+           "Preset", "WhiteningConfig", "check_params"]
 
 
 def check_params(name: str, params: Mapping[str, Any]) -> None:
@@ -197,7 +201,10 @@ class IndexConfig(_Config):
 
 @dataclass(frozen=True)
 class Preset(_Config):
-    """A named bundle: backbone + head + extraction + whitening + index."""
+    """A named bundle: backbone + head + extraction + whitening + index, and ``min_score``:
+    the cosine from which a search calls a result a match ("no good match" below it),
+    calibrated for the preset's descriptors (``benchmarks/bench_min_score.py``): a
+    backbone or head trained for retrieval spreads cosines differently."""
 
     name: str = "default"
     description: str = ""
@@ -206,6 +213,13 @@ class Preset(_Config):
     extraction: ExtractionConfig = field(default_factory=ExtractionConfig)
     whitening: WhiteningConfig = field(default_factory=WhiteningConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
+    min_score: float = DEFAULT_MIN_SCORE
+
+    def __post_init__(self):
+        if isinstance(self.min_score, bool) or not isinstance(self.min_score, (int, float)) \
+                or not 0.0 <= self.min_score <= 1.0:
+            raise ConfigError(f"min_score is a cosine cut-off between 0 and 1, got {self.min_score!r}")
+        object.__setattr__(self, "min_score", float(self.min_score))
 
 
 _NESTED = {

@@ -30,7 +30,7 @@ from ..core.bbox import parse_bbox as core_parse_bbox
 from ..core.errors import ImageLoadError, ImretError, IndexFileError
 from ..index.indexer import apply_batch, extract_batch
 from ..index.lock import DEFAULT_WAIT_S, LockBusy
-from ..index.cutoff import MIN_SCORE, check_min_score, hit_fields, no_match_message
+from ..index.cutoff import check_min_score, hit_fields, no_match_message
 from ..index.store import Index
 from ..io.images import load_image
 from .holder import IndexHolder
@@ -173,20 +173,20 @@ def create_app(config: ServiceConfig, index: Index | None = None) -> FastAPI:
                 "description": i["preset"]["description"], "whitening": i["whitening"] is not None,
                 "writable": config.token is not None, "version": __version__,
                 "max_upload_bytes": config.max_upload_bytes, "rerank_steps": _rerank_names(idx),
-                "min_score": MIN_SCORE, **({"reload_error": holder.reload_error} if holder.reload_error else {})}
+                "min_score": idx.preset.min_score, **({"reload_error": holder.reload_error} if holder.reload_error else {})}
 
     @app.post("/search")
     async def search(file: UploadFile | None = File(None), id: int | None = Form(None),
                      top: int = Form(10), bbox: str | None = Form(None), rerank: str | None = Form(None),
-                     min_score: float = Form(MIN_SCORE)):
+                     min_score: float | None = Form(None)):
         if not 1 <= top <= config.max_top:
             raise HTTPException(422, f"top must be between 1 and {config.max_top}")
+        idx = holder.index  # one index for the whole request, even if a reload swaps it meanwhile
         try:
-            min_score = check_min_score(min_score)
+            min_score = check_min_score(idx.preset.min_score if min_score is None else min_score)
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
         box = parse_bbox(bbox)
-        idx = holder.index
         t0 = time.perf_counter()
         if file is not None and file.filename:
             img = await run_in_threadpool(decode, await read_upload(file), file.filename, box)

@@ -207,3 +207,17 @@ def test_search_with_rerank_steps(client):
     assert qe.status_code == 200 and qe.json()["results"][0]["id"] == plain[0]["id"] == 1
     bad = client.post("/search", data={"id": 1, "rerank": "nope"})
     assert bad.status_code == 422 and "unknown re-ranking step" in bad.json()["detail"]
+
+
+def test_the_cut_off_defaults_to_the_index_presets_own(setup, tmp_path):
+    root, photos, originals, path, index = setup
+    own = str(tmp_path / "strict.index")
+    shutil.copy(path, own)
+    loaded = Index.load(own)
+    loaded.preset = loaded.preset.replace(min_score=0.999)  # as a preset calibrated so would carry it
+    app = create_app(ServiceConfig(index_path=own, token=TOKEN, max_upload_bytes=2_000_000), index=loaded)
+    with TestClient(app, base_url="http://localhost") as c:
+        assert c.get("/info").json()["min_score"] == 0.999
+        r = c.post("/search", data={"id": 2, "top": 3}).json()
+        assert r["min_score"] == 0.999 and [h["match"] for h in r["results"][1:]] == [False, False]
+        assert c.post("/search", data={"id": 2, "top": 3, "min_score": 0.0}).json()["min_score"] == 0.0
