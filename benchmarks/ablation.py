@@ -3,12 +3,13 @@ at a time, untrained and trained under each honest protocol.
 
     python benchmarks/ablation.py [--rows TEXT…] [--steps N] [--lolo TEXT…] [--cache .cache]
 
-Backbone EfficientNet-Lite0 (ImageNet weights), frozen; descriptors as the 'default'
-preset extracts them (512 px, 3 scales averaged; whitening as the preset learns it:
-centred on the database mean from 10 images on, PCA-whitened from 500; ``--no-whitening``
-scores L2-normalised descriptors only), scored by ``imret.evaluation.evaluate.evaluate_descriptors``
-(the public evaluation path). Columns: Easy/Medium/Hard mAP on ``paris6k-sub``
-(revisited protocol), N-S on ``ukbench``, extraction ms/image (whole ``Extractor.extract``
+Backbone EfficientNet-Lite0, frozen: ImageNet weights, or with ``--tuned`` the fine-tuned
+last stages of ``lite0-gem-tuned``; descriptors as the 'default' preset extracts them
+(512 px, 3 scales averaged; whitening as the preset learns it: centred on the database mean
+from 10 images on, PCA-whitened from 500; ``--no-whitening`` scores L2-normalised
+descriptors only), scored by ``imret.evaluation.evaluate.evaluate_descriptors`` (the public
+evaluation path). Columns: Easy/Medium/Hard mAP on ``paris6k-sub`` (revisited protocol),
+N-S on ``ukbench``, extraction ms/image (whole ``Extractor.extract``
 of a paris6k-sub photo: decode, 3 scales, head; median of ``--timing-images``), head
 parameters.
 
@@ -182,19 +183,22 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-whitening", action="store_true",
                     help="score on L2-normalised descriptors only (the tables measured before centring)")
+    ap.add_argument("--tuned", action="store_true",
+                    help="every row on the tuned backbone of 'lite0-gem-tuned' (Lite0's last two stages fine-tuned, "
+                         "imret/backbones/weights) instead of the ImageNet one")
     ap.add_argument("--shipped", action="store_true",
                     help="also score each attentive preset's shipped weights (imret/heads/weights) as shipped")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     root = os.path.normpath(args.data_root)
-    ex = head_maps.extractor(512)
+    base = get_preset("lite0-gem-tuned" if args.tuned else "default")
+    ex = head_maps.extractor(512, base.backbone)
     paris = head_maps.eval_maps(ex, os.path.join(root, "paris6k-sub"), args.cache)
     ukb = head_maps.eval_maps(ex, os.path.join(root, "ukbench"), args.cache)
     bank = head_maps.view_bank(ex, [os.path.join(root, d) for d in TRAIN_DATA], 4, 0, args.cache)
     labels = instance_labels(bank.paths, root)
     landmarks = query_landmarks(paris.dataset, root)
     timing = paris.dataset.db[: args.timing_images]
-    base = get_preset("default")
     white = base.whitening.replace(kind="none") if args.no_whitening else base.whitening
     print(f"{len(bank)} training views of {len(bank.paths)} photos; load {os.getloadavg()[0]:.2f}; "
           f"torch {torch.get_num_threads()} thread(s)", flush=True)
@@ -248,7 +252,7 @@ def main(argv=None):
         for name in SHIPPED_RECIPES:
             preset = get_preset(name)
             th = shipped_for(preset)
-            if th is None:
+            if th is None or preset.backbone != base.backbone:  # scored on this run's backbone maps only
                 continue
             head = build_head(preset.head, ex.backbone.out_channels)
             head.load_state_dict(th.float_state())
@@ -259,7 +263,7 @@ def main(argv=None):
     steps = f"{args.steps} steps" if args.steps else "the shipped recipes' steps"
     table(f"Ablation: paris6k-sub mAP % (Easy/Medium/Hard), ukbench N-S; Lite0 @ 512 px, 3 scales; "
           f"{head_maps.whitening_words(white, len(paris.dataset.db))}; trained on "
-          f"cached maps, {steps}, backbone frozen; load {os.getloadavg()[0]:.2f}",
+          f"cached maps, {steps}, backbone frozen ({'tuned stages' if args.tuned else 'ImageNet'}); load {os.getloadavg()[0]:.2f}",
           ["head", "protocol", "Easy", "Medium", "Hard", "N-S", "ms/image", "params", "train s"], rows)
     if lolo_rows:
         table("Leave-one-landmark-out: Medium / Hard mAP % on the left-out landmark's queries",

@@ -17,6 +17,12 @@ adapted are printed beside them for reference. Maps are cached as
 whole command, backbone included, is timed in the README). ``--seeds`` repeats the base
 and adapted rows at other seeds (the recipe's and ``ADAPT``'s seed, and so their views),
 to tell a gain from the run-to-run spread.
+
+A preset on the tuned backbone (``lite0-dagf``, ``lite0-regional``) is run on the backbone
+its preset names; the shipped tuned stages were trained on the Paris photos too (label-free),
+so only its head is new to them. ``--tuned FILE`` puts stages trained without them in their
+place (``bench_finetune.py --rows 6 --train-data ukbench/full fordham-places --save DIR``, then
+``bench_soup.py DIR/*.pt --tuned-out FILE``): the whole model then never saw a Paris photo.
 """
 from __future__ import annotations
 
@@ -53,11 +59,11 @@ def main(argv=None):
                     help="seeds of the base and adapted runs (default 0, the shipped recipes' seed)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-whitening", action="store_true", help="score on L2-normalised descriptors only")
+    ap.add_argument("--tuned", default=None, metavar="FILE",
+                    help="tuned backbone stages in place of those of the presets that have them")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     root = os.path.normpath(args.data_root)
-    ex = head_maps.extractor(512)
-    paris = head_maps.eval_maps(ex, os.path.join(root, COLLECTION), args.cache)
     others = [os.path.join(root, d) for d in TRAIN_DATA if not d.startswith(COLLECTION)]
     print(f"base: {len(others)} folders of {', '.join(TRAIN_DATA[1:])}; load {os.getloadavg()[0]:.2f}; "
           f"torch {torch.get_num_threads()} thread(s)", flush=True)
@@ -74,9 +80,13 @@ def main(argv=None):
 
     for name in args.presets:
         preset = get_preset(name)
+        if args.tuned and preset.backbone.tuned:
+            preset = preset.replace(backbone=preset.backbone.replace(tuned=os.path.abspath(args.tuned)))
+        ex = head_maps.extractor(512, preset.backbone)
+        paris = head_maps.eval_maps(ex, os.path.join(root, COLLECTION), args.cache)
         if preset.extraction.max_size != 512:
             raise SystemExit(f"--presets: {name} extracts at {preset.extraction.max_size} px; the cached maps are 512 px")
-        shipped = shipped_for(preset)
+        shipped = shipped_for(preset)  # None when --tuned replaced the stages it was trained on
         shipped_state = None if shipped is None else shipped.float_state()
         for seed in args.seeds:
             recipe = SHIPPED_RECIPES[name].config.replace(seed=seed)

@@ -24,6 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_spine import table  # noqa: E402
 from head_maps import SCALES, extractor  # noqa: E402
 
+from imret.backbones.tuned import save_tuned  # noqa: E402
 from imret.evaluation.datasets import load_dataset  # noqa: E402
 from imret.heads import build_head  # noqa: E402
 from imret.presets import get_preset  # noqa: E402
@@ -52,12 +53,23 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=None, help="write the soup here")
     ap.add_argument("--soup-only", action="store_true", help="score the soup alone, not each row")
+    ap.add_argument("--tuned-out", default=None, metavar="FILE",
+                    help="write the soup's trained backbone stages as a tuned-stages file (imret.backbones.tuned), "
+                         "which BackboneConfig(tuned=FILE) and bench_adapt.py --tuned take")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     rows = [torch.load(p, map_location="cpu", weights_only=True) for p in args.rows]
     mixed = soup(rows)
     if args.out:
         torch.save(mixed, args.out)
+    if args.tuned_out:
+        if "backbone" not in mixed:
+            raise SystemExit("bench_soup: --tuned-out needs rows that trained backbone stages")
+        net = extractor(512)
+        net.backbone.net.load_state_dict(mixed["backbone"])
+        save_tuned(args.tuned_out, "efficientnet-lite0", net.backbone, mixed["train_blocks"],
+                   {"protocol": "label-free", "seeds": mixed["seed"], "head": mixed["preset"]},
+                   {"folders": mixed["train_data"], "labels": "none"})
     paris = load_dataset(os.path.join(args.data, "paris6k-sub"))
     ukb = load_dataset(os.path.join(args.data, "ukbench"))
     preset = get_preset(mixed["preset"])
