@@ -24,6 +24,7 @@ def test_group_keys_are_the_state_keys_of_the_named_modules_and_only_those():
                                            "1.num_batches_tracked"]
     assert group_keys(net, [[net[0]], [net[2]]]) == ["0.weight", "0.bias", "2.0.weight", "2.0.bias"]
     assert group_keys(net, []) == []
+    assert group_keys(net[2], [[net[2]]]) == ["0.weight", "0.bias"]  # the root module's keys have no prefix
 
 
 def test_lite0_last_two_groups_are_its_last_mbconv_block_and_head_conv():
@@ -35,8 +36,9 @@ def test_lite0_last_two_groups_are_its_last_mbconv_block_and_head_conv():
     one = stages_state(b, 1)
     assert set(one) == {"_conv_head.weight", "_bn1.weight", "_bn1.bias", "_bn1.running_mean", "_bn1.running_var",
                         "_bn1.num_batches_tracked"}
-    with pytest.raises(ValueError, match=r"groups must be in \[1, 9\]"):
+    with pytest.raises(ValueError, match=r"^groups must be in \[1, 9\], got 10$"):
         stages_state(b, 10)
+    assert set(stages_state(b, 9)) == set(b.net.state_dict()) - {"_fc.weight", "_fc.bias"}  # every group
 
 
 def test_a_tuned_file_replaces_the_last_groups_and_leaves_every_other_tensor(tmp_path):
