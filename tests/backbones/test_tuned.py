@@ -169,3 +169,44 @@ def test_the_shipped_tuned_preset_indexes_saves_and_searches_with_its_tuned_net(
     par = ParallelExtractor(ex, ThreadPlan(intra=1, interop=1, workers=2, cpus=2), chunk=2)
     torch.testing.assert_close(torch.from_numpy(par.extract_paths(paths[:4]).descriptors),
                                torch.from_numpy(ex.extract_paths(paths[:4]).descriptors), atol=1e-6, rtol=0)
+
+
+def test_every_refusal_names_the_file_and_its_exact_reason(tmp_path):
+    b = _random_lite0(0)
+    path = str(tmp_path / "t.pt")
+    assert save_tuned(path, "efficientnet-lite0", b, 2, {}, {}).path == path
+    with pytest.raises(WeightsError, match=r"missing\.pt: no such file of tuned backbone stages, and this imret ships "
+                                           r"none of that name \(an index built by another imret version\? rebuild it "
+                                           r"with this one\)$"):
+        load_tuned(str(tmp_path / "missing.pt"))
+    (tmp_path / "junk.pt").write_bytes(b"not a torch file")
+    with pytest.raises(WeightsError, match=r"junk\.pt: not a readable imret tuned-stages file \("):
+        load_tuned(str(tmp_path / "junk.pt"))
+    torch.save({"format": "other"}, tmp_path / "foreign.pt")
+    with pytest.raises(WeightsError, match=r"foreign\.pt: not an imret file of tuned backbone stages "
+                                           r"\(format imret-backbone-stages/1\)$"):
+        load_tuned(str(tmp_path / "foreign.pt"))
+    obj = torch.load(path, weights_only=True)
+    obj["state"]["_bn1.bias"][0] += 1
+    torch.save(obj, tmp_path / "altered.pt")
+    with pytest.raises(WeightsError, match=r"altered\.pt: weights do not match their digest "
+                                           r"\(file altered or damaged\)$"):
+        load_tuned(str(tmp_path / "altered.pt"))
+    with pytest.raises(WeightsError, match=r"t\.pt: tuned stages of backbone 'efficientnet-lite0', "
+                                           r"not 'efficientnet-lite2'$"):
+        apply_tuned(b, load_tuned(path), "efficientnet-lite2")
+    obj = torch.load(path, weights_only=True)
+    obj["groups"] = 10
+    torch.save(obj, tmp_path / "ten.pt")
+    with pytest.raises(WeightsError, match=r"ten\.pt: replaces 10 parameter groups; backbone 'efficientnet-lite0' "
+                                           r"cut at 'head' has 9$"):
+        apply_tuned(b, load_tuned(str(tmp_path / "ten.pt")), "efficientnet-lite0")
+
+
+def test_a_file_may_replace_every_group_of_the_net(tmp_path):
+    source, target = _random_lite0(3), _random_lite0(4)
+    path = str(tmp_path / "all.pt")
+    save_tuned(path, "efficientnet-lite0", source, 9, {}, {}, half=False)
+    apply_tuned(target, load_tuned(path), "efficientnet-lite0")
+    got, want = target.net.state_dict(), source.net.state_dict()
+    assert all(torch.equal(got[k], want[k]) for k in want if not k.startswith("_fc."))
