@@ -42,6 +42,9 @@ def test_search_takes_the_index_presets_cut_off_unless_told_another(photoset, tm
     assert all(r["match"] == (r["cosine"] >= 0.55) for r in res["results"])
     told = json.loads(run_imret("search", out, query, "--json", "--min-score", "0.9").stdout)
     assert told["min_score"] == 0.9
+    info = run_imret("info", out).stdout
+    assert "(weights: packaged; tuned stages: lite0-ft2-v1)" in info
+    assert "match       from cosine 0.55 (the preset's cut-off;" in info
 
 
 def test_imret_presets_names_a_cut_off_of_its_own():
