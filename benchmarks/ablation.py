@@ -263,7 +263,8 @@ def main(argv=None):
     steps = f"{args.steps} steps" if args.steps else "the shipped recipes' steps"
     table(f"Ablation: paris6k-sub mAP % (Easy/Medium/Hard), ukbench N-S; Lite0 @ 512 px, 3 scales; "
           f"{head_maps.whitening_words(white, len(paris.dataset.db))}; trained on "
-          f"cached maps, {steps}, backbone frozen ({'tuned stages' if args.tuned else 'ImageNet'}); load {os.getloadavg()[0]:.2f}",
+          f"cached maps, {steps}, backbone frozen ({'tuned stages' if args.tuned else 'ImageNet'}); "
+          f"load {os.getloadavg()[0]:.2f}",
           ["head", "protocol", "Easy", "Medium", "Hard", "N-S", "ms/image", "params", "train s"], rows)
     if lolo_rows:
         table("Leave-one-landmark-out: Medium / Hard mAP % on the left-out landmark's queries",

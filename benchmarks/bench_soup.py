@@ -62,18 +62,17 @@ def main(argv=None):
     mixed = soup(rows)
     if args.out:
         torch.save(mixed, args.out)
+    ex = extractor(512)
     if args.tuned_out:
         if "backbone" not in mixed:
             raise SystemExit("bench_soup: --tuned-out needs rows that trained backbone stages")
-        net = extractor(512)
-        net.backbone.net.load_state_dict(mixed["backbone"])
-        save_tuned(args.tuned_out, "efficientnet-lite0", net.backbone, mixed["train_blocks"],
+        ex.backbone.net.load_state_dict(mixed["backbone"])  # each scored row below loads its own again
+        save_tuned(args.tuned_out, "efficientnet-lite0", ex.backbone, mixed["train_blocks"],
                    {"protocol": "label-free", "seeds": mixed["seed"], "head": mixed["preset"]},
                    {"folders": mixed["train_data"], "labels": "none"})
     paris = load_dataset(os.path.join(args.data, "paris6k-sub"))
     ukb = load_dataset(os.path.join(args.data, "ukbench"))
     preset = get_preset(mixed["preset"])
-    ex = extractor(512)
     named = [] if args.soup_only else [(f"seed {r['seed']}", r) for r in rows]
     table_rows = []
     for label, r in named + [(f"soup of seeds {mixed['seed']}", mixed)]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from typing import Iterable, Sequence
 
-from .config import DEFAULT_MIN_SCORE, WhiteningConfig
+from .config import WhiteningConfig
 from .descriptor.whitening import kind_of
 
 
@@ -136,12 +136,12 @@ def info_lines(info: dict, path: str) -> list[str]:
         f"descriptor  {info['dim']}-d float32 ({info['bytes_per_image']} bytes/image)",
         f"preset      {p['name']}",
         f"backbone    {p['backbone']['name']} (weights: {p['backbone']['weights'] or 'packaged'}"
-        + (f"; tuned stages: {p['backbone']['tuned']}" if p['backbone'].get('tuned') else "") + ")",
+        + (f"; tuned stages: {p['backbone']['tuned']}" if p['backbone']['tuned'] else "") + ")",
         f"head        {p['head']['name']} {p['head']['params'] or ''}".rstrip()
         + (" (trained weights stored in the index)" if info.get("head_trained") else ""),
         f"scales      {', '.join(f'{s:.3g}' for s in p['extraction']['scales'])} at max side "
         f"{p['extraction']['max_size']} px",
-        f"match       from cosine {p.get('min_score', DEFAULT_MIN_SCORE):g} (the preset's cut-off; "
+        f"match       from cosine {p['min_score']:g} (the preset's cut-off; "
         "'imret search --min-score' sets another)",
     ]
     if w and w.get("kind", "pca") == "center":

@@ -98,6 +98,11 @@ class BackboneConfig(_Config):
             raise ConfigError("backbone tuned stages were trained over the shipped weights, not over "
                               "weights='random'")
 
+    def with_weights(self, weights: str) -> "BackboneConfig":
+        """This backbone from another weights file. Tuned stages are dropped: they were
+        trained over the shipped weights, and a checkpoint of a whole backbone holds its own."""
+        return self.replace(weights=weights, tuned=None)
+
 
 @dataclass(frozen=True)
 class HeadConfig(_Config):

@@ -63,7 +63,7 @@ def get_preset(name: str, weights: str | None = None) -> Preset:
     (and drops its tuned stages, which were trained over the shipped weights)."""
     p = PRESETS.get(name)
     if weights is not None:
-        p = p.replace(backbone=p.backbone.replace(weights=weights, tuned=None))
+        p = p.replace(backbone=p.backbone.with_weights(weights))
     return p
 
 

@@ -15,7 +15,7 @@ an index, whose preset records ``tuned``, is searched with the net it was built 
   whose weights the stages were trained from; ``groups``: how many of the last
   parameter groups (``Backbone.param_groups``) the file replaces;
 - ``state``: those groups' tensors under the net's own key names (float16 when shipped);
-- ``digest``: sha256 of the state (``imret.core.digest.weights_digest``), checked on load;
+- ``digest``: sha256 of the state (``imret.io.torchfile.save_weights_file``), checked on load;
 - ``recipe``, ``data``: how and on what photos the stages were trained.
 
 The package ships such files in ``imret/backbones/weights/`` (made by
@@ -31,10 +31,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..core.atomic import atomic_write
-from ..core.digest import shipped_state, weights_digest
 from ..core.errors import WeightsError
 from ..core.paths import package_file
+from ..io.torchfile import load_weights_file, save_weights_file
 
 FORMAT = "imret-backbone-stages/1"
 TUNED_PACKAGE = "imret.backbones.weights"
@@ -74,14 +73,9 @@ def stages_state(backbone, groups: int) -> dict[str, torch.Tensor]:
 def save_tuned(path: str | os.PathLike, backbone_name: str, backbone, groups: int, recipe: dict, data: dict,
                half: bool = True) -> TunedStages:
     """Write ``backbone``'s last ``groups`` parameter groups (float16 unless ``half`` is False)."""
-    state = shipped_state(stages_state(backbone, groups), half)
-    ts = TunedStages(backbone_name, int(groups), state, weights_digest(state), dict(recipe), dict(data))
-    path = os.fspath(path)
-    content = {"format": FORMAT, "backbone": ts.backbone, "groups": ts.groups, "state": ts.state,
-               "digest": ts.digest, "recipe": ts.recipe, "data": ts.data}
-    atomic_write(path, lambda tmp: torch.save(content, tmp))
-    ts.path = path
-    return ts
+    fields = {"backbone": backbone_name, "groups": int(groups), "recipe": dict(recipe), "data": dict(data)}
+    state, digest = save_weights_file(path, FORMAT, stages_state(backbone, groups), fields, half)
+    return TunedStages(backbone_name, int(groups), state, digest, fields["recipe"], fields["data"], os.fspath(path))
 
 
 def shipped_tuned_path(name: str) -> str | None:
@@ -103,17 +97,11 @@ def resolve_tuned(name_or_path: str) -> str:
 def load_tuned(name_or_path: str) -> TunedStages:
     """A file ``save_tuned`` wrote, by shipped name or path; a foreign, broken or altered
     one is a ``WeightsError``."""
-    from ..io.torchfile import load_torch_file
-
     path = resolve_tuned(name_or_path)
-    obj = load_torch_file(path, "tuned backbone stages", "imret tuned-stages file")
-    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
-        raise WeightsError(path, f"not an imret file of tuned backbone stages (format {FORMAT})")
-    ts = TunedStages(obj["backbone"], int(obj["groups"]), dict(obj["state"]), obj["digest"], obj.get("recipe", {}),
-                     obj.get("data", {}), path)
-    if weights_digest(ts.state) != ts.digest:
-        raise WeightsError(path, "weights do not match their digest (file altered or damaged)")
-    return ts
+    obj = load_weights_file(path, FORMAT, "tuned backbone stages", "imret tuned-stages file",
+                            f"not an imret file of tuned backbone stages (format {FORMAT})")
+    return TunedStages(obj["backbone"], int(obj["groups"]), dict(obj["state"]), obj["digest"], obj.get("recipe", {}),
+                       obj.get("data", {}), path)
 
 
 def apply_tuned(backbone, ts: TunedStages, backbone_name: str) -> None:

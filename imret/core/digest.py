@@ -27,10 +27,3 @@ def state_digest(state: dict | None) -> str:
     """A short fingerprint of a module's weights: ``weights_digest``'s first 16 characters."""
     return weights_digest(state)[:16]
 
-
-def shipped_state(state: dict, half: bool = True) -> dict:
-    """``state``'s tensors as a weights file stores them: on the CPU, contiguous, the
-    floating ones in float16 when ``half`` (figures reported for a shipped file are
-    measured with these rounded weights)."""
-    return {k: (v.detach().cpu().half() if half and v.is_floating_point() else v.detach().cpu()).contiguous()
-            for k, v in state.items()}

@@ -23,9 +23,8 @@ from dataclasses import dataclass, field
 import torch
 
 from ..config import Preset
-from ..core.atomic import atomic_write
-from ..core.digest import shipped_state, weights_digest
 from ..core.paths import package_file
+from ..io.torchfile import load_weights_file, save_weights_file
 
 FORMAT = "imret-head/1"
 WEIGHTS_PACKAGE = "imret.heads.weights"
@@ -52,30 +51,19 @@ class TrainedHead:
 
 def save_trained(path: str | os.PathLike, preset, state: dict[str, torch.Tensor], recipe: dict, data: dict,
                  figures: dict | None = None, half: bool = True) -> TrainedHead:
-    state = shipped_state(state, half)
-    th = TrainedHead(preset.to_dict(), state, weights_digest(state), dict(recipe), dict(data), dict(figures or {}))
-    path = os.fspath(path)
-    content = {"format": FORMAT, "preset": th.preset, "state": th.state, "digest": th.digest,
-               "recipe": th.recipe, "data": th.data, "figures": th.figures}
-    atomic_write(path, lambda tmp: torch.save(content, tmp))
-    th.path = path
-    return th
+    fields = {"preset": preset.to_dict(), "recipe": dict(recipe), "data": dict(data), "figures": dict(figures or {})}
+    state, digest = save_weights_file(path, FORMAT, state, fields, half)
+    return TrainedHead(fields["preset"], state, digest, fields["recipe"], fields["data"], fields["figures"],
+                       os.fspath(path))
 
 
 def load_trained(path: str | os.PathLike) -> TrainedHead:
     """A file ``save_trained`` wrote; a foreign, broken or altered one is a ``WeightsError``."""
-    from ..errors import WeightsError
-    from ..io.torchfile import load_torch_file
-
     path = os.fspath(path)
-    obj = load_torch_file(path, "trained head", "imret trained-head file")
-    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
-        raise WeightsError(path, f"not an imret trained-head file (format {FORMAT})")
-    th = TrainedHead(obj["preset"], dict(obj["state"]), obj["digest"], obj.get("recipe", {}), obj.get("data", {}),
-                     obj.get("figures", {}), path)
-    if weights_digest(th.state) != th.digest:
-        raise WeightsError(path, "weights do not match their digest (file altered or damaged)")
-    return th
+    obj = load_weights_file(path, FORMAT, "trained head", "imret trained-head file",
+                            f"not an imret trained-head file (format {FORMAT})")
+    return TrainedHead(obj["preset"], dict(obj["state"]), obj["digest"], obj.get("recipe", {}), obj.get("data", {}),
+                       obj.get("figures", {}), path)
 
 
 def is_trained_head_file(path: str | os.PathLike) -> bool:

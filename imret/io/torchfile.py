@@ -1,4 +1,5 @@
-"""Reading PyTorch files a user names, safely: tensors and plain containers only."""
+"""Reading PyTorch files a user names, safely: tensors and plain containers only; and the
+package's own checksummed weights files (a trained head, tuned backbone stages)."""
 from __future__ import annotations
 
 import os
@@ -20,3 +21,36 @@ def load_torch_file(path: str | os.PathLike, what: str, readable_as: str | None 
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for foreign or broken files
         raise WeightsError(path, f"not a readable {readable_as or what} ({type(exc).__name__}: {exc})") from None
+
+
+def save_weights_file(path: str | os.PathLike, fmt: str, state: dict, fields: dict, half: bool = True
+                      ) -> tuple[dict, str]:
+    """Write ``torch.save`` of ``{"format": fmt, **fields, "state", "digest"}`` atomically: the
+    state's tensors on the CPU, contiguous, floating ones in float16 when ``half`` (figures
+    reported for a shipped file are measured with these rounded weights), and the sha256 of
+    the state as stored (``imret.core.digest.weights_digest``). Returns (state, digest)."""
+    import torch
+
+    from ..core.atomic import atomic_write
+    from ..core.digest import weights_digest
+
+    state = {k: (v.detach().cpu().half() if half and v.is_floating_point() else v.detach().cpu()).contiguous()
+             for k, v in state.items()}
+    digest = weights_digest(state)
+    content = {"format": fmt, **fields, "state": state, "digest": digest}
+    atomic_write(os.fspath(path), lambda tmp: torch.save(content, tmp))
+    return state, digest
+
+
+def load_weights_file(path: str | os.PathLike, fmt: str, what: str, readable_as: str, foreign: str) -> dict:
+    """The content of a file ``save_weights_file`` wrote with format ``fmt``: a file of
+    another format is a ``WeightsError`` saying ``foreign``, one whose state no longer
+    matches its digest a ``WeightsError`` saying so."""
+    from ..core.digest import weights_digest
+
+    obj = load_torch_file(path, what, readable_as)
+    if not isinstance(obj, dict) or obj.get("format") != fmt:
+        raise WeightsError(path, foreign)
+    if weights_digest(dict(obj["state"])) != obj["digest"]:
+        raise WeightsError(path, "weights do not match their digest (file altered or damaged)")
+    return obj

@@ -94,6 +94,5 @@ def model_from_checkpoint(path: str | os.PathLike) -> tuple[Preset, dict[str, to
     ck = load_checkpoint(path)
     preset = ck.preset
     if ck.backbone is not None:  # the whole trained backbone, tuned stages included
-        preset = preset.replace(backbone=preset.backbone.replace(weights=os.path.abspath(os.fspath(path)),
-                                                                 tuned=None))
+        preset = preset.replace(backbone=preset.backbone.with_weights(os.path.abspath(os.fspath(path))))
     return preset, ck.head

@@ -49,10 +49,10 @@ def train_soup(preset: Preset, cfg: TrainConfig, paths: Sequence[str], seeds: Se
     for seed in seeds:
         run_cfg = cfg.replace(seed=int(seed))
         torch.manual_seed(run_cfg.seed)
-        frozen = training_extractor(preset, run_cfg, device)
-        images = ViewBank(frozen, list(paths), list(range(len(paths))), run_cfg.views, run_cfg.seed, cache=False,
-                          progress=progress)
         ex = training_extractor(preset, run_cfg, device)  # trained in place: a fresh start per seed
+        # the views' entering maps are computed before any step, so from the shared start
+        images = ViewBank(ex, list(paths), list(range(len(paths))), run_cfg.views, run_cfg.seed, cache=False,
+                          progress=progress)
         bank = ViewBank.from_state(ex, images.cached(run_cfg.train_blocks).state())
         res = train(preset, run_cfg, None, bank=bank, progress=progress)
         runs.append(res)
