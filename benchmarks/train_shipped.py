@@ -62,9 +62,9 @@ def train_delf(root: str, args) -> tuple:
     seconds = time.time() - t
     if not args.dry_run:
         path = os.path.join(os.path.dirname(os.path.dirname(args.out)), "local", "weights", "delf-attention.pt")
-        save_attention(path, {k: v.half() for k, v in res.state.items()}, config, cfg, res.losses,
+        save_attention(path, res.state, config, cfg, res.losses,
                        {"photos": len(bank.paths), "folders": list(TRAIN_DATA), "labels": "none (each photo its "
-                        "own instance, augmentations as positives)", "protocol": "label-free"})
+                        "own instance, augmentations as positives)", "protocol": "label-free"}, half=True)
         assert shipped_attention("delf") == path
     n = 20
     acc = sum(res.accuracies[-n:]) / n

@@ -99,7 +99,8 @@ def load_tuned(name_or_path: str) -> TunedStages:
     one is a ``WeightsError``."""
     path = resolve_tuned(name_or_path)
     obj = load_weights_file(path, FORMAT, "tuned backbone stages", "imret tuned-stages file",
-                            f"not an imret file of tuned backbone stages (format {FORMAT})")
+                            f"not an imret file of tuned backbone stages (format {FORMAT})",
+                            required=("backbone", "groups"))
     return TunedStages(obj["backbone"], int(obj["groups"]), dict(obj["state"]), obj["digest"], obj.get("recipe", {}),
                        obj.get("data", {}), path)
 

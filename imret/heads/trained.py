@@ -61,7 +61,7 @@ def load_trained(path: str | os.PathLike) -> TrainedHead:
     """A file ``save_trained`` wrote; a foreign, broken or altered one is a ``WeightsError``."""
     path = os.fspath(path)
     obj = load_weights_file(path, FORMAT, "trained head", "imret trained-head file",
-                            f"not an imret trained-head file (format {FORMAT})")
+                            f"not an imret trained-head file (format {FORMAT})", required=("preset",))
     return TrainedHead(obj["preset"], dict(obj["state"]), obj["digest"], obj.get("recipe", {}), obj.get("data", {}),
                        obj.get("figures", {}), path)
 

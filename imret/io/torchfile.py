@@ -1,5 +1,6 @@
 """Reading PyTorch files a user names, safely: tensors and plain containers only; and the
-package's own checksummed weights files (a trained head, tuned backbone stages)."""
+package's own checksummed weights files (a trained head, tuned backbone stages, a
+trained keypoint attention)."""
 from __future__ import annotations
 
 import os
@@ -42,15 +43,24 @@ def save_weights_file(path: str | os.PathLike, fmt: str, state: dict, fields: di
     return state, digest
 
 
-def load_weights_file(path: str | os.PathLike, fmt: str, what: str, readable_as: str, foreign: str) -> dict:
+def load_weights_file(path: str | os.PathLike, fmt: str, what: str, readable_as: str, foreign: str,
+                      required: tuple[str, ...] = (), digest_required: bool = True) -> dict:
     """The content of a file ``save_weights_file`` wrote with format ``fmt``: a file of
-    another format is a ``WeightsError`` saying ``foreign``, one whose state no longer
-    matches its digest a ``WeightsError`` saying so."""
+    another format is a ``WeightsError`` saying ``foreign``; one without its state or a
+    ``required`` field, or whose state no longer matches its digest, a ``WeightsError``
+    saying so. ``digest_required=False`` reads a file written before its kind carried a
+    digest (the digest is still checked when there is one)."""
     from ..core.digest import weights_digest
 
     obj = load_torch_file(path, what, readable_as)
     if not isinstance(obj, dict) or obj.get("format") != fmt:
         raise WeightsError(path, foreign)
-    if weights_digest(dict(obj["state"])) != obj["digest"]:
+    missing = [k for k in ("state", *required) if k not in obj]
+    if missing or not isinstance(obj["state"], dict):
+        raise WeightsError(path, f"damaged {readable_as}: no {', '.join(missing) or 'state of tensors'} in it")
+    if "digest" not in obj:
+        if digest_required:
+            raise WeightsError(path, f"damaged {readable_as}: no digest of its weights in it")
+    elif weights_digest(dict(obj["state"])) != obj["digest"]:
         raise WeightsError(path, "weights do not match their digest (file altered or damaged)")
     return obj

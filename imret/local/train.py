@@ -129,14 +129,16 @@ def train_attention(data: str, config: LocalConfig | None = None, cfg: Attention
 
 
 def save_attention(path: str | os.PathLike, state: dict[str, torch.Tensor], config: LocalConfig,
-                   cfg: AttentionTrainConfig, losses: list[float], data: dict | None = None) -> None:
+                   cfg: AttentionTrainConfig, losses: list[float], data: dict | None = None,
+                   half: bool = False) -> None:
     """Write a trained attention network (tensors and JSON-able values only: no pickle of code),
-    with the digest of its weights and, when given, what it was trained on."""
-    from ..core.digest import weights_digest
+    atomically, with the digest of its weights and, when given, what it was trained on;
+    ``half``: float16 weights (the shipped file)."""
+    from ..io.torchfile import save_weights_file
 
-    torch.save({"format": FORMAT, "local": config.to_dict(), "train": cfg.to_dict(), "state": state,
-                "digest": weights_digest(state), "data": dict(data or {}),
-                "losses": [float(v) for v in losses]}, os.fspath(path))
+    fields = {"local": config.to_dict(), "train": cfg.to_dict(), "data": dict(data or {}),
+              "losses": [float(v) for v in losses]}
+    save_weights_file(path, FORMAT, state, fields, half)
 
 
 def shipped_attention(name: str) -> str | None:
@@ -162,21 +164,17 @@ def shipped_attention_state(config: LocalConfig) -> dict[str, torch.Tensor] | No
 
 
 def load_attention(path: str | os.PathLike) -> tuple[LocalConfig, dict[str, torch.Tensor]]:
-    """(the local config it was trained for, the attention state) of a file ``save_attention`` wrote."""
+    """(the local config it was trained for, the attention state) of a file ``save_attention``
+    wrote; a foreign, broken or altered one is a ``WeightsError``. Files written before
+    attention files carried a digest (2026-12-01) are read without one."""
     from ..core.errors import WeightsError
-    from ..io.torchfile import load_torch_file
+    from ..io.torchfile import load_weights_file
 
     path = os.fspath(path)
-    obj = load_torch_file(path, "attention", "imret attention file")
+    obj = load_weights_file(path, FORMAT, "attention", "imret attention file",
+                            f"not an imret attention file (format {FORMAT})", required=("local",),
+                            digest_required=False)
     try:
-        if obj.get("format") != FORMAT:
-            raise ValueError(f"format {obj.get('format')!r}")
-        state = dict(obj["state"])
-        if "digest" in obj:
-            from ..core.digest import weights_digest
-
-            if weights_digest(state) != obj["digest"]:
-                raise ValueError("weights do not match their digest (file altered or damaged)")
-        return LocalConfig.from_dict(obj["local"]), state
-    except Exception as exc:
-        raise WeightsError(path, f"not an imret attention file ({type(exc).__name__}: {exc})") from None
+        return LocalConfig.from_dict(obj["local"]), dict(obj["state"])
+    except ConfigError as exc:
+        raise WeightsError(path, f"imret attention file for a local configuration this imret cannot build: {exc}") from None

@@ -45,10 +45,33 @@ def test_training_lowers_the_loss_and_changes_what_attention_favours(folder, pho
 def test_attention_files_that_are_not_are_refused(tmp_path):
     bad = tmp_path / "bad.pt"
     torch.save({"format": "something else"}, bad)
-    with pytest.raises(WeightsError):
+    with pytest.raises(WeightsError, match=r"bad\.pt: not an imret attention file \(format imret-attention/1\)$"):
         load_attention(bad)
-    with pytest.raises(WeightsError):
+    with pytest.raises(WeightsError, match="no such attention file"):
         load_attention(tmp_path / "missing.pt")
+
+
+def test_attention_files_carry_a_checked_digest_and_older_ones_without_one_still_load(tmp_path):
+    from imret.core.digest import weights_digest
+    from imret.local.config import LocalConfig
+
+    config, cfg = get_local_config("fast"), AttentionTrainConfig(steps=1)
+    state = {"w": torch.tensor([0.5, -1.0])}
+    save_attention(tmp_path / "a.pt", state, config, cfg, [1.0], half=True)
+    obj = torch.load(tmp_path / "a.pt", weights_only=True)
+    assert obj["state"]["w"].dtype == torch.float16 and obj["digest"] == weights_digest(obj["state"])
+    obj["state"] = {"w": torch.tensor([0.5, 1.0]).half()}
+    torch.save(obj, tmp_path / "altered.pt")
+    with pytest.raises(WeightsError, match=r"altered\.pt: weights do not match their digest"):
+        load_attention(tmp_path / "altered.pt")
+    del obj["digest"]  # as 'imret train --local' wrote them before 2026-12-01
+    torch.save(obj, tmp_path / "old.pt")
+    assert load_attention(tmp_path / "old.pt")[0] == config
+    obj["local"] = {**LocalConfig().to_dict(), "no_such_field": 1}
+    torch.save(obj, tmp_path / "future.pt")
+    with pytest.raises(WeightsError, match=r"future\.pt: imret attention file for a local configuration this imret "
+                                           r"cannot build: .*no_such_field"):
+        load_attention(tmp_path / "future.pt")
 
 
 def test_every_local_config_on_the_shipped_stage_gets_the_shipped_attention():
