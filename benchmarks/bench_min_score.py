@@ -6,7 +6,9 @@ match when its cosine reaches a threshold, on real photos with ground truth.
 For every query the database is ranked as ``imret search`` ranks it (the query itself,
 and the junk of its ground truth, left out). Each of the top ``--top`` results is a
 match when the ground truth lists it (easy or hard), a non-match when it lists it
-nowhere. At each threshold t, a result is called a match when its cosine is at least t:
+nowhere. At each threshold t, a result is called a match when its cosine is at least t (with
+the preset's re-ranking, ``--rerank``, results are ordered as it orders them; the match is
+still called on the query's own cosine, as a search calls it):
 
 - precision: of the results called matches, the share that are;
 - recall: of the true matches in the top results, the share called matches;
@@ -30,13 +32,29 @@ from imret.evaluation.datasets import load_dataset  # noqa: E402
 from imret.evaluation.evaluate import describe  # noqa: E402
 from imret.extractor import Extractor  # noqa: E402
 from imret.presets import get_preset  # noqa: E402
+from imret.rerank import Pipeline, Shortlist, resolve  # noqa: E402
 
 THRESHOLDS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)
 
 
-def labelled_pairs(dataset, sims: np.ndarray, top: int):
-    """(cosines, is-match) of every query's top results, and each query's best wrong cosine
-    once its matches are removed."""
+def ranking(q: np.ndarray, rows: np.ndarray, pipeline: Pipeline | None) -> tuple[np.ndarray, np.ndarray]:
+    """(database positions best first, their cosines) for one D-vector query against N×D
+    ``rows``, as a search shows them: ranked by ``pipeline``'s steps when given, each with
+    the query's own cosine (a search calls matches on it, not on the re-ranked score)."""
+    prepared = rows if pipeline is None else pipeline.prepare(rows)
+    sims = prepared @ q
+    order = np.argsort(-sims, kind="stable")
+    scores = sims[order].astype(np.float32)
+    if pipeline is None or not pipeline.shortlist_steps:
+        return order, scores
+    order = pipeline.rerank(Shortlist(q[None], order[None], scores[None]), prepared).ranks[0]
+    return order, prepared[order] @ q
+
+
+def labelled_pairs(dataset, q: np.ndarray, db: np.ndarray, top: int, pipeline: Pipeline | None = None):
+    """(scores, is-match) of every query's top results, and each query's best wrong score
+    once its matches are removed from the database (re-ranking then expands from what is
+    left, as it would in an index without them)."""
     cos, truth, best_wrong = [], [], []
     for qi, g in enumerate(dataset.gnd):
         ok = set(np.concatenate([np.ravel(g.get(k, [])) for k in ("ok", "easy", "hard")]).astype(int).tolist())
@@ -44,13 +62,14 @@ def labelled_pairs(dataset, sims: np.ndarray, top: int):
         if dataset.query_db_index[qi] is not None:  # the query itself is in the database
             junk.add(int(dataset.query_db_index[qi]))
             ok.discard(int(dataset.query_db_index[qi]))
-        order = [int(j) for j in np.argsort(-sims[qi], kind="stable") if int(j) not in junk]
-        for j in order[:top]:
-            cos.append(sims[qi, j])
-            truth.append(j in ok)
-        wrong = [j for j in order if j not in ok]
-        if ok and wrong:
-            best_wrong.append(sims[qi, wrong[0]])
+        keep = np.array([j for j in range(len(db)) if j not in junk])
+        order, scores = ranking(q[qi], db[keep], pipeline)
+        for j, s in list(zip(keep[order], scores))[:top]:
+            cos.append(s)
+            truth.append(int(j) in ok)
+        left = np.array([j for j in keep if j not in ok])
+        if ok and len(left):
+            best_wrong.append(ranking(q[qi], db[left], pipeline)[1][0])
     return np.array(cos), np.array(truth), np.array(best_wrong)
 
 
@@ -72,6 +91,8 @@ def main(argv=None):
     ap.add_argument("--data", nargs="+", required=True, help="datasets in any layout 'imret eval' reads")
     ap.add_argument("--preset", nargs="+", default=["default"])
     ap.add_argument("--top", type=int, default=10)
+    ap.add_argument("--rerank", default="preset", help="re-ranking steps, 'none', or 'preset' (default): "
+                    "the preset's own, as a search runs them")
     args = ap.parse_args(argv)
     import torch
 
@@ -79,14 +100,16 @@ def main(argv=None):
     for data in args.data:
         dataset = load_dataset(data)
         for name in args.preset:
-            ex = Extractor(get_preset(name), device="cpu")
+            preset = get_preset(name)
+            pipeline = resolve(args.rerank, preset.rerank)
+            ex = Extractor(preset, device="cpu")
             db, q, failures = describe(ex, dataset)
             if failures:
                 print(f"{len(failures)} photos failed, e.g. {failures[0]}")
             # as a search of an index of fewer than 500 photos compares them: L2-normalised, no whitening
-            sims = l2_normalize(q) @ l2_normalize(db).T
-            cos, truth, best_wrong = labelled_pairs(dataset, sims, args.top)
-            table(f"{dataset.name}, preset {name}: {len(dataset.queries)} queries, top {args.top} results each "
+            cos, truth, best_wrong = labelled_pairs(dataset, l2_normalize(q), l2_normalize(db), args.top, pipeline)
+            table(f"{dataset.name}, preset {name}, re-ranking {pipeline or 'none'}: {len(dataset.queries)} "
+                  f"queries, top {args.top} results each "
                   f"({int(truth.sum())} matches, {int((~truth).sum())} non-matches); "
                   f"{len(best_wrong)} queries with their matches removed",
                   ["min cosine", "precision", "recall", "F1", "no-match found"], rows_for(cos, truth, best_wrong))

@@ -74,14 +74,25 @@ def _min_score(text: str) -> float:
 
 
 def _rerank(text: str):
-    """--rerank STEPS → a re-ranking Pipeline; a bad spec is a usage error naming the problem."""
+    """--rerank STEPS → a re-ranking Pipeline ('none': the string, no re-ranking, not even the
+    preset's); a bad spec is a usage error naming the problem."""
     from .core.errors import ConfigError
-    from .rerank import Pipeline
+    from .rerank import NO_RERANK, Pipeline
 
+    if text.strip().lower() == NO_RERANK:
+        return NO_RERANK
     try:
         return Pipeline.parse(text)
     except ConfigError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _preset_rerank(given, preset):
+    """The pipeline a command runs: ``given`` (--rerank: a Pipeline, or 'none'), else the
+    preset's own steps (None when it bundles none)."""
+    from .rerank import FROM_PRESET, resolve
+
+    return resolve(FROM_PRESET if given is None else given, preset.rerank)
 
 
 def _preset_from_args(args):
@@ -271,6 +282,7 @@ def cmd_search(args) -> int:
     index.extractor(device=args.device)
     if _tuning(args):
         index.tune(**_tuning(args))
+    args.rerank = _preset_rerank(args.rerank, index.preset)
     step = args.rerank.database_step if args.rerank else None
     if step is not None and (index.dba is None or index.dba.step != step):
         stored = f"stores {index.dba.step.spec()}" if index.dba else "stores no αDBA"
@@ -330,6 +342,8 @@ def cmd_presets(args) -> int:
         for part, status in (("backbone", tuned_status(p.backbone)), ("head", training_status(p))):
             if status:
                 print(f"{'':18s}   {part}: {status}")
+        if p.rerank:
+            print(f"{'':18s}   re-ranking: {p.rerank} (searches run it unless --rerank says otherwise)")
         if p.min_score != DEFAULT_MIN_SCORE:
             print(f"{'':18s}   a match from cosine {p.min_score:g} (calibrated for this preset; most take "
                   f"{DEFAULT_MIN_SCORE:g})")
@@ -342,15 +356,18 @@ def cmd_eval(args) -> int:
     from .local import needs_local
 
     dataset = load_dataset(args.dataset, args.layout)
+    from_preset = args.rerank is None
     if args.index:  # score the searches of an existing index, of any backend
         from .index.store import Index
 
         index, skipped = Index.load(args.index), []
         index.extractor(device=args.device)
+        args.rerank = _preset_rerank(args.rerank, index.preset)
     else:  # the database indexed in memory, as 'imret index' would
         from .extractor import Extractor
 
         preset, head_state = _model_from_args(args)
+        args.rerank = _preset_rerank(args.rerank, preset)
         ex = Extractor(preset, device=args.device, head_state=head_state)
         local = None
         if needs_local(args.rerank):
@@ -369,7 +386,8 @@ def cmd_eval(args) -> int:
         return 0
     print(f"{res['dataset']} ({res['protocol']}): {res['images']} images, {res['queries']} queries, "
           f"preset {index.preset.name}, {res['backend']}{_WHITENING_WORDS[res['whitening']]}"
-          + (f", re-ranked by {res['rerank']}" if res["rerank"] else ""))
+          + (f", re-ranked by {res['rerank']}" + (" (the preset's; --rerank none for none)" if from_preset else "")
+             if res["rerank"] else ""))
     figs = res["figures"]
     if res["protocol"] == "revisited":
         print(f"{'':8s}" + "".join(f"{k:>9s}" for k in figs["easy"]))
@@ -488,7 +506,8 @@ def cmd_serve(args) -> int:
 
 RERANK_HELP = ("re-rank the results by these steps, in order: aqe, qe, gfr, kreciprocal, and dba "
                "(first); parameters after a colon, e.g. 'dba:k=3,aqe:n=3,alpha=3'; sv (affine) or svh "
-               "(homography) verifies the shortlist with local features (an index built with --local)")
+               "(homography) verifies the shortlist with local features (an index built with --local); "
+               "default: the preset's own steps ('imret presets'; most presets have none), 'none' for none")
 LOCAL_HELP = ("local-feature configuration: 'delf' (the default: 0.25-2.0 pyramid over the photo's own pixels up "
               "to 1024 px, distance matching, affine RANSAC, inlier scores), 'delf-512' (the same pyramid at 512 px, "
               "ratio + mutual matching), 'delf-96' (as 'delf' with 96-d float16 descriptors: better local-only search, "

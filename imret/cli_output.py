@@ -143,6 +143,7 @@ def info_lines(info: dict, path: str) -> list[str]:
         f"{p['extraction']['max_size']} px",
         f"match       from cosine {p['min_score']:g} (the preset's cut-off; "
         "'imret search --min-score' sets another)",
+        f"re-ranking  {p['rerank'] or 'none'} (the preset's: searches run it unless --rerank says otherwise)",
     ]
     if w and w.get("kind", "pca") == "center":
         lines.append(f"whitening   centring only (the database mean subtracted), {w['dim']}-d"

@@ -14,6 +14,7 @@ from typing import Any, Mapping
 
 from .core.errors import ConfigError
 from .core.registry import BACKBONES, BACKENDS, HEADS
+from .core.steptext import check_order, parse_steps
 
 # The cosine from which a result counts as a match, for the 'default' preset's descriptors
 # (imret.index.cutoff says how it was chosen).
@@ -206,10 +207,12 @@ class IndexConfig(_Config):
 
 @dataclass(frozen=True)
 class Preset(_Config):
-    """A named bundle: backbone + head + extraction + whitening + index, and ``min_score``:
-    the cosine from which a search calls a result a match ("no good match" below it),
-    calibrated for the preset's descriptors (``benchmarks/bench_min_score.py``): a
-    backbone or head trained for retrieval spreads cosines differently."""
+    """A named bundle: backbone + head + extraction + whitening + index, ``rerank``: the
+    re-ranking steps a search runs unless told others (text as ``--rerank`` takes it,
+    stored with every parameter spelt out; "" for none), and ``min_score``: the score from
+    which a search calls a result a match ("no good match" below it), calibrated for the
+    preset's descriptors and re-ranking (``benchmarks/bench_min_score.py``): a backbone or
+    head trained for retrieval spreads cosines differently."""
 
     name: str = "default"
     description: str = ""
@@ -219,8 +222,15 @@ class Preset(_Config):
     whitening: WhiteningConfig = field(default_factory=WhiteningConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
     min_score: float = DEFAULT_MIN_SCORE
+    rerank: str = ""
 
     def __post_init__(self):
+        if not isinstance(self.rerank, str):
+            raise ConfigError(f"rerank is a re-ranking spec such as 'gfr' or 'dba,aqe' ('' for none), "
+                              f"got {self.rerank!r}")
+        steps = parse_steps(self.rerank) if self.rerank.strip() else ()
+        check_order(steps)
+        object.__setattr__(self, "rerank", ",".join(s.spec() for s in steps))
         if isinstance(self.min_score, bool) or not isinstance(self.min_score, (int, float)) \
                 or not 0.0 <= self.min_score <= 1.0:
             raise ConfigError(f"min_score is a cosine cut-off between 0 and 1, got {self.min_score!r}")

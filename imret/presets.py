@@ -1,4 +1,5 @@
-"""Named presets: a backbone, a head, extraction scales, whitening and an index, bundled.
+"""Named presets: a backbone, a head, extraction scales, whitening, an index and (for the
+methods whose papers re-rank) re-ranking steps, bundled.
 
 ``imret presets`` lists them. A preset is a plain ``Preset`` value: override any
 part with ``preset.replace(...)`` or from the CLI (``--weights``, ``--index-kind``).
@@ -91,9 +92,12 @@ _lite0(HeadConfig("dagf", {"spatial": True, "channel": True, "scales": 3, "max_m
 # R-MAC grid of 3 levels, not Kim & Yoon's S=5: on Lite0's 16×12 maps at 512 px the
 # 5-level regions are 4×4 cells and R-MAC falls from 44.6 to 39.5 Hard mAP on
 # paris6k-sub (measured untrained, benchmarks/ablation.py).
+# Re-ranking: each paper's own (Kim & Yoon: query expansion; Chen & Yao: their global
+# re-ranking), with imret's default parameters (not tuned); the other presets re-rank only
+# when asked ('--rerank'). The database side of gfr is stored at index time.
 _lite0(HeadConfig("regional", {"levels": 3}), "lite0-regional",
-       "EfficientNet-Lite0 (last 2 stages tuned), context-aware regional attention over R-MAC regions "
-       "(Kim & Yoon)", backbone=TUNED_LITE0, min_score=0.6)
+       "EfficientNet-Lite0 (last 2 stages tuned), context-aware regional attention over R-MAC regions, "
+       "query expansion (Kim & Yoon)", backbone=TUNED_LITE0, min_score=0.6, rerank="qe")
 _lite0(HeadConfig("netvlad", {"attention": "icsa", "clusters": 16, "dim": 128}), "lite0-icsa-netvlad",
        "EfficientNet-Lite0, ICSA attention + NetVLAD 16×128", min_score=0.7)
 _lite0(HeadConfig("netvlad", {"attention": "ia", "clusters": 16, "dim": 128}), "lite0-ia-netvlad",
@@ -102,4 +106,5 @@ _lite0(HeadConfig("netvlad", {"attention": "ia", "clusters": 16, "dim": 128}), "
 # Its cosines run higher than GeM's (UKBench non-matches' median 0.74): at the 0.75 of 'default'
 # 44% of the results called matches were wrong there, hence 0.85.
 _lite0(HeadConfig("selfsim", {"window": 5, "fusion": "add"}), "lite0-selfsim",
-       "EfficientNet-Lite0, self-similarity embedding added to the features, GeM", min_score=0.85)
+       "EfficientNet-Lite0, self-similarity embedding added to the features, GeM, global re-ranking "
+       "(Chen & Yao)", min_score=0.85, rerank="gfr")

@@ -17,6 +17,7 @@ from typing import Callable
 import numpy as np
 
 from ..core.paths import collect_paths
+from ..rerank import FROM_PRESET, GlobalFeatureRerank, resolve
 from .safety import discard_finished_journal, refuse_empty, repair_local
 from .store import Index, IndexReport
 
@@ -92,7 +93,8 @@ def _journal(out: str) -> str:
 @dataclass
 class Indexer:
     """Builds and extends index files with one model: ``preset`` with its trained
-    ``head_state``, optional αDBA ``dba`` (a ``DBA`` step), and local features by the
+    ``head_state``, optional αDBA ``dba`` (a ``DBA`` step) and ``gfr`` database side (both
+    taken from the preset's re-ranking when it has them), and local features by the
     config ``local`` (and trained ``attention`` file) when either is given."""
 
     preset: object
@@ -105,6 +107,17 @@ class Indexer:
     progress: bool = False
     on_error: Callable[[str, str], None] | None = None
     threads: object = None  # a ThreadPlan; with more than one worker, extraction runs in that many processes
+
+    def __post_init__(self):
+        # the database side of the preset's own re-ranking is stored, as --dba and --gfr store
+        # theirs, so that its searches do not find every image's neighbours again
+        pipeline = resolve(FROM_PRESET, self.preset.rerank)
+        if pipeline is not None:
+            if self.dba is None:
+                self.dba = pipeline.database_step
+            if self.gfr is None:
+                self.gfr = next((s for s in pipeline.steps if isinstance(s, GlobalFeatureRerank)
+                                 and s.scope == "database"), None)
 
     def extractor(self):
         from ..extractor import Extractor

@@ -25,7 +25,7 @@ from ..config import Preset
 from ..descriptor.whitening import Transform, learn
 from ..core.errors import ImretError, IndexFileError
 from ..core.paths import collect_paths
-from ..rerank import DBA, AugmentedRows, Database, GlobalFeatureRerank, Pipeline, Shortlist
+from ..rerank import DBA, FROM_PRESET, AugmentedRows, Database, GlobalFeatureRerank, Pipeline, Shortlist, resolve
 from .backends import tuning_keys
 from .catalog import Catalog
 from .fileformat import read_container, write_container
@@ -35,8 +35,9 @@ from .vectors import VectorStore
 
 @dataclass(frozen=True)
 class Hit:
-    """``score`` ranks the hits; ``cosine``: the descriptor similarity alone (the score
-    before spatial verification added its inlier bonus; equal to ``score`` without one).
+    """``score`` ranks the hits; ``cosine``: the descriptor similarity alone (the query's, not
+    its re-ranked expansion's, and before spatial verification added its inlier bonus;
+    equal to ``score`` without re-ranking).
     ``inliers``/``verified``/``matches``: set by spatial verification (``--rerank sv``):
     the inlier count, whether it reached the step's ``min_inliers``, and the K×4
     (query x, y, result x, y) inlier matches in original pixels."""
@@ -359,24 +360,27 @@ class Index:
         self.preset = self.preset.replace(index=cfg)
         self.vectors.tune(cfg)
 
-    def search(self, query_raw: np.ndarray, top: int = 10, rerank=None, query_local=None) -> list[list[Hit]]:
+    def search(self, query_raw: np.ndarray, top: int = 10, rerank=FROM_PRESET, query_local=None) -> list[list[Hit]]:
         """Q×raw_dim raw query descriptors (as the extractor gives them) → per query, ranked hits."""
         q = self.postprocess(query_raw)
         return self.search_processed(q, top, rerank=rerank, query_local=query_local)
 
-    def search_processed(self, q: np.ndarray, top: int = 10, rerank=None, query_local=None) -> list[list[Hit]]:
+    def search_processed(self, q: np.ndarray, top: int = 10, rerank=FROM_PRESET, query_local=None
+                         ) -> list[list[Hit]]:
         """Q×dim descriptors in the index's space → ranked hits. Approximate backends
         return a shortlist that is re-scored exactly against the stored rows.
 
         ``rerank``: a ``imret.rerank.Pipeline`` or its text ('aqe', 'dba:k=3,aqe:n=3'):
-        the first search returns the pipeline's shortlist, its steps re-rank it. An
+        the first search returns the pipeline's shortlist, its steps re-rank it; 'preset'
+        (the default): the steps the index's preset bundles (``Preset.rerank``, most
+        presets none); None or 'none': no re-ranking. An
         index with stored αDBA rows (``set_dba``) is always searched through them.
         Spatial verification (``sv``) needs the index's local features and ``query_local``:
         each query's (``local.query``; ``search_image`` makes them)."""
         from ..local.steps import bind_index
 
         q = np.atleast_2d(np.asarray(q, np.float32))
-        pipeline = None if rerank is None else Pipeline.parse(rerank)
+        pipeline = self.resolve_rerank(rerank)
         pipeline, verified = bind_index(pipeline, self, query_local, len(q))
         rows = self.search_rows(pipeline)
         reranking = pipeline is not None and bool(pipeline.shortlist_steps) and len(self) > 0
@@ -391,7 +395,11 @@ class Index:
         scores, pos = scores[:, :top], pos[:, :top]
         out = []
         for qi, (srow, prow) in enumerate(zip(scores, pos)):
-            hits = [Hit(r + 1, float(s), int(self.ids[p]), self.paths[p], **verified(qi, p))
+            # after re-ranking, a hit's cosine stays the query's own similarity to it: expansion
+            # raises the scores of whatever comes first, so a match called on them would say
+            # "match" even where the collection holds none (bench_min_score.py)
+            hits = [Hit(r + 1, float(s), int(self.ids[p]), self.paths[p],
+                        **{**({"cosine": float(q[qi] @ rows[p])} if reranking else {}), **verified(qi, p)})
                     for r, (s, p) in enumerate((s, p) for s, p in zip(srow, prow) if p >= 0)]
             out.append(hits)
         return out
@@ -407,10 +415,16 @@ class Index:
         instead (re-ranking's updated rows)."""
         return self.vectors.search(q, depth, self.positions, rows if scored is None else scored)
 
-    def search_image(self, image, top: int = 10, bbox=None, rerank=None) -> list[Hit]:
-        """A path or H×W×3 uint8 array (optionally cropped to ``bbox`` x0,y0,x1,y1) → ranked hits."""
+    def resolve_rerank(self, rerank=FROM_PRESET) -> Pipeline | None:
+        """The pipeline a search given ``rerank`` runs ('preset': this index's preset's)."""
+        return resolve(rerank, self.preset.rerank)
+
+    def search_image(self, image, top: int = 10, bbox=None, rerank=FROM_PRESET) -> list[Hit]:
+        """A path or H×W×3 uint8 array (optionally cropped to ``bbox`` x0,y0,x1,y1) → ranked hits
+        (``rerank`` as ``search_processed`` takes it)."""
         from ..local.steps import needs_local
 
+        rerank = self.resolve_rerank(rerank)
         query_local = None
         if needs_local(rerank):
             if isinstance(image, (str, os.PathLike)):  # read once for both extractions

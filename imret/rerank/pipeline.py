@@ -5,10 +5,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..config import ConfigError
+from ..core.steptext import check_order
 from .steps import Database, Shortlist, Step, parse_steps
 
 DEFAULT_DEPTH = 100
+FROM_PRESET = "preset"  # a search's default: the re-ranking its index's preset bundles
+NO_RERANK = "none"
 
 
 @dataclass(frozen=True)
@@ -22,11 +24,7 @@ class Pipeline:
 
     def __post_init__(self):
         object.__setattr__(self, "steps", tuple(self.steps))
-        stages = [s.stage for s in self.steps]
-        if stages.count("database") > 1:
-            raise ConfigError(f"at most one database step (dba) per pipeline, got {self}")
-        if "database" in stages[1:]:
-            raise ConfigError(f"dba changes the database before the search, so it must come first: {self}")
+        check_order(self.steps)
 
     @classmethod
     def parse(cls, spec: "str | Pipeline") -> "Pipeline":
@@ -72,3 +70,14 @@ class Pipeline:
             ranks = np.argsort(-sims, axis=1, kind="stable")
         scores = np.take_along_axis(sims, ranks, 1)
         return self.rerank(Shortlist(q, ranks, scores), rows).ranks
+
+
+def resolve(rerank: "str | Pipeline | None", preset_rerank: str) -> Pipeline | None:
+    """What a search re-ranks by: ``FROM_PRESET`` ('preset') → the steps of ``preset_rerank``
+    (a ``Preset.rerank``; None when it is empty); None or 'none' → None (no re-ranking);
+    else the spec or ``Pipeline`` given."""
+    if isinstance(rerank, str) and rerank.strip().lower() in (FROM_PRESET, NO_RERANK):
+        rerank = preset_rerank if rerank.strip().lower() == FROM_PRESET else None
+    if rerank is None or (isinstance(rerank, str) and not rerank.strip()):
+        return None
+    return Pipeline.parse(rerank)

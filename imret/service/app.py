@@ -173,7 +173,7 @@ def create_app(config: ServiceConfig, index: Index | None = None) -> FastAPI:
                 "description": i["preset"]["description"], "whitening": i["whitening"] is not None,
                 "writable": config.token is not None, "version": __version__,
                 "max_upload_bytes": config.max_upload_bytes, "rerank_steps": _rerank_names(idx),
-                "min_score": idx.preset.min_score, **({"reload_error": holder.reload_error} if holder.reload_error else {})}
+                "min_score": idx.preset.min_score, "rerank": idx.preset.rerank, **({"reload_error": holder.reload_error} if holder.reload_error else {})}
 
     @app.post("/search")
     async def search(file: UploadFile | None = File(None), id: int | None = Form(None),
@@ -317,13 +317,16 @@ def _rerank_names(idx: Index) -> list[str]:
 
 
 def _search(idx: Index, img: np.ndarray, top: int, rerank: str | None):
-    """Ranked hits for an H×W×3 image; with 'sv'/'svh' the hits carry inliers and matches."""
+    """Ranked hits for an H×W×3 image; with 'sv'/'svh' the hits carry inliers and matches.
+    ``rerank``: the steps, 'none', or nothing for the preset's own."""
     from ..local import needs_local
+    from ..rerank import FROM_PRESET
 
     try:
-        if needs_local(rerank or None) and idx.local is None:
+        pipeline = idx.resolve_rerank(rerank or FROM_PRESET)
+        if needs_local(pipeline) and idx.local is None:
             raise HTTPException(422, "this index holds no local features for spatial verification: "
                                      "build it with 'imret index --local'")
-        return idx.search_image(img, top=top, rerank=rerank or None)
+        return idx.search_image(img, top=top, rerank=pipeline)
     except (ValueError, KeyError) as exc:
         raise HTTPException(422, str(exc)) from None

@@ -205,6 +205,9 @@ def test_search_with_rerank_steps(client):
     plain = client.post("/search", data={"id": 1, "top": 5}).json()["results"]
     qe = client.post("/search", data={"id": 1, "top": 5, "rerank": "aqe:n=2"})
     assert qe.status_code == 200 and qe.json()["results"][0]["id"] == plain[0]["id"] == 1
+    assert client.get("/info").json()["rerank"] == ""  # the preset bundles none
+    none = client.post("/search", data={"id": 1, "top": 5, "rerank": "none"}).json()["results"]
+    assert [h["id"] for h in none] == [h["id"] for h in plain]
     bad = client.post("/search", data={"id": 1, "rerank": "nope"})
     assert bad.status_code == 422 and "unknown re-ranking step" in bad.json()["detail"]
 

@@ -15,10 +15,17 @@ async function loadInfo() {
     state.writable = !!info.writable;
     $("manage").hidden = !info.writable;
     if (info.rerank_steps && info.rerank_steps.length) {
+      // the first option searches with the preset's own steps, as the API does when given none
+      $("rerank").options[0].text = `preset's (${stepNames(info.rerank) || "none"})`;
       for (const s of info.rerank_steps) $("rerank").add(new Option(s, s));
       $("rerank-wrap").hidden = false;
     }
   } catch (e) { $("status").textContent = "service unreachable"; }
+}
+
+// "dba:k=2,alpha=3,aqe:n=2" → "dba,aqe": the step names of a re-ranking spec
+function stepNames(spec) {
+  return (spec || "").split(",").filter(t => t.includes(":") || !t.includes("=")).map(t => t.split(":")[0]).join(",");
 }
 
 function showMessage(text) { const m = $("message"); m.textContent = text; m.hidden = !text; }
