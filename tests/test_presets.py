@@ -1,6 +1,5 @@
 """Presets carry their own match cut-off, read back from every index built with them."""
 import json
-import shutil
 
 import pytest
 
@@ -29,11 +28,8 @@ def test_each_preset_carries_the_cut_off_calibrated_for_its_descriptors():
     assert get_preset("lite0-gem-tuned").min_score == 0.55
 
 
-def test_search_takes_the_index_presets_cut_off_unless_told_another(photoset, tmp_path):
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for p in [p for p in photoset.db if "distractor" not in p][:3]:
-        shutil.copy(p, photos)
+def test_search_takes_the_index_presets_cut_off_unless_told_another(photoset, copy_photos, tmp_path):
+    photos = copy_photos([p for p in photoset.db if "distractor" not in p][:3], tmp_path / "photos")
     out = tmp_path / "t.index"
     run_imret("index", photos, "--out", out, "--preset", "lite0-gem-tuned", "-q")
     query = sorted(photos.iterdir())[0]

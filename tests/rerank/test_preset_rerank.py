@@ -1,7 +1,6 @@
 """Re-ranking bundled with a preset (``Preset.rerank``): validated and spelt out once, run
 by every search unless it is told otherwise, its database side stored at index time."""
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -91,11 +90,8 @@ def test_the_indexer_stores_the_database_side_of_the_presets_steps():
     assert plain.dba is None and plain.gfr is None
 
 
-def test_cli_search_info_and_none(photoset, tmp_path):
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for p in [p for p in photoset.db if "distractor" not in p][:3]:
-        shutil.copy(p, photos)
+def test_cli_search_info_and_none(photoset, copy_photos, tmp_path):
+    photos = copy_photos([p for p in photoset.db if "distractor" not in p][:3], tmp_path / "photos")
     out = tmp_path / "t.index"
     run_imret("index", photos, "--out", out, "--preset", "fast", "-q")
     idx = Index.load(out)
