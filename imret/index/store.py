@@ -393,13 +393,17 @@ class Index:
             sl = pipeline.rerank(Shortlist(q, pos, scores.astype(np.float32)), rows, db)
             scores, pos = sl.scores, sl.ranks
         scores, pos = scores[:, :top], pos[:, :top]
-        out = []
-        for qi, (srow, prow) in enumerate(zip(scores, pos)):
+
+        def fields(qi: int, p: int) -> dict:
             # after re-ranking, a hit's cosine stays the query's own similarity to it: expansion
             # raises the scores of whatever comes first, so a match called on them would say
             # "match" even where the collection holds none (bench_min_score.py)
-            hits = [Hit(r + 1, float(s), int(self.ids[p]), self.paths[p],
-                        **{**({"cosine": float(q[qi] @ rows[p])} if reranking else {}), **verified(qi, p)})
+            own = {"cosine": float(q[qi] @ rows[p])} if reranking else {}
+            return {**own, **verified(qi, p)}
+
+        out = []
+        for qi, (srow, prow) in enumerate(zip(scores, pos)):
+            hits = [Hit(r + 1, float(s), int(self.ids[p]), self.paths[p], **fields(qi, p))
                     for r, (s, p) in enumerate((s, p) for s, p in zip(srow, prow) if p >= 0)]
             out.append(hits)
         return out

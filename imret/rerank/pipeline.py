@@ -76,8 +76,10 @@ def resolve(rerank: "str | Pipeline | None", preset_rerank: str) -> Pipeline | N
     """What a search re-ranks by: ``FROM_PRESET`` ('preset') → the steps of ``preset_rerank``
     (a ``Preset.rerank``; None when it is empty); None or 'none' → None (no re-ranking);
     else the spec or ``Pipeline`` given."""
-    if isinstance(rerank, str) and rerank.strip().lower() in (FROM_PRESET, NO_RERANK):
-        rerank = preset_rerank if rerank.strip().lower() == FROM_PRESET else None
-    if rerank is None or (isinstance(rerank, str) and not rerank.strip()):
-        return None
-    return Pipeline.parse(rerank)
+    if isinstance(rerank, str):
+        word = rerank.strip().lower()
+        if word == FROM_PRESET:
+            rerank = preset_rerank
+        if word == NO_RERANK or not rerank.strip():
+            return None
+    return None if rerank is None else Pipeline.parse(rerank)
