@@ -395,9 +395,10 @@ class Index:
         scores, pos = scores[:, :top], pos[:, :top]
 
         def fields(qi: int, p: int) -> dict:
-            # after re-ranking, a hit's cosine stays the query's own similarity to it: expansion
-            # raises the scores of whatever comes first, so a match called on them would say
-            # "match" even where the collection holds none (bench_min_score.py)
+            # after re-ranking (verification included, whatever ran before it), a hit's cosine
+            # stays the query's own similarity to it: expansion raises the scores of whatever
+            # comes first, so a match called on them would say "match" even where the
+            # collection holds none (bench_min_score.py)
             own = {"cosine": float(q[qi] @ rows[p])} if reranking else {}
             return {**own, **verified(qi, p)}
 

@@ -156,7 +156,6 @@ class BoundVerification:
         self.step, self.queries, self.lookup, self.voter = step, queries, lookup, voter
         self.config = config or step.verify_config()
         self.results: dict[tuple[int, int], Verification] = {}
-        self.cosines: dict[tuple[int, int], float] = {}  # each pair's score before verification
 
     @property
     def shortlist(self) -> int:
@@ -183,7 +182,6 @@ class BoundVerification:
             ks = [k for k, pos in enumerate(ranks) if int(pos) in feats]
             for k, v in zip(ks, verify_many(qf, [feats[int(ranks[k])] for k in ks], cfg)):
                 self.results[(qi, int(ranks[k]))] = v
-                self.cosines[(qi, int(ranks[k]))] = float(sl.scores[qi, k])
                 inliers[qi, k] = v.inliers
         scores, verified = combine(sl.scores[:, :s], inliers, cfg.min_inliers, self.step.weight, cfg.score)
         before = sl.verified if sl.verified is not None else np.zeros(sl.ranks.shape, bool)
@@ -248,8 +246,7 @@ def bind_index(pipeline: Pipeline | None, index, query_local: Sequence[LocalFeat
         for b in reversed(bound):  # the last verification decides
             v = b.results.get((query, int(position)))
             if v is not None:
-                return {"inliers": v.inliers, "matches": v.inlier_points, "verified": v.inliers >= b.step.min_inliers,
-                        "cosine": b.cosines[(query, int(position))]}
+                return {"inliers": v.inliers, "matches": v.inlier_points, "verified": v.inliers >= b.step.min_inliers}
         return {}
 
     return pipeline, fields

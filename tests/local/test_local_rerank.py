@@ -87,6 +87,13 @@ def _index_search(subset, described, tmp_path, photoset):
     assert hits[0].path == truth and plain[0].path != truth  # global search ranks it second
     assert hits[0].inliers >= 100 and hits[0].matches.shape == (hits[0].inliers, 4)
     assert all(h.inliers is not None for h in hits) and hits[1].inliers < hits[0].inliers
+    # with expansion before verification, each hit's cosine is still the query's own, not the
+    # expanded query's score that verification re-ranked
+    own = {h.path: h.cosine for h in index.search_image(query, top=len(index), rerank="none")}
+    expanded = index.search_image(query, top=5, rerank="qe:n=2,sv:shortlist=20")
+    assert expanded[0].path == truth and expanded[0].verified
+    assert [h.cosine for h in expanded] == pytest.approx([own[h.path] for h in expanded], abs=1e-6)
+    assert any(abs(h.score - h.cosine) > 0.01 for h in expanded)
     qh, qw = Extractor.load(extractor, query).shape[:2]
     assert (hits[0].matches[:, 0] < qw).all() and (hits[0].matches[:, 1] < qh).all()
     # saved beside the index, loaded with it, same answer
