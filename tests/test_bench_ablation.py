@@ -33,6 +33,14 @@ def test_an_unseen_fold_trains_the_lolo_photos_without_their_labels():
     assert per_image == [-1, 0, -1, -1, 1, 2, 3]
 
 
+def test_other_labels_read_no_paris_label_and_are_the_same_fold_for_every_landmark():
+    keep, per_image = lolo_labels(LABELS, "louvre", "other-labels+unlabelled")
+    assert keep == list(range(7))
+    # sorted names: own:0, own:1, own:2, own:3, own:5, ukbench:0
+    assert per_image == [0, 1, 2, 3, 5, 4, 5]
+    assert lolo_labels(LABELS, "eiffel", "other-labels+unlabelled") == (keep, per_image)
+
+
 def test_an_unknown_lolo_mode_is_refused_by_name():
     with pytest.raises(ValueError, match="'labelled'"):
         lolo_labels(LABELS, "louvre", "labelled")
