@@ -1,7 +1,8 @@
 """Ablation of the attention heads on real photos: each head's parts switched on one
 at a time, untrained and trained under each honest protocol.
 
-    python benchmarks/ablation.py [--rows TEXT…] [--steps N] [--lolo TEXT…] [--cache .cache]
+    python benchmarks/ablation.py [--rows TEXT…] [--steps N] [--lolo TEXT…] [--lolo-modes MODE…]
+                                  [--seed S] [--tuned] [--cache .cache]
 
 Backbone EfficientNet-Lite0, frozen: ImageNet weights, or with ``--tuned`` the fine-tuned
 last stages of ``lite0-gem-tuned``; descriptors as the 'default' preset extracts them
@@ -134,6 +135,8 @@ def extraction_ms(preset, state, paths) -> float:
 
 
 LOLO_MODES = ("unseen", "labels", "labels+unlabelled", "other-labels+unlabelled")
+LOLO_NAMES = {"unseen": "unseen", "labels": "LOLO", "labels+unlabelled": "LOLO+unlab.",
+              "other-labels+unlabelled": "other labels+unlab."}
 
 
 def lolo_labels(labels: list[str | None], left_out: str, mode: str) -> tuple[list[int], list[int]]:
@@ -191,6 +194,10 @@ def main(argv=None):
     ap.add_argument("--rows", nargs="+", default=None, help="only rows whose label contains one of these")
     ap.add_argument("--steps", type=int, default=None, help="training steps (default: the shipped recipe's)")
     ap.add_argument("--lolo", nargs="+", default=[], help="rows (label substrings) also trained leave-one-landmark-out")
+    ap.add_argument("--lolo-modes", nargs="+", default=list(LOLO_MODES), choices=LOLO_MODES,
+                    help="which LOLO folds to train (default: all)")
+    ap.add_argument("--seed", type=int, default=0,
+                    help="the recipes' seed and their training views' (default 0, the shipped files')")
     ap.add_argument("--timing-images", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-whitening", action="store_true",
@@ -207,7 +214,7 @@ def main(argv=None):
     ex = head_maps.extractor(512, base.backbone)
     paris = head_maps.eval_maps(ex, os.path.join(root, "paris6k-sub"), args.cache)
     ukb = head_maps.eval_maps(ex, os.path.join(root, "ukbench"), args.cache)
-    bank = head_maps.view_bank(ex, [os.path.join(root, d) for d in TRAIN_DATA], 4, 0, args.cache)
+    bank = head_maps.view_bank(ex, [os.path.join(root, d) for d in TRAIN_DATA], 4, args.seed, args.cache)
     labels = instance_labels(bank.paths, root)
     landmarks = query_landmarks(paris.dataset, root)
     timing = paris.dataset.db[: args.timing_images]
@@ -230,7 +237,7 @@ def main(argv=None):
             continue
         rows.append((label, "untrained", *untrained, f"{ms:.0f}", n_params, ""))
         print("  " + "  ".join(map(str, rows[-1])), flush=True)
-        cfg: TrainConfig = SHIPPED_RECIPES[recipe].config
+        cfg: TrainConfig = SHIPPED_RECIPES[recipe].config.replace(seed=args.seed)
         if args.steps:
             cfg = cfg.replace(steps=args.steps, checkpoint_every=args.steps)
         t = time.time()
@@ -243,7 +250,7 @@ def main(argv=None):
         if any(r.lower() in label.lower() for r in args.lolo):
             free_db, free_q = descriptors(head, paris)
             gem_db, gem_q = descriptors(gem_head, paris)
-            folds = [lolo_figures(preset, cfg, bank, labels, paris, landmarks, mode) for mode in LOLO_MODES]
+            folds = [lolo_figures(preset, cfg, bank, labels, paris, landmarks, mode) for mode in args.lolo_modes]
             for lm in folds[0][0]:
                 keep = [i for i, lab in enumerate(landmarks) if lab == lm]
                 sub = subset(paris, keep).dataset
@@ -281,8 +288,7 @@ def main(argv=None):
     if lolo_rows:
         table("Leave-one-landmark-out: Medium / Hard mAP % on the left-out landmark's queries",
               ["head", "left out", "queries", "GeM M", "GeM H", "label-free M", "label-free H",
-               "unseen M", "unseen H", "LOLO M", "LOLO H", "LOLO+unlab. M", "LOLO+unlab. H",
-               "other labels+unlab. M", "other labels+unlab. H"], lolo_rows)
+               *(f"{LOLO_NAMES[m]} {x}" for m in args.lolo_modes for x in "MH")], lolo_rows)
 
 
 if __name__ == "__main__":

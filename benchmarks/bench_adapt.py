@@ -42,7 +42,7 @@ from imret.heads import build_head  # noqa: E402
 from imret.heads.trained import shipped_for  # noqa: E402
 from imret.presets import get_preset  # noqa: E402
 from imret.training import train  # noqa: E402
-from imret.training.adapt import ADAPT, ADAPT_BLEND, blend  # noqa: E402
+from imret.training.adapt import ADAPT, ADAPT_BLEND, average_states, blend  # noqa: E402
 from imret.training.probe import figures  # noqa: E402
 from imret.training.recipes import SHIPPED_RECIPES, TRAIN_DATA  # noqa: E402
 
@@ -61,6 +61,9 @@ def main(argv=None):
     ap.add_argument("--no-whitening", action="store_true", help="score on L2-normalised descriptors only")
     ap.add_argument("--tuned", default=None, metavar="FILE",
                     help="tuned backbone stages in place of those of the presets that have them")
+    ap.add_argument("--soup", type=int, default=1, metavar="N",
+                    help="also adapt each base head at N seeds (seed, seed+1000, …: their own views and steps), "
+                         "average the N adapted heads (a model soup) and score that soup blended as --adapt blends")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     root = os.path.normpath(args.data_root)
@@ -102,6 +105,17 @@ def main(argv=None):
             row(name, seed, "  + --adapt on paris6k-sub", blend(base, adapted, ADAPT_BLEND),
                 f"{time.time() - t:.0f}")
             row(name, seed, "  + --adapt --adapt-blend 1 (adapted whole)", adapted)
+            if args.soup > 1:
+                runs, t = [adapted], time.time()
+                for k in range(1, args.soup):
+                    more = cfg.replace(seed=seed + 1000 * k)
+                    bank_k = head_maps.view_bank(ex, [os.path.join(root, COLLECTION, "jpg")], more.views, more.seed,
+                                                 args.cache)
+                    runs.append(train(preset, more, None, bank=bank_k, start=base).head_state)
+                soup = average_states(runs)
+                row(name, seed, f"  + --adapt, soup of {args.soup} seeds", blend(base, soup, ADAPT_BLEND),
+                    f"{time.time() - t:.0f}")
+                row(name, seed, f"  + --adapt, soup of {args.soup} seeds, blend 1", soup)
             if shipped is not None and seed == 0:
                 row(name, "", "shipped (saw these photos, label-free)", shipped_state)
                 t = time.time()
