@@ -282,7 +282,7 @@ def main(argv=None):
     steps = f"{args.steps} steps" if args.steps else "the shipped recipes' steps"
     table(f"Ablation: paris6k-sub mAP % (Easy/Medium/Hard), ukbench N-S; Lite0 @ 512 px, 3 scales; "
           f"{head_maps.whitening_words(white, len(paris.dataset.db))}; trained on "
-          f"cached maps, {steps}, backbone frozen ({'tuned stages' if args.tuned else 'ImageNet'}); "
+          f"cached maps, {steps}, seed {args.seed}, backbone frozen ({'tuned stages' if args.tuned else 'ImageNet'}); "
           f"load {os.getloadavg()[0]:.2f}",
           ["head", "protocol", "Easy", "Medium", "Hard", "N-S", "ms/image", "params", "train s"], rows)
     if lolo_rows:
