@@ -134,9 +134,10 @@ def extraction_ms(preset, state, paths) -> float:
     return 1000 * float(np.median(times))
 
 
-LOLO_MODES = ("unseen", "labels", "labels+unlabelled", "other-labels+unlabelled")
+# each fold's mode → its columns' name in the LOLO table
 LOLO_NAMES = {"unseen": "unseen", "labels": "LOLO", "labels+unlabelled": "LOLO+unlab.",
               "other-labels+unlabelled": "other labels+unlab."}
+LOLO_MODES = tuple(LOLO_NAMES)
 
 
 def lolo_labels(labels: list[str | None], left_out: str, mode: str) -> tuple[list[int], list[int]]:

@@ -68,6 +68,7 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     root = os.path.normpath(args.data_root)
     others = [os.path.join(root, d) for d in TRAIN_DATA if not d.startswith(COLLECTION)]
+    collection = [os.path.join(root, COLLECTION, "jpg")]
     print(f"base: {len(others)} folders of {', '.join(TRAIN_DATA[1:])}; load {os.getloadavg()[0]:.2f}; "
           f"torch {torch.get_num_threads()} thread(s)", flush=True)
     rows = []
@@ -95,8 +96,7 @@ def main(argv=None):
             recipe = SHIPPED_RECIPES[name].config.replace(seed=seed)
             base_bank = head_maps.view_bank(ex, others, recipe.views, seed, args.cache)
             cfg = ADAPT.replace(max_size=preset.extraction.max_size, seed=seed)
-            adapt_bank = head_maps.view_bank(ex, [os.path.join(root, COLLECTION, "jpg")], cfg.views, seed,
-                                             args.cache)
+            adapt_bank = head_maps.view_bank(ex, collection, cfg.views, seed, args.cache)
             t = time.time()
             base = train(preset, recipe, None, bank=base_bank).head_state
             row(name, seed, "recipe on the 66 other photos (not adapted)", base, f"{time.time() - t:.0f}")
@@ -109,8 +109,7 @@ def main(argv=None):
                 runs, t = [adapted], time.time()
                 for k in range(1, args.soup):
                     more = cfg.replace(seed=seed + 1000 * k)
-                    bank_k = head_maps.view_bank(ex, [os.path.join(root, COLLECTION, "jpg")], more.views, more.seed,
-                                                 args.cache)
+                    bank_k = head_maps.view_bank(ex, collection, more.views, more.seed, args.cache)
                     runs.append(train(preset, more, None, bank=bank_k, start=base).head_state)
                 soup = average_states(runs)
                 row(name, seed, f"  + --adapt, soup of {args.soup} seeds", blend(base, soup, ADAPT_BLEND),
