@@ -334,19 +334,31 @@ def cmd_info(args) -> int:
 def cmd_presets(args) -> int:
     from .backbones.tuned import tuned_status
     from .config import DEFAULT_MIN_SCORE
+    from .core.steptext import parse_steps
     from .heads.trained import training_status
-    from .presets import list_presets
+    from .presets import get_preset, list_presets
 
-    for p in list_presets():
-        print(f"{p.name:18s} {p.description}")
+    if not args.names:  # one line each: what a newcomer chooses between
+        rows = [(p.name, (training_status(p) or "").split(" ", 1)[0], f"{p.min_score:.2f}",
+                 ",".join(s.name for s in parse_steps(p.rerank)) if p.rerank else "", p.description)
+                for p in list_presets()]
+        head = ("preset", "head", "cut-off", "re-ranks", "what")
+        widths = [max(len(r[i]) for r in rows + [head]) for i in range(4)]
+        for r in [head] + rows:
+            print("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[4])
+        print("\nhead: 'trained' ships trained weights, 'untrained' has none, blank has nothing to learn; "
+              "cut-off: the cosine from which a result is a match; 'imret presets NAME' tells how each part "
+              "was trained.")
+        return 0
+    for p in [get_preset(n) for n in args.names]:  # every name checked before any is described
+        print(f"{p.name}: {p.description}")
         for part, status in (("backbone", tuned_status(p.backbone)), ("head", training_status(p))):
             if status:
-                print(f"{'':18s}   {part}: {status}")
+                print(f"  {part}: {status}")
         if p.rerank:
-            print(f"{'':18s}   re-ranking: {p.rerank} (searches run it unless --rerank says otherwise)")
-        if p.min_score != DEFAULT_MIN_SCORE:
-            print(f"{'':18s}   a match from cosine {p.min_score:g} (calibrated for this preset; most take "
-                  f"{DEFAULT_MIN_SCORE:g})")
+            print(f"  re-ranking: {p.rerank} (searches run it unless --rerank says otherwise)")
+        print(f"  a match from cosine {p.min_score:g}" + (
+            f" (calibrated for this preset; most take {DEFAULT_MIN_SCORE:g})" if p.min_score != DEFAULT_MIN_SCORE else ""))
     return 0
 
 
@@ -697,7 +709,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("presets", help="list the named presets")
+    p = sub.add_parser("presets", help="list the named presets (one line each); with names, how each was trained")
+    p.add_argument("names", nargs="*", metavar="NAME", help="presets to describe in full")
     p.set_defaults(func=cmd_presets)
 
     p = sub.add_parser("eval", help="evaluate a preset on a dataset in a standard layout")

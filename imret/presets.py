@@ -75,7 +75,7 @@ def list_presets() -> list[Preset]:
 
 
 # Attention heads. The package ships each trained (imret/heads/weights/NAME.pt, made by
-# benchmarks/train_shipped.py; 'imret presets' says on what); 'imret index --adapt'
+# benchmarks/train_shipped.py; 'imret presets NAME' says on what); 'imret index --adapt'
 # adapts one to a collection, 'imret train' trains one on your photos.
 # Backbone: a preset takes the tuned Lite0 (lite0-gem-tuned's) when its head, retrained there
 # by its shipped recipe, scored above its ImageNet-backbone file on both Medium and Hard of

@@ -43,10 +43,29 @@ def test_search_takes_the_index_presets_cut_off_unless_told_another(photoset, co
     assert "match       from cosine 0.55 (the preset's cut-off;" in info
 
 
-def test_imret_presets_names_a_cut_off_of_its_own():
+def test_imret_presets_lists_one_line_each_with_its_cut_off_head_and_re_ranking():
     out = run_imret("presets").stdout.splitlines()
-    tuned = out.index(next(line for line in out if line.startswith("lite0-gem-tuned ")))
+    cols = {line.split()[0]: line.split() for line in out[1:] if line and not line.startswith("head:")}
+    assert cols["lite0-gem-tuned"][1] == "0.55"  # no learnable head: the cut-off comes second
+    assert cols["default"][1] == "0.75"
+    assert cols["lite0-regional"][1:4] == ["trained", "0.60", "qe"]
+    assert cols["lite0-selfsim"][1:4] == ["trained", "0.85", "gfr"]
+    assert len(cols) == len(out) - 3  # header, blank line, legend
+
+
+def test_imret_presets_names_tell_how_each_part_was_trained():
+    out = run_imret("presets", "lite0-gem-tuned", "default").stdout.splitlines()
+    tuned = out.index(next(line for line in out if line.startswith("lite0-gem-tuned:")))
     following = out[tuned + 1:tuned + 4]
-    assert any("a match from cosine 0.55" in line for line in following)
-    default = out.index(next(line for line in out if line.startswith("default ")))
-    assert not any("a match from cosine" in line for line in out[default + 1:default + 2])
+    assert any(line.startswith("  backbone: efficientnet-lite0, last 2 parameter groups") for line in following)
+    assert any("a match from cosine 0.55 (calibrated" in line for line in following)
+    default = out.index(next(line for line in out if line.startswith("default:")))
+    assert out[default + 1:] == ["  a match from cosine 0.75"]
+
+
+def test_imret_presets_refuses_an_unknown_name_in_one_line():
+    res = run_imret("presets", "default", "nope", check=False)
+    assert res.returncode == 1
+    assert res.stderr.strip().splitlines() == [res.stderr.strip()]
+    assert "unknown preset 'nope'; known: default, fast" in res.stderr
+    assert res.stdout == ""  # nothing described before the error

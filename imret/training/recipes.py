@@ -1,7 +1,7 @@
 """How each shipped head is trained (``benchmarks/train_shipped.py``) and how
 ``imret index --adapt`` adapts a head to a collection.
 
-A recipe is a ``TrainConfig`` and a note saying why; ``imret presets`` prints the
+A recipe is a ``TrainConfig`` and a note saying why; ``imret presets NAME`` prints the
 recipe stored in each shipped file.
 """
 from __future__ import annotations
