@@ -23,6 +23,11 @@ its preset names; the shipped tuned stages were trained on the Paris photos too 
 so only its head is new to them. ``--tuned FILE`` puts stages trained without them in their
 place (``bench_finetune.py --rows 6 --train-data ukbench/full fordham-places --save DIR``, then
 ``bench_soup.py DIR/*.pt --tuned-out FILE``): the whole model then never saw a Paris photo.
+
+``--rerank own`` (or steps, as ``--rerank`` takes them) also scores every row after that
+re-ranking (``own``: each preset's bundled steps), and adds a row of GeM on the same
+backbone, which needs no training: so a head and its paper's re-ranking are compared with
+the plain pooling under the same re-ranking, on photos no part of the model saw.
 """
 from __future__ import annotations
 
@@ -64,6 +69,9 @@ def main(argv=None):
     ap.add_argument("--soup", type=int, default=1, metavar="N",
                     help="also adapt each base head at N seeds (seed, seed+1000, …: their own views and steps), "
                          "average the N adapted heads (a model soup) and score that soup blended as --adapt blends")
+    ap.add_argument("--rerank", default=None, metavar="own|STEPS",
+                    help="also score every row after these re-ranking steps ('own': each preset's bundled ones), "
+                         "beside a row of GeM on the same backbone")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     root = os.path.normpath(args.data_root)
@@ -76,10 +84,12 @@ def main(argv=None):
     if args.no_whitening:
         white = white.replace(kind="none")
 
-    def row(name, seed, what, state, seconds=""):
-        head = build_head(preset.head, ex.backbone.out_channels)
-        head.load_state_dict(state)
-        rows.append((name, seed, what, *summary(figures(head, paris, white)), seconds))
+    def row(name, seed, what, state, seconds="", head_cfg=None):
+        head = build_head(head_cfg or preset.head, ex.backbone.out_channels)
+        if state is not None:
+            head.load_state_dict(state)
+        reranked = [] if rerank is None else summary(figures(head, paris, white, rerank or None))
+        rows.append((name, seed, what, *summary(figures(head, paris, white)), *reranked, seconds))
         print("  " + "  ".join(map(str, rows[-1])), flush=True)
 
     for name in args.presets:
@@ -91,6 +101,11 @@ def main(argv=None):
         if preset.extraction.max_size != 512:
             raise SystemExit(f"--presets: {name} extracts at {preset.extraction.max_size} px; the cached maps are 512 px")
         shipped = shipped_for(preset)  # None when --tuned replaced the stages it was trained on
+        rerank = preset.rerank if args.rerank == "own" else args.rerank
+        if rerank is not None:
+            gem = get_preset("lite0-gem-tuned" if preset.backbone.tuned else "default").head
+            row(name, "", f"GeM on the same backbone (no training; re-ranked: {rerank or 'none'})", None,
+                head_cfg=gem)
         shipped_state = None if shipped is None else shipped.float_state()
         for seed in args.seeds:
             recipe = SHIPPED_RECIPES[name].config.replace(seed=seed)
@@ -125,7 +140,8 @@ def main(argv=None):
     table(f"--adapt on a collection the base head never saw: paris6k-sub mAP % (Easy/Medium/Hard); Lite0 @ 512 px, "
           f"3 scales, {head_maps.whitening_words(white, len(paris.dataset.db))}; ADAPT: {ADAPT.steps} steps, "
           f"{ADAPT.views} views, lr {ADAPT.lr:g}, blend {ADAPT_BLEND:g}; load {os.getloadavg()[0]:.2f}",
-          ["preset", "seed", "head", "Easy", "Medium", "Hard", "train s"], rows)
+          ["preset", "seed", "head", "Easy", "Medium", "Hard"]
+          + (["E re-ranked", "M re-ranked", "H re-ranked"] if args.rerank is not None else []) + ["train s"], rows)
 
 
 if __name__ == "__main__":

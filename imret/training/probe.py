@@ -94,8 +94,9 @@ def descriptors(head: nn.Module, maps: DatasetMaps):
     return db, q
 
 
-def figures(head: nn.Module, maps: DatasetMaps, whitening=None) -> dict:
+def figures(head: nn.Module, maps: DatasetMaps, whitening=None, rerank: str | None = None) -> dict:
     """The protocol's figures of ``head``; ``whitening``: a ``WhiteningConfig`` learned
-    on the database as the index learns it, or None."""
+    on the database as the index learns it, or None; ``rerank``: re-ranking steps (text as
+    ``--rerank`` takes it) run on each query's search, or None."""
     db, q = descriptors(head, maps)
-    return evaluate_descriptors(maps.dataset, db, q, whitening)["figures"]
+    return evaluate_descriptors(maps.dataset, db, q, whitening, rerank)["figures"]
