@@ -161,8 +161,10 @@ def cmd_index(args) -> int:
         raise ImretError(f"{'--adapt-steps' if args.adapt_steps is not None else '--adapt-blend'} "
                          "only applies with --adapt")
     if args.adapt:
-        from .training.adapt import ADAPT, ADAPT_BLEND, adapt
+        from .training.adapt import ADAPT, ADAPT_ADVICE, ADAPT_BLEND, adapt
 
+        if preset.name in ADAPT_ADVICE:
+            _eprint(f"note: {ADAPT_ADVICE[preset.name]} (docs/attention-heads.md, '--adapt')")
         _eprint(f"adapting the {preset.head.name} head of {preset.name} to these photos (no labels)")
         cfg = ADAPT if args.adapt_steps is None else ADAPT.replace(steps=args.adapt_steps,
                                                                    checkpoint_every=args.adapt_steps)
@@ -664,7 +666,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adapt-blend", type=float, default=None, metavar="W",
                    help="how far --adapt moves the head from its trained start towards the adapted weights: "
                         "1 keeps the adapted head whole (default 0.5: halfway, which lost less Medium mAP "
-                        "across seeds; see the README)")
+                        "across seeds; see docs/attention-heads.md)")
     p.add_argument("--local", nargs="?", const="delf", default=None, metavar="CONFIG",
                    help="also extract local features (saved beside the index as OUT.local.h5) for "
                         "'imret search --rerank sv'; " + LOCAL_HELP)

@@ -32,8 +32,17 @@ ADAPT = TrainConfig(mode="unsupervised", loss="triplet", steps=150, batch=8, neg
 # one small collection land somewhere different at every seed; on paris6k-sub (3 heads x 3
 # seeds, benchmarks/bench_adapt.py) the midpoint kept most of the Hard gain and lost Medium in
 # 1 of 9 runs (-0.2) where the adapted head whole lost it in 3 (down to -1.1). 0.5 is
-# WiSE-FT's midpoint, fixed before measuring it; the README's --adapt tables give both.
+# WiSE-FT's midpoint, fixed before measuring it; the --adapt tables (docs/attention-heads.md) give both.
 ADAPT_BLEND = 0.5
+
+# Presets for which --adapt was measured not to pay, and what was measured: 'imret index
+# --adapt' says so before training (it still trains: the user asked, and one collection's
+# figures are no proof). A user who meets the same on other photos should find it here.
+ADAPT_ADVICE: dict[str, str] = {
+    "lite0-regional": "on photos its training never saw, --adapt lowered lite0-regional's Hard mAP "
+                      "(paris6k-sub, seeds 0-2: -1.4 on the mean, Medium 0.0); lite0-dagf and lite0-selfsim "
+                      "gained from it",
+}
 
 
 def _same_layout(states: Sequence[Mapping[str, torch.Tensor]], who: str) -> None:

@@ -33,7 +33,7 @@ SHIPPED_RECIPES: dict[str, Recipe] = {
     # 29.1 Hard mAP on paris6k-sub against 44.6 untrained, so the label-free recipe is triplet.
     # lr 5e-4 (the --adapt rate) rather than 1e-3: at 1e-3 the regional head drifts below its
     # untrained state on Hard at each of 3 seeds (43.4 / 39.7 / 39.9), at 5e-4 less so
-    # (48.1 / 42.7 / 42.0); the comparison was made on paris6k-sub, see the README.
+    # (48.1 / 42.7 / 42.0); the comparison was made on paris6k-sub, see docs/attention-heads.md.
     "lite0-regional": Recipe(_BASE.replace(loss="triplet", steps=150, lr=5e-4, checkpoint_every=150),
                              "triplet on hard negatives (label-free: cross-entropy over photos overfits)"),
     "lite0-icsa-netvlad": Recipe(_BASE.replace(loss="triplet", steps=150, lr=1e-3, checkpoint_every=150),
