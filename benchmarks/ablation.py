@@ -112,8 +112,9 @@ def instance_labels(paths: list[str], root: str) -> list[str | None]:
     return out
 
 
-def query_landmarks(dataset, root: str) -> list[str]:
-    with open(os.path.join(root, "paris6k-sub", "labels.tsv")) as f:
+def query_landmarks(dataset, folder: str) -> list[str]:
+    """Each query's landmark, from the scored collection's own labels.tsv."""
+    with open(os.path.join(folder, "labels.tsv")) as f:
         paris = {r["image"]: r["instance"] for r in csv.DictReader(f, delimiter="\t")}
     return [paris[os.path.splitext(os.path.basename(q))[0]] for q in dataset.queries]
 
@@ -190,7 +191,12 @@ def lolo_figures(preset, cfg, bank, labels, paris, landmarks, mode: str):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data-root", default=os.path.join(REPO, "..", "shared", "data"))
+    ap.add_argument("--data", "--data-root", dest="data_root", default=os.path.join(REPO, "..", "shared", "data"),
+                    help="folder holding the training photos (paris6k-sub/jpg, ukbench/full, fordham-places) and, "
+                         "unless --paris / --ukbench say otherwise, the scored collections")
+    ap.add_argument("--paris", default=None, metavar="DIR",
+                    help="the revisitop collection scored (default DATA/paris6k-sub; --lolo reads its labels.tsv)")
+    ap.add_argument("--ukbench", default=None, metavar="DIR", help="the UKBench collection scored (default DATA/ukbench)")
     ap.add_argument("--cache", default=os.path.join(REPO, ".cache"))
     ap.add_argument("--rows", nargs="+", default=None, help="only rows whose label contains one of these")
     ap.add_argument("--steps", type=int, default=None, help="training steps (default: the shipped recipe's)")
@@ -213,11 +219,13 @@ def main(argv=None):
     root = os.path.normpath(args.data_root)
     base = get_preset("lite0-gem-tuned" if args.tuned else "default")
     ex = head_maps.extractor(512, base.backbone)
-    paris = head_maps.eval_maps(ex, os.path.join(root, "paris6k-sub"), args.cache)
-    ukb = head_maps.eval_maps(ex, os.path.join(root, "ukbench"), args.cache)
+    paris_dir = args.paris or os.path.join(root, "paris6k-sub")
+    paris = head_maps.eval_maps(ex, paris_dir, args.cache)
+    ukb = head_maps.eval_maps(ex, args.ukbench or os.path.join(root, "ukbench"), args.cache)
     bank = head_maps.view_bank(ex, [os.path.join(root, d) for d in TRAIN_DATA], 4, args.seed, args.cache)
-    labels = instance_labels(bank.paths, root)
-    landmarks = query_landmarks(paris.dataset, root)
+    if args.lolo:  # labels are read only by the folds that use them
+        labels = instance_labels(bank.paths, root)
+        landmarks = query_landmarks(paris.dataset, paris_dir)
     timing = paris.dataset.db[: args.timing_images]
     white = base.whitening.replace(kind="none") if args.no_whitening else base.whitening
     print(f"{len(bank)} training views of {len(bank.paths)} photos; load {os.getloadavg()[0]:.2f}; "

@@ -58,7 +58,7 @@ COLLECTION = "paris6k-sub"
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--presets", nargs="+", default=["lite0-dagf"], choices=sorted(SHIPPED_RECIPES))
-    ap.add_argument("--data-root", default=os.path.join(REPO, "..", "shared", "data"))
+    ap.add_argument("--data", "--data-root", dest="data_root", default=os.path.join(REPO, "..", "shared", "data"))
     ap.add_argument("--cache", default=os.path.join(REPO, ".cache"))
     ap.add_argument("--seeds", nargs="+", type=int, default=[0],
                     help="seeds of the base and adapted runs (default 0, the shipped recipes' seed)")

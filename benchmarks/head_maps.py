@@ -3,8 +3,10 @@
 The backbone is frozen while heads train, so the maps of every training view and
 of every evaluation image are computed once per backbone and size and kept on disk
 (``--cache``); ``train_shipped.py`` and ``ablation.py`` then train and score heads
-on them in minutes. A cache file is named by a digest of what made it (paths,
-sizes, views, seed, scales), so a change of any of them makes a new one.
+on them in minutes. A cache file is named by a digest of what made it (paths, the
+photos' bytes, sizes, views, seed, scales), so a change of any of them makes a new one:
+another collection laid out under the same names (held-out photos) never reads the
+maps of this one.
 """
 from __future__ import annotations
 
@@ -33,6 +35,15 @@ def whitening_words(cfg: WhiteningConfig, images: int) -> str:
 
 def _key(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def files_digest(paths) -> str:
+    """sha256 over the photos' bytes, in order (what the maps were made from)."""
+    h = hashlib.sha256()
+    for p in paths:
+        with open(p, "rb") as f:
+            h.update(hashlib.sha256(f.read()).digest())
+    return h.hexdigest()
 
 
 def backbone_key(cfg) -> dict:
@@ -74,7 +85,8 @@ def view_bank(ex: Extractor, folders: list[str], views: int, seed: int, cache: s
     """Every photo under ``folders`` as its own instance (labels: image index), with
     ``views``-1 strong augmentations; maps at ``ex``'s size, float16."""
     paths = collect_paths(folders)
-    key = _key(paths, ex.preset.extraction.max_size, views, seed, backbone_key(ex.preset.backbone))
+    key = _key(paths, files_digest(paths), ex.preset.extraction.max_size, views, seed,
+               backbone_key(ex.preset.backbone))
     state = _cached(cache, "views", key, lambda: ViewBank(
         ex, paths, list(range(len(paths))), views, seed, dtype=torch.float16).state())
     return ViewBank.from_state(ex, state)
@@ -82,7 +94,8 @@ def view_bank(ex: Extractor, folders: list[str], views: int, seed: int, cache: s
 
 def eval_maps(ex: Extractor, root: str, cache: str | None, scales=SCALES) -> DatasetMaps:
     ds = load_dataset(root)
-    key = _key([os.path.relpath(p, root) for p in ds.db], [os.path.relpath(p, root) for p in ds.queries], ds.bboxes, ex.preset.extraction.max_size, scales, backbone_key(ex.preset.backbone))
+    key = _key([os.path.relpath(p, root) for p in ds.db], [os.path.relpath(p, root) for p in ds.queries], ds.bboxes,
+               files_digest(ds.db), ex.preset.extraction.max_size, scales, backbone_key(ex.preset.backbone))
 
     def make():
         m = dataset_maps(ex, ds, scales=scales, dtype=torch.float16)

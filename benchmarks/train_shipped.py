@@ -118,7 +118,7 @@ class Maps:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data-root", default=os.path.join(REPO, "..", "shared", "data"))
+    ap.add_argument("--data", "--data-root", dest="data_root", default=os.path.join(REPO, "..", "shared", "data"))
     ap.add_argument("--cache", default=os.path.join(REPO, ".cache"), help="folder of cached backbone maps")
     ap.add_argument("--out", default=os.path.join(REPO, "imret", "heads", "weights"))
     ap.add_argument("--tuned-out", default=os.path.join(REPO, "imret", "backbones", "weights"))
