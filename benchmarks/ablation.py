@@ -88,6 +88,8 @@ ROWS = [
      "lite0-icsa-netvlad"),
     ("ICSA before the L2 + NetVLAD", "netvlad", {"attention": "icsa", "clusters": 16, "dim": 128,
                                                "placement": "before-l2"}, "lite0-icsa-netvlad"),
+    ("ICSA + NetVLAD without the per-location L2", "netvlad", {"attention": "icsa", "clusters": 16, "dim": 128,
+                                                               "placement": "no-l2"}, "lite0-icsa-netvlad"),
     ("SE + NetVLAD", "netvlad", {"attention": "se", "clusters": 16, "dim": 128}, "lite0-icsa-netvlad"),
     ("CBAM + NetVLAD", "netvlad", {"attention": "cbam", "clusters": 16, "dim": 128}, "lite0-icsa-netvlad"),
     ("self-similarity add (lite0-selfsim)", "selfsim", {"window": 5, "fusion": "add"}, "lite0-selfsim"),

@@ -1,7 +1,7 @@
 """Input-independent attention + NetVLAD (ICSA / IA), with SE and CBAM as the
 baseline modules in the same slot.
 
-feature map → per-location L2 → attention module (element-wise weights) →
+feature map → per-location L2 (see PLACEMENTS) → attention module (element-wise weights) →
 1×1 reduction to ``dim`` channels (0: none) → NetVLAD (soft assignment to K
 clusters, residual sums, intra-normalisation) → K·dim vector (L2 in the extractor).
 
@@ -44,8 +44,11 @@ ATTENTION: Registry[type[nn.Module]] = Registry("attention module")
 # spatial weight survives as the length of its descriptor (and a channel weight as a
 # fixed anisotropic scaling of the descriptor space); placed before the L2, the
 # normalisation would divide the spatial part out again: a weight common to all of a
-# location's channels cancels exactly, leaving only the channel profile.
-PLACEMENTS = ("after-l2", "before-l2")
+# location's channels cancels exactly, leaving only the channel profile. 'no-l2' drops the
+# per-location L2 (NetVLAD's published models normalise their inputs, "preL2"): a location
+# then weighs by its activation, as it does under GeM, and the attention acts on the raw map.
+# Measured as an ablation row, not shipped (docs/attention-heads.md).
+PLACEMENTS = ("after-l2", "before-l2", "no-l2")
 
 
 def _fit_to(weights: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -186,9 +189,11 @@ class AttentiveNetVLAD(AttentionHead):
         self.assign_bias.copy_(-alpha * centroids.pow(2).sum(1))
 
     def weighted(self, x: torch.Tensor) -> torch.Tensor:
-        """B×C×H×W backbone map → the attended, per-location L2-normalised map."""
+        """B×C×H×W backbone map → the attended map, per-location L2-normalised unless 'no-l2'."""
         if self.placement == "after-l2":
             return self.attention(F.normalize(x, dim=1))
+        if self.placement == "no-l2":
+            return self.attention(x)
         return F.normalize(self.attention(x), dim=1)
 
     def local_descriptors(self, x: torch.Tensor) -> torch.Tensor:

@@ -328,7 +328,7 @@ def test_building_a_head_is_deterministic_and_leaves_the_global_rng_alone():
     ("regional", {"pca": -1}, r"head 'regional': pca must be a non-negative integer \(0: no per-region PCA\), got -1"),
     ("netvlad", {"attention": "transformer"}, "unknown attention"),
     ("netvlad", {"placement": "middle"},
-     r"head 'netvlad': placement must be one of \['after-l2', 'before-l2'\], got 'middle'$"),
+     r"head 'netvlad': placement must be one of \['after-l2', 'before-l2', 'no-l2'\], got 'middle'$"),
     ("netvlad", {"attention": "x"}, "head 'netvlad': unknown attention module 'x'; known: cbam, ia, icsa, none, se$"),
     ("netvlad", {"clusters": 0}, "head 'netvlad': clusters must be an integer >= 1, got 0$"),
     ("netvlad", {"size": 0}, "head 'netvlad': size must be an integer >= 1, got 0$"),

@@ -246,7 +246,8 @@ def test_ia_and_icsa_weights_and_placement_by_hand():
     # placement: after the per-location L2 the spatial part stays a location weight; before
     # it, the L2 divides it out again
     for placement, expect in (("after-l2", l2n(X.reshape(2, -1).T).T.reshape(X.shape) * w),
-                              ("before-l2", l2n((X * w).reshape(2, -1).T).T.reshape(X.shape))):
+                              ("before-l2", l2n((X * w).reshape(2, -1).T).T.reshape(X.shape)),
+                              ("no-l2", X * w)):
         head = build_head(HeadConfig("netvlad", {"attention": "icsa", "clusters": 2, "dim": 0, "size": 3,
                                                  "placement": placement}), 2)
         head.attention.load_state_dict(icsa.state_dict())
