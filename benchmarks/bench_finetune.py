@@ -45,7 +45,7 @@ from imret.training.recipes import SHIPPED_RECIPES, TRAIN_DATA  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# preset, train_blocks, lr, steps (0 steps: scored untrained)
+# preset, train_blocks, lr, steps (0 steps: scored untrained)[, head parameters changed from the preset's]
 ROWS = [
     ("default", 0, 0.0, 0),
     ("lite0-icsa-netvlad", 0, 1e-3, 150),
@@ -65,6 +65,7 @@ ROWS = [
     ("lite0-regional", 2, 1e-4, 150),
     ("lite0-selfsim", 2, 1e-4, 150),
     ("lite0-dagf", 2, 1e-4, 150),
+    ("lite0-icsa-netvlad", 2, 1e-4, 150, {"placement": "no-l2"}),
 ]
 
 
@@ -115,9 +116,11 @@ def main(argv=None):
     print(f"{len(paths)} photos, {len(images)} views, ready in {time.time() - t0:.0f} s on "
           f"{args.device}; torch {torch.get_num_threads()} thread(s); load {os.getloadavg()[0]:.2f}", flush=True)
     rows = []
-    for name, blocks, lr, steps in [ROWS[i] for i in args.rows] if args.rows else ROWS:
+    for name, blocks, lr, steps, *changed in [ROWS[i] for i in args.rows] if args.rows else ROWS:
         t = time.time()
         preset = get_preset(name)
+        if changed:
+            preset = preset.replace(head=preset.head.replace(params={**preset.head.params, **changed[0]}))
         steps = args.steps if args.steps and steps else steps
         ex = frozen if blocks == 0 else extractor(512, device=args.device)
         head = build_head(preset.head, ex.backbone.out_channels).to(args.device)
@@ -126,11 +129,13 @@ def main(argv=None):
             cfg = cfg.replace(train_blocks=blocks, lr=lr, steps=steps, checkpoint_every=steps, seed=args.seed)
             head.load_state_dict(train(preset, cfg, None, bank=bank_for(ex, blocks)).head_state)
             if args.save:
-                save_row(os.path.join(args.save, f"{name}-b{blocks}-lr{lr:g}-n{steps}-s{args.seed}.pt"),
+                tag = "".join(f"-{k}-{v}" for k, v in (changed[0] if changed else {}).items())
+                save_row(os.path.join(args.save, f"{name}{tag}-b{blocks}-lr{lr:g}-n{steps}-s{args.seed}.pt"),
                          name, blocks, head, ex if blocks else None, args)
         ev = frozen_eval if blocks == 0 else scored_maps(ex)
         p, u = figures(head, ev[0], preset.whitening), figures(head, ev[1], preset.whitening)
-        rows.append((name, blocks, lr or "-", steps or "untrained",
+        label = name + "".join(f", {k}={v}" for k, v in (changed[0] if changed else {}).items())
+        rows.append((label, blocks, lr or "-", steps or "untrained",
                      *(f"{p[k]['mAP']:.1f}" for k in ("easy", "medium", "hard")), f"{u['N-S']:.3f}",
                      f"{time.time() - t:.0f}"))
         print("  ".join(map(str, rows[-1])), flush=True)
