@@ -337,11 +337,14 @@ def cmd_presets(args) -> int:
     from .backbones.tuned import tuned_status
     from .config import DEFAULT_MIN_SCORE
     from .core.steptext import parse_steps
-    from .heads.trained import training_status
+    from .heads.trained import learnable, shipped_for, training_status
     from .presets import get_preset, list_presets
 
+    def head_word(p) -> str:
+        return ("trained" if shipped_for(p) is not None else "untrained") if learnable(p) else ""
+
     if not args.names:  # one line each: what a newcomer chooses between
-        rows = [(p.name, (training_status(p) or "").split(" ", 1)[0], f"{p.min_score:.2f}",
+        rows = [(p.name, head_word(p), f"{p.min_score:.2f}",
                  ",".join(s.name for s in parse_steps(p.rerank)) if p.rerank else "", p.description)
                 for p in list_presets()]
         head = ("preset", "head", "cut-off", "re-ranks", "what")
@@ -804,6 +807,18 @@ def build_parser() -> argparse.ArgumentParser:
 _WRITERS = {"index": "out", "add": "index", "remove": "index"}
 
 
+def _stdout_gone() -> bool:
+    """Whether stdout is a pipe whose reader has closed it (poll reports an error on it)."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(ev & select.POLLERR for _, ev in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll (Windows), or no usable stdout
+        return False
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -815,8 +830,18 @@ def main(argv=None) -> int:
             from .index.lock import wait_from_env, writer_lock
 
             with writer_lock(getattr(args, _WRITERS[args.command]), wait_from_env()):
-                return args.func(args)
-        return args.func(args)
+                rc = args.func(args)
+        else:
+            rc = args.func(args)
+        sys.stdout.flush()  # here, not at exit: a reader that went away is then caught below
+        return rc
+    except BrokenPipeError as exc:
+        if not _stdout_gone():  # another pipe (a worker's): an error like any other
+            _eprint(f"imret: error: {exc.strerror or exc}")
+            return 1
+        # the reader of stdout left (`imret search … | head -3`): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE
     except ImretError as exc:
         _eprint(f"imret: error: {exc}")
         return 1

@@ -154,3 +154,25 @@ def test_is_match_takes_verification_or_the_cosine():
     assert no_match_message([low], 0.75) == ("no good match: the best cosine, 0.500, is below the cut-off 0.75 "
                                             "and nothing was verified")
     assert no_match_message([low, checked], 0.75) is None
+
+
+def test_a_reader_that_closes_stdout_ends_the_command_quietly():
+    import subprocess
+
+    from imret_cli import command
+
+    proc = subprocess.Popen(command("presets"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()  # as `| head` does once it has read enough
+    err = proc.stderr.read()
+    assert proc.wait() == 141 and err == ""
+
+
+def test_a_broken_pipe_that_is_not_stdout_is_an_error(monkeypatch, capsys):
+    from imret import cli
+
+    def broken(args):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(cli, "cmd_presets", broken)
+    assert cli.main(["presets"]) == 1
+    assert capsys.readouterr().err.strip() == "imret: error: Broken pipe"

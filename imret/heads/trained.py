@@ -88,13 +88,18 @@ def shipped_for(preset) -> TrainedHead | None:
     return th if th.matches(preset) else None
 
 
-def training_status(preset: Preset) -> str | None:
-    """For a preset with a learnable head: whether the package ships it trained, on
-    what data and by which recipe (None for plain poolings)."""
+def learnable(preset: Preset) -> bool:
+    """Whether the preset's head has weights to train (plain poolings have none)."""
     from . import HEADS
     from .common import AttentionHead
 
-    if not issubclass(HEADS.get(preset.head.name), AttentionHead):
+    return issubclass(HEADS.get(preset.head.name), AttentionHead)
+
+
+def training_status(preset: Preset) -> str | None:
+    """For a preset with a learnable head: whether the package ships it trained, on
+    what data and by which recipe (None for plain poolings)."""
+    if not learnable(preset):
         return None
     path = shipped_path(preset.name)
     if path is None:
