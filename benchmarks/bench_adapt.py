@@ -88,8 +88,9 @@ def main(argv=None):
         head = build_head(head_cfg or preset.head, ex.backbone.out_channels)
         if state is not None:
             head.load_state_dict(state)
-        reranked = [] if rerank is None else summary(figures(head, paris, white, rerank or None))
-        rows.append((name, seed, what, *summary(figures(head, paris, white)), *reranked, seconds))
+        plain = summary(figures(head, paris, white))
+        reranked = [] if rerank is None else summary(figures(head, paris, white, rerank)) if rerank else plain
+        rows.append((name, seed, what, *plain, *reranked, seconds))
         print("  " + "  ".join(map(str, rows[-1])), flush=True)
 
     for name in args.presets:

@@ -116,11 +116,12 @@ def main(argv=None):
     print(f"{len(paths)} photos, {len(images)} views, ready in {time.time() - t0:.0f} s on "
           f"{args.device}; torch {torch.get_num_threads()} thread(s); load {os.getloadavg()[0]:.2f}", flush=True)
     rows = []
-    for name, blocks, lr, steps, *changed in [ROWS[i] for i in args.rows] if args.rows else ROWS:
+    for name, blocks, lr, steps, *more in [ROWS[i] for i in args.rows] if args.rows else ROWS:
         t = time.time()
+        changed = more[0] if more else {}
         preset = get_preset(name)
         if changed:
-            preset = preset.replace(head=preset.head.replace(params={**preset.head.params, **changed[0]}))
+            preset = preset.replace(head=preset.head.replace(params={**preset.head.params, **changed}))
         steps = args.steps if args.steps and steps else steps
         ex = frozen if blocks == 0 else extractor(512, device=args.device)
         head = build_head(preset.head, ex.backbone.out_channels).to(args.device)
@@ -129,12 +130,12 @@ def main(argv=None):
             cfg = cfg.replace(train_blocks=blocks, lr=lr, steps=steps, checkpoint_every=steps, seed=args.seed)
             head.load_state_dict(train(preset, cfg, None, bank=bank_for(ex, blocks)).head_state)
             if args.save:
-                tag = "".join(f"-{k}-{v}" for k, v in (changed[0] if changed else {}).items())
+                tag = "".join(f"-{k}-{v}" for k, v in changed.items())
                 save_row(os.path.join(args.save, f"{name}{tag}-b{blocks}-lr{lr:g}-n{steps}-s{args.seed}.pt"),
                          name, blocks, head, ex if blocks else None, args)
         ev = frozen_eval if blocks == 0 else scored_maps(ex)
         p, u = figures(head, ev[0], preset.whitening), figures(head, ev[1], preset.whitening)
-        label = name + "".join(f", {k}={v}" for k, v in (changed[0] if changed else {}).items())
+        label = name + "".join(f", {k}={v}" for k, v in changed.items())
         rows.append((label, blocks, lr or "-", steps or "untrained",
                      *(f"{p[k]['mAP']:.1f}" for k in ("easy", "medium", "hard")), f"{u['N-S']:.3f}",
                      f"{time.time() - t:.0f}"))

@@ -95,7 +95,8 @@ def view_bank(ex: Extractor, folders: list[str], views: int, seed: int, cache: s
 def eval_maps(ex: Extractor, root: str, cache: str | None, scales=SCALES) -> DatasetMaps:
     ds = load_dataset(root)
     key = _key([os.path.relpath(p, root) for p in ds.db], [os.path.relpath(p, root) for p in ds.queries], ds.bboxes,
-               files_digest(ds.db), ex.preset.extraction.max_size, scales, backbone_key(ex.preset.backbone))
+               files_digest(ds.db + sorted(set(ds.queries) - set(ds.db))), ex.preset.extraction.max_size, scales,
+               backbone_key(ex.preset.backbone))
 
     def make():
         m = dataset_maps(ex, ds, scales=scales, dtype=torch.float16)
