@@ -21,6 +21,7 @@ README = os.path.join(REPO, "README.md")
 SKIPPED = {
     "pip": "installs packages (needs the network); .ci/run runs it",
     "python": "the test suite itself (and the benchmarks) are not run from inside the tests",
+    "python3": "the test suite itself (the README's test command, as .ci/run runs it)",
     "imret serve": "runs a server until stopped; tests/service drive the same app",
     "imret demo": "takes minutes on real photos; .ci/run runs it and tests/evaluation/test_demo.py "
                   "covers its report on a smaller set",
