@@ -48,6 +48,7 @@ from imret.heads.trained import shipped_for  # noqa: E402
 from imret.presets import get_preset  # noqa: E402
 from imret.training import train  # noqa: E402
 from imret.training.adapt import ADAPT, ADAPT_BLEND, average_states, blend  # noqa: E402
+from imret.training.mine import MineConfig  # noqa: E402
 from imret.training.probe import figures  # noqa: E402
 from imret.training.recipes import SHIPPED_RECIPES, TRAIN_DATA  # noqa: E402
 
@@ -72,6 +73,9 @@ def main(argv=None):
     ap.add_argument("--rerank", default=None, metavar="own|STEPS",
                     help="also score every row after these re-ranking steps ('own': each preset's bundled ones), "
                          "beside a row of GeM on the same backbone")
+    ap.add_argument("--mine", action="store_true",
+                    help="also train with mined positives (photos that geometric verification links count as one "
+                         "instance, TrainConfig.mine): the base recipe on the other photos, and --adapt")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     root = os.path.normpath(args.data_root)
@@ -121,6 +125,23 @@ def main(argv=None):
             row(name, seed, "  + --adapt on paris6k-sub", blend(base, adapted, ADAPT_BLEND),
                 f"{time.time() - t:.0f}")
             row(name, seed, "  + --adapt --adapt-blend 1 (adapted whole)", adapted)
+            if args.mine:
+                others_local = head_maps.local_features(base_bank.paths, MineConfig(), args.cache)
+                paris_local = head_maps.local_features(adapt_bank.paths, MineConfig(), args.cache)
+                t = time.time()
+                adapted = train(preset, cfg.replace(mine=True), None, bank=adapt_bank, start=base,
+                                local_features=paris_local).head_state
+                row(name, seed, "  + --adapt with mined positives", blend(base, adapted, ADAPT_BLEND),
+                    f"{time.time() - t:.0f}")
+                row(name, seed, "  + --adapt with mined positives, blend 1", adapted)
+                t = time.time()
+                mined = train(preset, recipe.replace(mine=True), None, bank=base_bank,
+                              local_features=others_local).head_state
+                row(name, seed, "recipe with mined positives on the 66 other photos", mined, f"{time.time() - t:.0f}")
+                adapted = train(preset, cfg.replace(mine=True), None, bank=adapt_bank, start=mined,
+                                local_features=paris_local).head_state
+                row(name, seed, "  + --adapt with mined positives", blend(mined, adapted, ADAPT_BLEND))
+                row(name, seed, "  + --adapt with mined positives, blend 1", adapted)
             if args.soup > 1:
                 runs, t = [adapted], time.time()
                 for k in range(1, args.soup):

@@ -21,7 +21,9 @@ from imret.config import ExtractionConfig, Preset, WhiteningConfig
 from imret.evaluation.datasets import load_dataset
 from imret.extractor import Extractor
 from imret.core.paths import collect_paths
+from imret.local.features import LocalFeatures
 from imret.training.bank import ViewBank
+from imret.training.mine import MineConfig, local_extractor
 from imret.training.probe import DatasetMaps, dataset_maps
 
 SCALES = (1.0, 2 ** -0.5, 0.5)  # the 'default' preset's
@@ -90,6 +92,20 @@ def view_bank(ex: Extractor, folders: list[str], views: int, seed: int, cache: s
     state = _cached(cache, "views", key, lambda: ViewBank(
         ex, paths, list(range(len(paths))), views, seed, dtype=torch.float16).state())
     return ViewBank.from_state(ex, state)
+
+
+def local_features(paths: list[str], cfg: MineConfig, cache: str | None) -> list[LocalFeatures]:
+    """The local features ``cfg`` verifies, of each photo of ``paths`` (all must load)."""
+    key = _key(paths, files_digest(paths), cfg.local)
+
+    def make():
+        ex = local_extractor(cfg)
+        return [{"xy": torch.from_numpy(f.xy), "scales": torch.from_numpy(f.scales),
+                 "scores": torch.from_numpy(f.scores), "descriptors": torch.from_numpy(f.descriptors),
+                 "size": list(f.size)} for f in map(ex.extract, paths)]
+
+    return [LocalFeatures(f["xy"].numpy(), f["scales"].numpy(), f["scores"].numpy(), f["descriptors"].numpy(),
+                          tuple(f["size"])) for f in _cached(cache, "local", key, make)]
 
 
 def eval_maps(ex: Extractor, root: str, cache: str | None, scales=SCALES) -> DatasetMaps:

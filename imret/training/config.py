@@ -16,7 +16,9 @@ class TrainConfig(_Config):
     itself and views-1 strong augmentations of it, made once (and, with a frozen
     backbone, their feature maps cached). ``max_size``: longest side of the training
     views. ``train_blocks``: how many of the backbone's last stages are trained too
-    (0: the backbone stays frozen)."""
+    (0: the backbone stays frozen). ``mine``: also count as one instance the photos that
+    geometric verification of their local features links (``imret.training.mine``; no
+    label is read)."""
 
     mode: str = "unsupervised"
     loss: str = "triplet"
@@ -32,6 +34,7 @@ class TrainConfig(_Config):
     train_blocks: int = 0
     seed: int = 0
     checkpoint_every: int = 100
+    mine: bool = False
 
     def __post_init__(self):
         from .data import SOURCES
@@ -55,5 +58,7 @@ class TrainConfig(_Config):
             raise ConfigError(f"margin must be positive, got {self.margin}")
         if not self.lr > 0 or not self.weight_decay >= 0:
             raise ConfigError(f"lr must be positive and weight_decay non-negative, got {self.lr}, {self.weight_decay}")
+        if not isinstance(self.mine, bool):
+            raise ConfigError(f"mine must be true or false, got {self.mine!r}")
         if not isinstance(self.seed, int):
             raise ConfigError(f"seed must be an integer, got {self.seed!r}")

@@ -6,12 +6,43 @@ same instance. Registered by the name ``imret train --mode`` takes.
 from __future__ import annotations
 
 import os
+from typing import Sequence
+
+import numpy as np
 
 from ..core.errors import DatasetError
 from ..core.paths import IMAGE_EXTENSIONS, collect_paths
 from ..core.registry import Registry
 
 SOURCES: Registry = Registry("training mode")
+
+
+def linked_labels(n: int, links: np.ndarray | Sequence[tuple[int, int]],
+                  labels: Sequence[int] | None = None) -> list[int]:
+    """An instance label per item 0…n-1: items joined by a link, directly or through
+    others, or sharing a label of ``labels`` (default: each its own), get one label;
+    labels are numbered by first appearance."""
+    parent = list(range(n))
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    def join(a: int, b: int) -> None:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+
+    if labels is not None:
+        first: dict[int, int] = {}
+        for i, lab in enumerate(labels):
+            join(first.setdefault(int(lab), i), i)
+    for a, b in np.asarray(links, np.int64).reshape(-1, 2):
+        join(int(a), int(b))
+    roots: dict[int, int] = {}
+    return [roots.setdefault(find(i), len(roots)) for i in range(n)]
 
 
 @SOURCES.register("unsupervised")
@@ -46,14 +77,8 @@ def pairs_file(path: str) -> tuple[list[str], list[int]]:
     if not os.path.isfile(path):
         raise DatasetError(path, "no such pairs file")
     base = os.path.dirname(os.path.abspath(path))
-    parent: dict[str, str] = {}
-
-    def find(p: str) -> str:
-        while parent[p] != p:
-            parent[p] = parent[parent[p]]
-            p = parent[p]
-        return p
-
+    seen: dict[str, int] = {}
+    links: list[tuple[int, int]] = []
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             line = line.rstrip("\n")
@@ -62,13 +87,10 @@ def pairs_file(path: str) -> tuple[list[str], list[int]]:
             cols = [os.path.normpath(os.path.join(base, c.strip())) for c in line.split("\t") if c.strip()]
             if len(cols) < 2:
                 raise DatasetError(path, f"line {n}: expected a query and at least one positive, tab-separated")
-            for c in cols:
-                parent.setdefault(c, c)
-            for c in cols[1:]:
-                parent[find(c)] = find(cols[0])
-    if not parent:
+            ids = [seen.setdefault(c, len(seen)) for c in cols]
+            links += [(ids[0], i) for i in ids[1:]]
+    if not seen:
         raise DatasetError(path, "no pairs")
-    paths = list(parent)
-    roots: dict[str, int] = {}
-    labels = [roots.setdefault(find(p), len(roots)) for p in paths]
+    paths = list(seen)
+    labels = linked_labels(len(paths), links)
     return paths, labels

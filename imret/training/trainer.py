@@ -11,6 +11,7 @@ so a resumed run repeats the steps an uninterrupted one takes.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -26,6 +27,7 @@ from .checkpoint import Checkpoint, load_checkpoint, make_meta, save_checkpoint
 from .config import TrainConfig
 from .data import SOURCES
 from .losses import LOSSES
+from .mine import mine_bank
 from .unfreeze import unfreeze_last
 
 # Config fields a resumed run may change: they do not alter the steps taken.
@@ -64,9 +66,9 @@ def _check_resume(ck: Checkpoint, preset: Preset, cfg: TrainConfig, data: str | 
     if Preset.from_dict(ck.meta["preset"]) != preset:
         raise ImretError(f"{path}: was trained with preset {ck.meta['preset']['name']!r} "
                          f"({ck.meta['preset']['head']}); resume with the same preset")
-    if strip(ck.meta["train"]) != strip(cfg.to_dict()):
-        diff = {k: (ck.meta["train"].get(k), v) for k, v in strip(cfg.to_dict()).items()
-                if ck.meta["train"].get(k) != v}
+    then = TrainConfig.from_dict(ck.meta["train"]).to_dict()  # fields added since: their defaults
+    if strip(then) != strip(cfg.to_dict()):
+        diff = {k: (then.get(k), v) for k, v in strip(cfg.to_dict()).items() if then.get(k) != v}
         raise ImretError(f"{path}: training settings differ from the checkpoint's (checkpoint, now): {diff}")
     where = data and os.path.abspath(data)
     if ck.meta["data"] != where:
@@ -105,14 +107,16 @@ class _Miner:
 
 def train(preset: Preset, cfg: TrainConfig, data: str | None, out: str | None = None, *, device=None,
           bank: ViewBank | None = None, resume: bool = False, progress: bool = False,
-          on_error: Callable[[str, str], None] | None = None, start: dict | None = None) -> TrainResult:
+          on_error: Callable[[str, str], None] | None = None, start: dict | None = None,
+          local_features: list | None = None) -> TrainResult:
     """Train ``preset``'s head (and ``cfg.train_blocks`` backbone stages) on ``data``.
 
     ``out``: checkpoint file, written every ``cfg.checkpoint_every`` steps and at the
     end; with ``resume`` an existing one is continued. ``bank``: training views
     already made for this backbone and config (the ablation shares one); ``data``
     may then be None. ``start``: a head state to start from (e.g. a trained head being
-    adapted) instead of the untrained head and its data-dependent start."""
+    adapted) instead of the untrained head and its data-dependent start. ``local_features``:
+    with ``cfg.mine``, the local features of ``bank.paths`` when already extracted."""
     ck = None
     if out is not None and os.path.exists(out):
         if not resume:
@@ -145,6 +149,11 @@ def train(preset: Preset, cfg: TrainConfig, data: str | None, out: str | None = 
     elif hasattr(head, "init_from_features"):
         with torch.no_grad():
             head.init_from_features(bank.maps([k for k, (_, v) in enumerate(bank.items) if v == 0]), seed=cfg.seed)
+    if cfg.mine:
+        bank, links = mine_bank(bank, head, progress=progress, features=local_features)
+        if progress:
+            print(f"verification linked {links} pairs of photos: {bank.n_labels} instances in "
+                  f"{len(bank.paths)} photos", file=sys.stderr, flush=True)
     labels = torch.tensor(bank.labels, device=device)
     loss_fn = LOSSES.get(cfg.loss)(cfg.margin, bank.n_labels, head.out_dim).to(device)
     if ck is not None:

@@ -91,3 +91,12 @@ def test_index_adapt_trains_then_indexes_with_the_adapted_head(few_photos, tmp_p
     bad = imret("index", few_photos, "--out", tmp_path / "x.index", "--adapt-steps", "5", "-q", check=False)
     assert bad.returncode == 1 and "--adapt-steps only applies with --adapt" in bad.stderr
     assert not (tmp_path / "x.index").exists()
+
+
+def test_train_mine_is_saved_with_the_checkpoint_and_refused_for_local_attention(few_photos, tmp_path):
+    out = tmp_path / "mined.pt"
+    proc = imret("train", few_photos, "--out", out, *TRAIN[:-1], "--mine")
+    assert "verification linked" in proc.stderr
+    assert load_checkpoint(str(out)).train.mine is True
+    bad = imret("train", few_photos, "--out", tmp_path / "local.pt", "--local", "--mine", "-q", check=False)
+    assert bad.returncode == 2 and "not --mine" in bad.stderr
