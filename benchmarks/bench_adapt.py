@@ -28,6 +28,12 @@ place (``bench_finetune.py --rows 6 --train-data ukbench/full fordham-places --s
 re-ranking (``own``: each preset's bundled steps), and adds a row of GeM on the same
 backbone, which needs no training: so a head and its paper's re-ranking are compared with
 the plain pooling under the same re-ranking, on photos no part of the model saw.
+
+``--mine`` adds the rows of training with mined positives (``TrainConfig.mine``: photos
+that geometric verification of their local features links count as one instance; no label
+is read): ``--adapt`` with them from the base head, and the base recipe trained with them on
+the other photos, adapted with them too. ``--adapt`` itself mines since 2026-12-07, so its
+plain rows are the adaptation as it was (augmentations only). The local features are cached.
 """
 from __future__ import annotations
 
@@ -115,7 +121,7 @@ def main(argv=None):
         for seed in args.seeds:
             recipe = SHIPPED_RECIPES[name].config.replace(seed=seed)
             base_bank = head_maps.view_bank(ex, others, recipe.views, seed, args.cache)
-            cfg = ADAPT.replace(max_size=preset.extraction.max_size, seed=seed)
+            cfg = ADAPT.replace(max_size=preset.extraction.max_size, seed=seed, mine=False)
             adapt_bank = head_maps.view_bank(ex, collection, cfg.views, seed, args.cache)
             t = time.time()
             base = train(preset, recipe, None, bank=base_bank).head_state

@@ -161,16 +161,16 @@ def cmd_index(args) -> int:
         raise ImretError(f"{'--adapt-steps' if args.adapt_steps is not None else '--adapt-blend'} "
                          "only applies with --adapt")
     if args.adapt:
-        from .training.adapt import ADAPT, ADAPT_ADVICE, ADAPT_BLEND, adapt
+        from .training.adapt import ADAPT, ADAPT_BLEND, adapt
 
-        if preset.name in ADAPT_ADVICE:
-            _eprint(f"note: {ADAPT_ADVICE[preset.name]} (docs/attention-heads.md, '--adapt')")
         _eprint(f"adapting the {preset.head.name} head of {preset.name} to these photos (no labels)")
         cfg = ADAPT if args.adapt_steps is None else ADAPT.replace(steps=args.adapt_steps,
                                                                    checkpoint_every=args.adapt_steps)
         res = adapt(preset, args.sources, cfg, device=args.device, progress=not args.quiet,
                     on_error=_skip_logger(args.quiet), start=head_state,
                     blend_weight=ADAPT_BLEND if args.adapt_blend is None else args.adapt_blend)
+        if res.mined:
+            _eprint(str(res.mined))
         head_state = res.head_state
     dba = None if args.dba is None else _rerank("dba" + (f":{args.dba}" if args.dba else "")).database_step
     gfr = None if getattr(args, "gfr", None) is None else _rerank("gfr" + (f":{args.gfr}" if args.gfr else "")).steps[0]
@@ -598,6 +598,8 @@ def cmd_train(args) -> int:
         preset, cfg = _preset_from_args(args), TrainConfig(**given)
     res = train(preset, cfg, args.data, out=args.out, device=args.device, resume=args.resume,
                 progress=not args.quiet, on_error=_skip_logger(args.quiet))
+    if res.mined:
+        _eprint(str(res.mined))
     if res.losses:
         n = max(1, min(20, len(res.losses) // 2))
         _eprint(f"loss {sum(res.losses[:n]) / n:.4f} over the first {n} steps, "
@@ -662,8 +664,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=None, metavar="FILE",
                    help="a model trained by 'imret train' (its preset and weights; --preset is ignored)")
     p.add_argument("--adapt", action="store_true",
-                   help="first adapt the preset's attention head to these photos without labels (each photo "
-                        "its own instance, augmentations as positives; a few minutes), then index with it")
+                   help="first adapt the preset's attention head to these photos without labels (a photo's "
+                        "positives: its augmentations and the photos its local features verify against; a few "
+                        "minutes), then index with it")
     p.add_argument("--adapt-steps", type=int, default=None, metavar="N",
                    help="training steps of --adapt (default 150)")
     p.add_argument("--adapt-blend", type=float, default=None, metavar="W",

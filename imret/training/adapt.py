@@ -1,9 +1,10 @@
 """Label-free adaptation of a head to the collection being indexed (``imret index --adapt``).
 
-The collection's photos are the training set, each its own instance: its
-positives are strong augmentations of it, its negatives the other photos
-(``unsupervised`` mode). No label is read, so the figures of the collection's own
-queries stay honest. Training starts from the head the preset ships trained (or its
+The collection's photos are the training set. A photo's positives are strong
+augmentations of it and the photos of the collection its local features verify
+against (``imret.training.mine``: the same building seen from elsewhere, which no
+augmentation shows); its negatives the other photos. No label is read, so the figures
+of the collection's own queries stay honest. Training starts from the head the preset ships trained (or its
 untrained start) and runs ``ADAPT`` (a few minutes on 2 CPU cores for ~100 photos);
 the head it returns lies ``blend`` of the way from that start to the adapted weights.
 """
@@ -23,9 +24,12 @@ from .trainer import TrainResult, train, training_extractor
 
 # 3 views per photo (the cost of the backbone is paid once per view), made at the preset's
 # own scale-1 size (``adapt`` sets it), as the shipped heads were trained: a head learns
-# on maps shaped like the ones it is later applied to.
+# on maps shaped like the ones it is later applied to. Mined positives: with augmentations
+# alone --adapt lowered lite0-regional's Hard mAP on photos it never saw; with the photos
+# verification links it raised Hard and Medium for every head at every seed measured
+# (benchmarks/bench_adapt.py --mine; docs/attention-heads.md).
 ADAPT = TrainConfig(mode="unsupervised", loss="triplet", steps=150, batch=8, negatives=4, views=3,
-                    refresh_every=50, lr=5e-4, seed=0, checkpoint_every=150)
+                    refresh_every=50, lr=5e-4, seed=0, checkpoint_every=150, mine=True)
 
 # How far the returned head lies from the start towards the adapted weights (weight-space
 # interpolation, as WiSE-FT, Wortsman et al. 2022, does for fine-tuned models). 150 steps on
@@ -34,16 +38,6 @@ ADAPT = TrainConfig(mode="unsupervised", loss="triplet", steps=150, batch=8, neg
 # 1 of 9 runs (-0.2) where the adapted head whole lost it in 3 (down to -1.1). 0.5 is
 # WiSE-FT's midpoint, fixed before measuring it; the --adapt tables (docs/attention-heads.md) give both.
 ADAPT_BLEND = 0.5
-
-# Presets for which --adapt was measured not to pay, and what was measured: 'imret index
-# --adapt' says so before training (it still trains: the user asked, and one collection's
-# figures are no proof). A user who meets the same on other photos should find it here.
-ADAPT_ADVICE: dict[str, str] = {
-    "lite0-regional": "on photos its training never saw, --adapt lowered lite0-regional's Hard mAP "
-                      "(paris6k-sub, seeds 0-2: -1.4 on the mean, Medium 0.0); lite0-dagf and lite0-selfsim "
-                      "gained from it",
-}
-
 
 def _same_layout(states: Sequence[Mapping[str, torch.Tensor]], who: str) -> None:
     """The states hold the same keys with the same shapes (states of one model)."""

@@ -11,7 +11,6 @@ so a resumed run repeats the steps an uninterrupted one takes.
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -42,6 +41,21 @@ class TrainResult:
     step: int
     path: str | None = None
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    mined: "Mined | None" = None
+
+
+@dataclass(frozen=True)
+class Mined:
+    """What mining positives found: ``links`` verified pairs, which left ``instances``
+    instances among ``photos`` photos."""
+
+    links: int
+    instances: int
+    photos: int
+
+    def __str__(self) -> str:
+        return (f"verification linked {self.links} pairs of photos: {self.instances} instances in "
+                f"{self.photos} photos")
 
 
 def training_extractor(preset: Preset, cfg: TrainConfig, device=None) -> Extractor:
@@ -149,11 +163,10 @@ def train(preset: Preset, cfg: TrainConfig, data: str | None, out: str | None = 
     elif hasattr(head, "init_from_features"):
         with torch.no_grad():
             head.init_from_features(bank.maps([k for k, (_, v) in enumerate(bank.items) if v == 0]), seed=cfg.seed)
+    mined = None
     if cfg.mine:
         bank, links = mine_bank(bank, head, progress=progress, features=local_features)
-        if progress:
-            print(f"verification linked {links} pairs of photos: {bank.n_labels} instances in "
-                  f"{len(bank.paths)} photos", file=sys.stderr, flush=True)
+        mined = Mined(links, bank.n_labels, len(bank.paths))
     labels = torch.tensor(bank.labels, device=device)
     loss_fn = LOSSES.get(cfg.loss)(cfg.margin, bank.n_labels, head.out_dim).to(device)
     if ck is not None:
@@ -213,4 +226,4 @@ def train(preset: Preset, cfg: TrainConfig, data: str | None, out: str | None = 
         bar.close()
     head.eval()
     return TrainResult(preset, {k: v.detach().cpu().clone() for k, v in head.state_dict().items()}, losses,
-                       max(start, cfg.steps), out, list(bank.skipped))
+                       max(start, cfg.steps), out, list(bank.skipped), mined)

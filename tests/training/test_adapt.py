@@ -11,7 +11,7 @@ from imret.heads import build_head
 from imret.heads.trained import shipped_for
 from imret.presets import get_preset
 from imret.training import TrainConfig
-from imret.training.adapt import ADAPT, ADAPT_ADVICE, ADAPT_BLEND, adapt, average_states, blend
+from imret.training.adapt import ADAPT, ADAPT_BLEND, adapt, average_states, blend
 
 
 def test_blend_by_hand():
@@ -69,7 +69,8 @@ def test_average_states_rejects(states, message):
     assert message in str(err.value)
 
 
-QUICK = ADAPT.replace(steps=2, checkpoint_every=2, batch=2, negatives=1, views=2)  # seconds, not minutes
+# seconds, not minutes (mining is tested in test_mine.py and through 'imret index --adapt')
+QUICK = ADAPT.replace(steps=2, checkpoint_every=2, batch=2, negatives=1, views=2, mine=False)
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +100,7 @@ def test_adapt_rejects_a_blend_weight_outside_0_1_before_training(small_regional
 def test_adapt_recipe_and_blend_are_the_documented_ones():
     """The --adapt figures (README, docs/attention-heads.md) were measured with exactly these."""
     assert ADAPT == TrainConfig(mode="unsupervised", loss="triplet", steps=150, batch=8, negatives=4, views=3,
-                                refresh_every=50, lr=5e-4, seed=0, checkpoint_every=150)
+                                refresh_every=50, lr=5e-4, seed=0, checkpoint_every=150, mine=True)
     assert ADAPT_BLEND == 0.5
 
 
@@ -124,9 +125,3 @@ def test_adapt_without_a_trained_start_returns_the_adapted_head_from_two_photos(
     with pytest.raises(ImretError, match=f"^--adapt needs at least two photos to contrast, found 1 in {tmp_path}$"):
         adapt(untrained, [str(tmp_path)], QUICK)
 
-
-def test_adapt_advice_is_given_for_shipped_attentive_presets_only():
-    from imret.training.recipes import SHIPPED_RECIPES
-
-    assert set(ADAPT_ADVICE) == {"lite0-regional"}  # the one measured to lose Hard (docs/attention-heads.md)
-    assert set(ADAPT_ADVICE) <= set(SHIPPED_RECIPES)
