@@ -88,9 +88,7 @@ def main(argv=None):
     rows, means = [], {}
 
     for name in args.presets:
-        preset = get_preset(name)
-        if args.tuned and preset.backbone.tuned:
-            preset = preset.replace(backbone=preset.backbone.replace(tuned=os.path.abspath(args.tuned)))
+        preset = head_maps.with_tuned(get_preset(name), args.tuned)
         ex = head_maps.extractor(512, preset.backbone)
         paris = head_maps.eval_maps(ex, os.path.join(root, COLLECTION), args.cache)
         rerank = (preset.rerank if args.rerank == "own" else args.rerank) or None

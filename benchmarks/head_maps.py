@@ -68,6 +68,14 @@ def extractor(max_size: int, backbone=None, device: str = "cpu") -> Extractor:
     return Extractor(preset, device=device)
 
 
+def with_tuned(preset: Preset, tuned: str | None) -> Preset:
+    """``preset`` with its tuned backbone stages replaced by the file ``tuned`` (when it has
+    tuned stages and a file is named)."""
+    if not (tuned and preset.backbone.tuned):
+        return preset
+    return preset.replace(backbone=preset.backbone.replace(tuned=os.path.abspath(tuned)))
+
+
 def _cached(cache: str | None, name: str, key: str, make):
     if cache is None:
         return make()
