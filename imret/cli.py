@@ -671,8 +671,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training steps of --adapt (default 150)")
     p.add_argument("--adapt-blend", type=float, default=None, metavar="W",
                    help="how far --adapt moves the head from its trained start towards the adapted weights: "
-                        "1 keeps the adapted head whole (default 0.5: halfway, which lost less Medium mAP "
-                        "across seeds; see docs/attention-heads.md)")
+                        "1 keeps the adapted head whole (default 0.5: halfway, fixed before it was measured; "
+                        "docs/attention-heads.md gives both)")
     p.add_argument("--local", nargs="?", const="delf", default=None, metavar="CONFIG",
                    help="also extract local features (saved beside the index as OUT.local.h5) for "
                         "'imret search --rerank sv'; " + LOCAL_HELP)

@@ -37,7 +37,11 @@ ADAPT = TrainConfig(mode="unsupervised", loss="triplet", steps=150, batch=8, neg
 # seeds, benchmarks/bench_adapt.py) the midpoint kept most of the Hard gain and lost Medium in
 # 1 of 9 runs (-0.2) where the adapted head whole lost it in 3 (down to -1.1). 0.5 is
 # WiSE-FT's midpoint, fixed before measuring it; the --adapt tables (docs/attention-heads.md) give both.
+# With mined positives the whole head scored higher on the collection's own queries at every
+# run, but lowered new queries' Medium once (regional, -0.5): the midpoint stays until the
+# held-out photos say otherwise.
 ADAPT_BLEND = 0.5
+
 
 def _same_layout(states: Sequence[Mapping[str, torch.Tensor]], who: str) -> None:
     """The states hold the same keys with the same shapes (states of one model)."""
