@@ -4,9 +4,10 @@ The collection's photos are the training set. A photo's positives are strong
 augmentations of it and the photos of the collection its local features verify
 against (``imret.training.mine``: the same building seen from elsewhere, which no
 augmentation shows); its negatives the other photos. No label is read, so the figures
-of the collection's own queries stay honest. Training starts from the head the preset ships trained (or its
-untrained start) and runs ``ADAPT`` (a few minutes on 2 CPU cores for ~100 photos);
-the head it returns lies ``blend`` of the way from that start to the adapted weights.
+of the collection's own queries stay honest. Training starts from the head the preset
+ships trained (or its untrained start) and runs ``ADAPT`` (a few minutes on 2 CPU cores
+for ~100 photos); the head it returns lies ``blend`` of the way from that start to the
+adapted weights.
 """
 from __future__ import annotations
 

@@ -137,7 +137,7 @@ def mine_bank(bank, head, cfg: MineConfig = MineConfig(), progress: bool = False
 
     photos = [k for k, (_, v) in enumerate(bank.items) if v == 0]  # in image order
     with torch.no_grad():
-        d = describe(head, bank.maps(photos))
+        d = torch.cat([describe(head, bank.maps(photos[i:i + 128])) for i in range(0, len(photos), 128)])
         d = F.normalize(d - d.mean(0), dim=1).cpu().numpy()
     labels, links = mine_labels(bank.paths, d, cfg, [bank.labels[k] for k in photos],
                                 device=bank.extractor.device, progress=progress, features=features)

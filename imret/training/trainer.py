@@ -165,8 +165,16 @@ def train(preset: Preset, cfg: TrainConfig, data: str | None, out: str | None = 
             head.init_from_features(bank.maps([k for k, (_, v) in enumerate(bank.items) if v == 0]), seed=cfg.seed)
     mined = None
     if cfg.mine:
-        bank, links = mine_bank(bank, head, progress=progress, features=local_features)
-        mined = Mined(links, bank.n_labels, len(bank.paths))
+        if ck is not None and "mined" in ck.meta:  # the links of the interrupted run: its steps saw them
+            saved = ck.meta["mined"]
+            if len(saved["labels"]) != len(bank.paths):
+                raise ImretError(f"{out}: was trained on {len(saved['labels'])} photos, {data} now holds "
+                                 f"{len(bank.paths)} that load")
+            bank, mined = bank.relabel(saved["labels"]), Mined(saved["links"], len(set(saved["labels"])),
+                                                               len(saved["labels"]))
+        else:
+            bank, links = mine_bank(bank, head, progress=progress, features=local_features)
+            mined = Mined(links, bank.n_labels, len(bank.paths))
     labels = torch.tensor(bank.labels, device=device)
     loss_fn = LOSSES.get(cfg.loss)(cfg.margin, bank.n_labels, head.out_dim).to(device)
     if ck is not None:
@@ -188,8 +196,12 @@ def train(preset: Preset, cfg: TrainConfig, data: str | None, out: str | None = 
     def save(step: int) -> None:
         if out is None:
             return
+        meta = make_meta(preset, cfg, data, step, losses, optimizer.state_dict())
+        if mined is not None:
+            meta["mined"] = {"labels": [bank.labels[k] for k, (_, v) in enumerate(bank.items) if v == 0],
+                             "links": mined.links}
         save_checkpoint(out, Checkpoint(
-            make_meta(preset, cfg, data, step, losses, optimizer.state_dict()),
+            meta,
             {k: v.detach().cpu() for k, v in head.state_dict().items()},
             {k: v.detach().cpu() for k, v in loss_fn.state_dict().items()},
             pool.cpu() if pool is not None else None,

@@ -114,11 +114,50 @@ def test_verification_links_photos_of_one_landmark_and_no_two_landmarks():
     assert links >= 1 and len(set(labels)) < 6  # at least one pair within a landmark links
 
 
-def test_training_with_mined_positives_relabels_linked_photos(few_photos, one_thread):
-    """Train's ``mine`` relabels the bank before the first step: the loss differs from a run without it
-    only if some photos were linked, and the result says how many were."""
-    plain = train(PRESET, CFG, few_photos)
-    mined = train(PRESET, CFG.replace(mine=True), few_photos)
-    assert plain.mined is None and mined.mined.photos == 6
-    assert mined.mined.instances < 6 if mined.mined.links else mined.mined.instances == 6
-    assert (plain.losses != mined.losses) == (mined.mined.links > 0)
+@pytest.fixture(scope="module")
+def linkable_photos(few_photos, tmp_path_factory):
+    """Three real photos and a crop of each, enlarged (the same scene seen closer: an affine map
+    explains the matches): mining should make three instances of the six photos."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("linkable")
+    for i, name in enumerate(sorted(os.listdir(few_photos))[:3]):
+        img = Image.open(os.path.join(few_photos, name)).convert("RGB")
+        w, h = img.size
+        img.save(root / f"{i}a.png")
+        img.crop((w // 8, h // 8, w - w // 8, h - h // 8)).resize((w, h), Image.BILINEAR).save(root / f"{i}b.png")
+    return str(root)
+
+
+def test_mining_links_each_photo_with_its_crop(linkable_photos, one_thread):
+    res = train(PRESET, CFG.replace(mine=True), linkable_photos)
+    assert (res.mined.links, res.mined.instances, res.mined.photos) == (3, 3, 6)
+
+
+def test_training_with_mined_positives_relabels_linked_photos(few_photos, linkable_photos, one_thread):
+    """Train's ``mine`` relabels the bank before the first step: the steps change where photos were
+    linked, and only there."""
+    for folder, links in ((few_photos, 0), (linkable_photos, 3)):
+        plain = train(PRESET, CFG, folder)
+        mined = train(PRESET, CFG.replace(mine=True), folder)
+        assert plain.mined is None and mined.mined.links == links
+        assert (plain.losses != mined.losses) == (links > 0)
+
+
+def test_a_resumed_run_takes_the_links_its_checkpoint_saved(linkable_photos, one_thread, tmp_path):
+    """Mining again from the checkpoint's head could link other photos than the steps already taken saw."""
+    from imret.training import load_checkpoint, save_checkpoint
+
+    cfg = CFG.replace(mine=True, steps=4, checkpoint_every=2)
+    whole = train(PRESET, cfg, linkable_photos)
+    out = str(tmp_path / "mined.pt")
+    train(PRESET, cfg.replace(steps=2), linkable_photos, out=out)
+    ck = load_checkpoint(out)
+    assert whole.mined.links > 0  # else the last check below could not tell
+    assert len(ck.meta["mined"]["labels"]) == 6 and ck.meta["mined"]["links"] == whole.mined.links
+    again = train(PRESET, cfg, linkable_photos, out=out, resume=True)
+    assert again.losses == whole.losses and again.mined == whole.mined
+    ck.meta["mined"] = {"labels": list(range(6)), "links": 0}  # as if the first run had linked none
+    save_checkpoint(out, ck)
+    unlinked = train(PRESET, cfg, linkable_photos, out=out, resume=True)
+    assert (unlinked.mined.links, unlinked.mined.instances) == (0, 6)
