@@ -156,6 +156,10 @@ class ViewBank:
         bank.labels = [order[lab] for lab in raw]
         return bank
 
+    def photo_items(self) -> list[int]:
+        """Where each image's photo itself (view 0) lies in ``items``, in image order."""
+        return [k for k, (_, v) in enumerate(self.items) if v == 0]
+
     @property
     def n_labels(self) -> int:
         return len(set(self.labels))

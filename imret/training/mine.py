@@ -46,6 +46,32 @@ class MineConfig:
                 raise ConfigError(f"mine: {name} must be a positive integer, got {v!r}")
 
 
+@dataclass(frozen=True)
+class Mined:
+    """What mining found: ``links`` verified pairs, and the instance label they left each
+    photo (``labels``, in image order)."""
+
+    links: int
+    labels: tuple[int, ...]
+
+    @classmethod
+    def of(cls, bank, links: int) -> "Mined":
+        """The record of a ``ViewBank`` relabelled by mining ``links`` pairs."""
+        return cls(links, tuple(bank.labels[k] for k in bank.photo_items()))
+
+    @property
+    def instances(self) -> int:
+        return len(set(self.labels))
+
+    @property
+    def photos(self) -> int:
+        return len(self.labels)
+
+    def __str__(self) -> str:
+        return (f"verification linked {self.links} pairs of photos: {self.instances} instances in "
+                f"{self.photos} photos")
+
+
 def shortlist_pairs(descriptors: np.ndarray, k: int) -> np.ndarray:
     """P×2 pairs (i < j), each once, of every photo with its ``k`` most similar others;
     ``descriptors``: N×D rows, compared by inner product."""
@@ -125,9 +151,10 @@ def mine_labels(paths: Sequence[str], descriptors: np.ndarray, cfg: MineConfig =
     return linked_labels(len(paths), links, labels), len(links)
 
 
-def mine_bank(bank, head, cfg: MineConfig = MineConfig(), progress: bool = False, features: Sequence | None = None):
-    """``bank`` (a ``ViewBank``) relabelled so that the photos verification links share an
-    instance, with the number of verified pairs. The shortlists come from ``head``'s
+def mine_bank(bank, head, cfg: MineConfig = MineConfig(), progress: bool = False,
+              features: Sequence | None = None) -> tuple:
+    """(``bank``, a ``ViewBank``, relabelled so that the photos verification links share an
+    instance; the ``Mined`` record). The shortlists come from ``head``'s
     descriptors of the photos themselves (view 0), centred on their mean, as an index
     centres them. ``features``: the local features of ``bank.paths``, if already made."""
     import torch
@@ -135,10 +162,11 @@ def mine_bank(bank, head, cfg: MineConfig = MineConfig(), progress: bool = False
 
     from .bank import describe
 
-    photos = [k for k, (_, v) in enumerate(bank.items) if v == 0]  # in image order
+    photos = bank.photo_items()
     with torch.no_grad():
         d = torch.cat([describe(head, bank.maps(photos[i:i + 128])) for i in range(0, len(photos), 128)])
         d = F.normalize(d - d.mean(0), dim=1).cpu().numpy()
     labels, links = mine_labels(bank.paths, d, cfg, [bank.labels[k] for k in photos],
                                 device=bank.extractor.device, progress=progress, features=features)
-    return bank.relabel(labels), links
+    bank = bank.relabel(labels)
+    return bank, Mined.of(bank, links)

@@ -26,7 +26,7 @@ from .checkpoint import Checkpoint, load_checkpoint, make_meta, save_checkpoint
 from .config import TrainConfig
 from .data import SOURCES
 from .losses import LOSSES
-from .mine import mine_bank
+from .mine import Mined, mine_bank
 from .unfreeze import unfreeze_last
 
 # Config fields a resumed run may change: they do not alter the steps taken.
@@ -41,21 +41,7 @@ class TrainResult:
     step: int
     path: str | None = None
     skipped: list[tuple[str, str]] = field(default_factory=list)
-    mined: "Mined | None" = None
-
-
-@dataclass(frozen=True)
-class Mined:
-    """What mining positives found: ``links`` verified pairs, which left ``instances``
-    instances among ``photos`` photos."""
-
-    links: int
-    instances: int
-    photos: int
-
-    def __str__(self) -> str:
-        return (f"verification linked {self.links} pairs of photos: {self.instances} instances in "
-                f"{self.photos} photos")
+    mined: Mined | None = None
 
 
 def training_extractor(preset: Preset, cfg: TrainConfig, device=None) -> Extractor:
@@ -162,7 +148,7 @@ def train(preset: Preset, cfg: TrainConfig, data: str | None, out: str | None = 
             backbone.net.load_state_dict(ck.backbone)
     elif hasattr(head, "init_from_features"):
         with torch.no_grad():
-            head.init_from_features(bank.maps([k for k, (_, v) in enumerate(bank.items) if v == 0]), seed=cfg.seed)
+            head.init_from_features(bank.maps(bank.photo_items()), seed=cfg.seed)
     mined = None
     if cfg.mine:
         if ck is not None and "mined" in ck.meta:  # the links of the interrupted run: its steps saw them
@@ -170,11 +156,10 @@ def train(preset: Preset, cfg: TrainConfig, data: str | None, out: str | None = 
             if len(saved["labels"]) != len(bank.paths):
                 raise ImretError(f"{out}: was trained on {len(saved['labels'])} photos, {data} now holds "
                                  f"{len(bank.paths)} that load")
-            bank, mined = bank.relabel(saved["labels"]), Mined(saved["links"], len(set(saved["labels"])),
-                                                               len(saved["labels"]))
+            bank = bank.relabel(saved["labels"])
+            mined = Mined.of(bank, saved["links"])
         else:
-            bank, links = mine_bank(bank, head, progress=progress, features=local_features)
-            mined = Mined(links, bank.n_labels, len(bank.paths))
+            bank, mined = mine_bank(bank, head, progress=progress, features=local_features)
     labels = torch.tensor(bank.labels, device=device)
     loss_fn = LOSSES.get(cfg.loss)(cfg.margin, bank.n_labels, head.out_dim).to(device)
     if ck is not None:
@@ -198,8 +183,7 @@ def train(preset: Preset, cfg: TrainConfig, data: str | None, out: str | None = 
             return
         meta = make_meta(preset, cfg, data, step, losses, optimizer.state_dict())
         if mined is not None:
-            meta["mined"] = {"labels": [bank.labels[k] for k, (_, v) in enumerate(bank.items) if v == 0],
-                             "links": mined.links}
+            meta["mined"] = {"labels": list(mined.labels), "links": mined.links}
         save_checkpoint(out, Checkpoint(
             meta,
             {k: v.detach().cpu() for k, v in head.state_dict().items()},
