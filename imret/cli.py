@@ -551,6 +551,9 @@ _TRAIN_OPTIONS = {
     "seed": "seed of every random choice: the same seed gives the same model (on one machine, with one "
             "thread count: other counts sum floats in another order)",
     "checkpoint_every": "write the checkpoint every N steps",
+    "mine": "also count as one instance the photos whose local features verify against each other (each photo is "
+            "verified against its 20 nearest by the head's descriptor; no label is read): positives across "
+            "viewpoints, not only augmentations of one photo",
 }
 
 
@@ -561,7 +564,7 @@ _LOCAL_TRAIN_OPTIONS = ("mode", "steps", "batch", "lr", "weight_decay", "views",
 def _train_local(args) -> int:
     from .local.commands import train_local
 
-    unused = [k for k in (*_TRAIN_OPTIONS, "mine") if k not in _LOCAL_TRAIN_OPTIONS and getattr(args, k) is not None]
+    unused = [k for k in _TRAIN_OPTIONS if k not in _LOCAL_TRAIN_OPTIONS and getattr(args, k) is not None]
     if unused or args.resume:
         _eprint("imret: error: --local training takes only " + ", ".join("--" + k.replace("_", "-") for k in
                 _LOCAL_TRAIN_OPTIONS) + f"; not {', '.join('--' + k.replace('_', '-') for k in unused) or '--resume'}")
@@ -585,7 +588,7 @@ def cmd_train(args) -> int:
 
     if args.local is not None:
         return _train_local(args)
-    given = {k: getattr(args, k) for k in (*_TRAIN_OPTIONS, "mine") if getattr(args, k) is not None}
+    given = {k: getattr(args, k) for k in _TRAIN_OPTIONS if getattr(args, k) is not None}
     if args.resume and os.path.exists(args.out):
         # the checkpoint names its preset and settings: the command need not repeat them
         from .training.checkpoint import load_checkpoint
@@ -745,12 +748,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="FILE", help="checkpoint file to write")
     p.add_argument("--resume", action="store_true", help="continue the training in --out from its last checkpoint")
     for name, text in _TRAIN_OPTIONS.items():
+        if name == "mine":  # the one switch: given or not
+            p.add_argument("--mine", action="store_const", const=True, default=None, help=text)
+            continue
         kind = str if name in ("mode", "loss") else float if name in ("margin", "lr", "weight_decay") else int
         p.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=text)
-    p.add_argument("--mine", action="store_const", const=True, default=None,
-                   help="also count as one instance the photos whose local features verify against each other "
-                        "(each photo is verified against its 20 nearest by the head's descriptor; no label is "
-                        "read): positives across viewpoints, not only augmentations of one photo")
     p.add_argument("--local", nargs="?", const="delf", default=None, metavar="CONFIG",
                    help="train the attention network of local features (DELF: attention-weighted pooling, "
                         "linear classifier, cross-entropy over instances; backbone frozen) instead of a head; "
