@@ -156,6 +156,11 @@ class ViewBank:
         bank.labels = [order[lab] for lab in raw]
         return bank
 
+    def describe(self, head: nn.Module, ks: Sequence[int], chunk: int = 128) -> torch.Tensor:
+        """N×D descriptors by ``head`` of items ``ks``, their maps made ``chunk`` items at a
+        time (with trained backbone stages, a map costs a forward pass)."""
+        return torch.cat([describe(head, self.maps(ks[i:i + chunk])) for i in range(0, len(ks), chunk)])
+
     def photo_items(self) -> list[int]:
         """Where each image's photo itself (view 0) lies in ``items``, in image order."""
         return [k for k, (_, v) in enumerate(self.items) if v == 0]

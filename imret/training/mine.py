@@ -160,11 +160,9 @@ def mine_bank(bank, head, cfg: MineConfig = MineConfig(), progress: bool = False
     import torch
     import torch.nn.functional as F
 
-    from .bank import describe
-
     photos = bank.photo_items()
     with torch.no_grad():
-        d = torch.cat([describe(head, bank.maps(photos[i:i + 128])) for i in range(0, len(photos), 128)])
+        d = bank.describe(head, photos)
         d = F.normalize(d - d.mean(0), dim=1).cpu().numpy()
     labels, links = mine_labels(bank.paths, d, cfg, [bank.labels[k] for k in photos],
                                 device=bank.extractor.device, progress=progress, features=features)

@@ -175,8 +175,7 @@ def train(preset: Preset, cfg: TrainConfig, data: str | None, out: str | None = 
 
     @torch.no_grad()
     def refresh() -> torch.Tensor:
-        ks = list(range(len(bank)))
-        return torch.cat([describe(head, bank.maps(ks[i:i + 128])) for i in range(0, len(ks), 128)])
+        return bank.describe(head, list(range(len(bank))))
 
     def save(step: int) -> None:
         if out is None:
