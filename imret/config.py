@@ -21,7 +21,18 @@ from .core.steptext import check_order, parse_steps
 DEFAULT_MIN_SCORE = 0.75
 
 __all__ = ["BackboneConfig", "DEFAULT_MIN_SCORE", "ConfigError", "ExtractionConfig", "HeadConfig", "IndexConfig",
-           "Preset", "WhiteningConfig", "check_params"]
+           "Preset", "WhiteningConfig", "check_ints", "check_params"]
+
+
+def check_ints(cfg, names, least: int = 1, prefix: str = "") -> None:
+    """ConfigError naming the first of ``names`` whose value on ``cfg`` is not an integer
+    of at least ``least`` (True and False are not integers here: a flag given for a count
+    is an error, not 1 or 0)."""
+    for name in names:
+        v = getattr(cfg, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v < least:
+            what = {0: "a non-negative integer", 1: "a positive integer"}.get(least, f"an integer >= {least}")
+            raise ConfigError(f"{prefix}{name} must be {what}, got {v!r}")
 
 
 def check_params(name: str, params: Mapping[str, Any]) -> None:

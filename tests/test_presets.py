@@ -69,3 +69,23 @@ def test_imret_presets_refuses_an_unknown_name_in_one_line():
     assert res.stderr.strip().splitlines() == [res.stderr.strip()]
     assert "unknown preset 'nope'; known: default, fast" in res.stderr
     assert res.stdout == ""  # nothing described before the error
+
+
+def test_check_ints_names_the_first_count_out_of_range_and_refuses_flags():
+    from types import SimpleNamespace
+
+    from imret.config import check_ints
+
+    cfg = SimpleNamespace(a=1, b=0, c=2, d=True, e=2.0)
+    check_ints(cfg, ("a", "c"))
+    check_ints(cfg, ("b",), least=0)
+    check_ints(cfg, ("c",), least=2)
+    with pytest.raises(ConfigError, match=r"^b must be a positive integer, got 0$"):
+        check_ints(cfg, ("a", "b", "d"))
+    with pytest.raises(ConfigError, match=r"^x: a must be an integer >= 2, got 1$"):
+        check_ints(cfg, ("a",), least=2, prefix="x: ")
+    with pytest.raises(ConfigError, match=r"^b must be a non-negative integer, got -1$"):
+        check_ints(SimpleNamespace(b=-1), ("b",), least=0)
+    for flag_or_float in ("d", "e"):  # a flag for a count, or 2.0, is a mistake in the file, not 1 or 2
+        with pytest.raises(ConfigError, match=flag_or_float):
+            check_ints(cfg, (flag_or_float,))

@@ -5,7 +5,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from ..config import BackboneConfig, ConfigError, _Config
+from ..config import BackboneConfig, ConfigError, _Config, check_ints
 
 # The scale pyramid of DELF: 0.25 to 2.0 by factors of √2.
 DELF_SCALES = tuple(round(2 ** (k / 2), 4) for k in range(-4, 3))
@@ -55,14 +55,11 @@ class LocalConfig(_Config):
             raise ConfigError(f"scales must be non-empty and in (0, 4], got {self.scales}")
         if not (32 <= int(self.max_size) <= 4096):
             raise ConfigError(f"max_size must be in [32, 4096], got {self.max_size}")
-        if not (isinstance(self.max_features, int) and self.max_features >= 1):
-            raise ConfigError(f"max_features must be a positive integer, got {self.max_features!r}")
+        check_ints(self, ("max_features",))
         if not (0 < self.nms_iou <= 1):
             raise ConfigError(f"nms_iou must be in (0, 1], got {self.nms_iou}")
-        if not (isinstance(self.pca_dim, int) and self.pca_dim >= 2):
-            raise ConfigError(f"pca_dim must be an integer >= 2, got {self.pca_dim!r}")
-        if not (isinstance(self.pca_images, int) and self.pca_images >= 1):
-            raise ConfigError(f"pca_images must be a positive integer, got {self.pca_images!r}")
+        check_ints(self, ("pca_dim",), least=2)
+        check_ints(self, ("pca_images",))
         if self.storage not in ("pq", "float16", "float32"):
             raise ConfigError(f"storage must be 'pq', 'float16' or 'float32', got {self.storage!r}")
         if self.storage == "pq" and not (isinstance(self.pq_m, int) and self.pq_m >= 1 and self.pca_dim % self.pq_m == 0):

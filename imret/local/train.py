@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import ConfigError, ExtractionConfig, HeadConfig, Preset, WhiteningConfig, _Config
+from ..config import ConfigError, ExtractionConfig, HeadConfig, Preset, WhiteningConfig, _Config, check_ints
 from ..core.errors import ImretError
 from .attention import Attention
 from .config import LocalConfig
@@ -46,11 +46,8 @@ class AttentionTrainConfig(_Config):
 
         if self.mode not in SOURCES:
             raise ConfigError(f"unknown training mode {self.mode!r}; known: {', '.join(SOURCES.names())}")
-        for name in ("steps", "batch"):
-            if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
-                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        if not (isinstance(self.views, int) and self.views >= 2):
-            raise ConfigError(f"views must be an integer >= 2, got {self.views!r}")
+        check_ints(self, ("steps", "batch"))
+        check_ints(self, ("views",), least=2)
         if not (isinstance(self.max_size, int) and 32 <= self.max_size <= 4096):
             raise ConfigError(f"max_size must be an integer in [32, 4096], got {self.max_size!r}")
         if not self.lr > 0 or not self.weight_decay >= 0:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config import ConfigError, _Config
+from ..config import ConfigError, _Config, check_ints
 
 
 @dataclass(frozen=True)
@@ -44,14 +44,9 @@ class TrainConfig(_Config):
             raise ConfigError(f"unknown training mode {self.mode!r}; known: {', '.join(SOURCES.names())}")
         if self.loss not in LOSSES:
             raise ConfigError(f"unknown loss {self.loss!r}; known: {', '.join(LOSSES.names())}")
-        for name in ("steps", "batch", "negatives", "refresh_every", "checkpoint_every"):
-            v = getattr(self, name)
-            if not (isinstance(v, int) and v >= 1):
-                raise ConfigError(f"{name} must be a positive integer, got {v!r}")
-        if not (isinstance(self.views, int) and self.views >= 2):
-            raise ConfigError(f"views must be an integer >= 2 (the photo and at least one augmentation), got {self.views!r}")
-        if not (isinstance(self.train_blocks, int) and self.train_blocks >= 0):
-            raise ConfigError(f"train_blocks must be a non-negative integer, got {self.train_blocks!r}")
+        check_ints(self, ("steps", "batch", "negatives", "refresh_every", "checkpoint_every"))
+        check_ints(self, ("views",), least=2)  # the photo and at least one augmentation
+        check_ints(self, ("train_blocks",), least=0)
         if not (isinstance(self.max_size, int) and 32 <= self.max_size <= 4096):
             raise ConfigError(f"max_size must be an integer in [32, 4096], got {self.max_size!r}")
         if self.margin is not None and not self.margin > 0:

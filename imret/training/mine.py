@@ -35,15 +35,12 @@ class MineConfig:
     min_inliers: int = 12
 
     def __post_init__(self):
-        from ..config import ConfigError
+        from ..config import ConfigError, check_ints
         from ..local.config import LOCAL_CONFIGS
 
         if self.local not in LOCAL_CONFIGS:
             raise ConfigError(f"mine: unknown local features {self.local!r}; known: {', '.join(LOCAL_CONFIGS)}")
-        for name in ("shortlist", "min_inliers"):
-            v = getattr(self, name)
-            if not (isinstance(v, int) and v >= 1):
-                raise ConfigError(f"mine: {name} must be a positive integer, got {v!r}")
+        check_ints(self, ("shortlist", "min_inliers"), prefix="mine: ")
 
 
 @dataclass(frozen=True)
