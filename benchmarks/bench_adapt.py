@@ -5,8 +5,9 @@
 The shipped heads were trained (label-free) on the photos of ``paris6k-sub`` among
 others, so adapting them to ``paris6k-sub`` measures nothing new. Here each preset's
 shipped recipe first trains a base head on the other training photos only
-(``ukbench/full``, ``fordham-places``: 66 photos, no Paris photo), the head a user whose
-photos are unlike the training photos gets; then ``ADAPT``, the configuration of
+(``ukbench/full``, ``fordham-places``: 66 photos, no Paris photo; blended with its untrained
+start where the recipe ships it so), the head a user whose photos are unlike the training
+photos gets; then ``ADAPT``, the configuration of
 ``--adapt`` (its views, steps, learning rate and seed, on views at the preset's size),
 trains it on the ``paris6k-sub`` photos without a label; the head ``--adapt`` returns
 (``ADAPT_BLEND`` of the way from the base head to the adapted weights) and the adapted head
@@ -122,7 +123,7 @@ def main(argv=None):
             cfg = ADAPT.replace(max_size=preset.extraction.max_size, seed=seed, mine=False)
             adapt_bank = head_maps.view_bank(ex, collection, cfg.views, seed, args.cache)
             t = time.time()
-            base = train(preset, recipe, None, bank=base_bank).head_state
+            base = SHIPPED_RECIPES[name].shipped_state(train(preset, recipe, None, bank=base_bank))
             row(name, seed, "recipe on the 66 other photos (not adapted)", base, f"{time.time() - t:.0f}")
             t = time.time()
             adapted = train(preset, cfg, None, bank=adapt_bank, start=base).head_state
@@ -139,8 +140,8 @@ def main(argv=None):
                     f"{time.time() - t:.0f}")
                 row(name, seed, "  + --adapt with mined positives, blend 1", adapted)
                 t = time.time()
-                mined = train(preset, recipe.replace(mine=True), None, bank=base_bank,
-                              local_features=others_local).head_state
+                mined = SHIPPED_RECIPES[name].shipped_state(train(preset, recipe.replace(mine=True), None,
+                                                                  bank=base_bank, local_features=others_local))
                 row(name, seed, "recipe with mined positives on the 66 other photos", mined, f"{time.time() - t:.0f}")
                 adapted = train(preset, cfg.replace(mine=True), None, bank=adapt_bank, start=mined,
                                 local_features=paris_local).head_state

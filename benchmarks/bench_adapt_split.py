@@ -114,8 +114,8 @@ def main(argv=None):
             row("", k, "GeM on the same backbone", None, new, own, head_cfg=gem)
         for seed in args.seeds:
             recipe = SHIPPED_RECIPES[name].config.replace(seed=seed)
-            base = train(preset, recipe, None, bank=head_maps.view_bank(ex, others, recipe.views, seed,
-                                                                         args.cache)).head_state
+            base = SHIPPED_RECIPES[name].shipped_state(train(preset, recipe, None, bank=head_maps.view_bank(
+                ex, others, recipe.views, seed, args.cache)))
             cfg = ADAPT.replace(max_size=preset.extraction.max_size, seed=seed)
             bank = head_maps.view_bank(ex, collection, cfg.views, seed, args.cache)
             local = head_maps.local_features(bank.paths, MineConfig(), args.cache)

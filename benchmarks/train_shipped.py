@@ -165,11 +165,10 @@ def main(argv=None):
         data = {"photos": len(bank.paths), "folders": list(TRAIN_DATA), "labels": "none (each photo its own "
                 "instance, augmentations as positives)"}
         meta = {"protocol": "label-free", "train": cfg.to_dict(), "seconds": round(seconds, 1),
-                "notes": recipe.notes}
-        if args.dry_run:
-            state = res.head_state
-        else:
-            state = save_trained(path, preset, res.head_state, meta, data).float_state()
+                "notes": recipe.notes, "blend": recipe.blend}
+        state = recipe.shipped_state(res)
+        if not args.dry_run:
+            state = save_trained(path, preset, state, meta, data).float_state()
         head.load_state_dict(state)  # score the weights as shipped (float16-rounded)
         after = summary(figures(head, paris, preset.whitening), figures(head, ukb, preset.whitening))
         if not args.dry_run:

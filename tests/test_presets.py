@@ -61,6 +61,9 @@ def test_imret_presets_names_tell_how_each_part_was_trained():
     assert any("a match from cosine 0.55 (calibrated" in line for line in following)
     default = out.index(next(line for line in out if line.startswith("default:")))
     assert out[default + 1:] == ["  a match from cosine 0.75"]
+    blended = run_imret("presets", "lite0-dagf", "lite0-regional").stdout  # the recipe ships lite0-dagf blended
+    dagf, regional = blended.split("lite0-regional:")
+    assert "shipped 0.5 of the way from its untrained start" in dagf and "of the way" not in regional
 
 
 def test_imret_presets_refuses_an_unknown_name_in_one_line():

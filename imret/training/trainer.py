@@ -42,6 +42,9 @@ class TrainResult:
     path: str | None = None
     skipped: list[tuple[str, str]] = field(default_factory=list)
     mined: Mined | None = None
+    # the head before its first step (its untrained or given start); None for a resumed run,
+    # whose checkpoint does not keep it
+    start_state: dict[str, torch.Tensor] | None = None
 
 
 def training_extractor(preset: Preset, cfg: TrainConfig, device=None) -> Extractor:
@@ -149,6 +152,7 @@ def train(preset: Preset, cfg: TrainConfig, data: str | None, out: str | None = 
     elif hasattr(head, "init_from_features"):
         with torch.no_grad():
             head.init_from_features(bank.maps(bank.photo_items()), seed=cfg.seed)
+    start_state = None if ck is not None else {k: v.detach().cpu().clone() for k, v in head.state_dict().items()}
     mined = None
     if cfg.mine:
         if ck is not None and "mined" in ck.meta:  # the links of the interrupted run: its steps saw them
@@ -221,4 +225,4 @@ def train(preset: Preset, cfg: TrainConfig, data: str | None, out: str | None = 
         bar.close()
     head.eval()
     return TrainResult(preset, {k: v.detach().cpu().clone() for k, v in head.state_dict().items()}, losses,
-                       max(start, cfg.steps), out, list(bank.skipped), mined)
+                       max(start, cfg.steps), out, list(bank.skipped), mined, start_state)

@@ -59,6 +59,33 @@ def test_resume_takes_the_steps_an_uninterrupted_run_takes(trained, few_photos, 
     assert all(torch.equal(a.head[k], b.head[k]) for k in a.head)
 
 
+def test_the_result_keeps_the_start_the_steps_left_and_a_recipe_blends_from_it(trained, few_photos, tmp_path):
+    from imret.training.recipes import Recipe
+
+    res, _ = trained
+    untrained = Extractor(PRESET, device="cpu")
+    begun = Extractor(PRESET, device="cpu", head_state=res.start_state)
+    for p in _photos(few_photos, 2):  # DAGF starts as its pooling: the start describes as the untrained head
+        assert np.allclose(begun.extract(p), untrained.extract(p), atol=1e-6)
+    moved = [k for k in res.head_state if not torch.equal(res.head_state[k], res.start_state[k])]
+    assert moved
+    given = train(PRESET, CFG.replace(steps=2), few_photos, start=res.head_state)
+    assert all(torch.equal(given.start_state[k], res.head_state[k]) for k in res.head_state)
+    assert Recipe(CFG).shipped_state(res) is res.head_state
+    half = Recipe(CFG, blend=0.25).shipped_state(res)
+    for k in moved:
+        assert torch.allclose(half[k], 0.75 * res.start_state[k] + 0.25 * res.head_state[k], atol=1e-7)
+    out = str(tmp_path / "cut.pt")
+    train(PRESET, CFG.replace(steps=3), few_photos, out=out)
+    resumed = train(PRESET, CFG, few_photos, out=out, resume=True)
+    assert resumed.start_state is None  # the checkpoint does not keep it
+    with pytest.raises(ValueError, match="resumed"):
+        Recipe(CFG, blend=0.5).shipped_state(resumed)
+    for bad in (0.0, 1.5):
+        with pytest.raises(ConfigError, match="blend"):
+            Recipe(CFG, blend=bad)
+
+
 def test_same_seed_same_model_other_seed_another(trained, few_photos):
     res, _ = trained
     again = train(PRESET, CFG, few_photos)
