@@ -1,0 +1,101 @@
+"""How far to ship a head from its untrained start: trained heads blended with it, on
+landmarks they saw and on landmarks they never saw.
+
+    python benchmarks/bench_blend.py [--rows TEXT…] [--seeds N…] [--blends W…] [--data DIR] [--cache .cache]
+
+For each ablation row (``ablation.ROWS``, on the backbone its shipped preset runs on) and
+seed, the row's shipped recipe trains the head twice, label-free (each photo its own
+instance, no label read): on every training photo as the shipped heads are trained
+("seen": the scored photos among them), and, for each ``paris6k-sub`` landmark L, on the
+photos of the other landmarks and datasets only (``ablation.py``'s "unseen" folds: L's
+photos never trained on). Each head is scored at each blend weight W, the state
+``start + W·(trained − start)`` (``imret.training.adapt.blend``; W 0 is the untrained start,
+1 the trained head whole) on the queries of L, as ``ablation.py --lolo`` scores them; the
+figures are Medium / Hard mAP, centred, weighted over the landmarks' queries. It measures
+what ``Recipe.blend`` chooses: whether training moves the head somewhere that holds on
+photos of places it never saw.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import head_maps  # noqa: E402
+from ablation import ROWS, instance_labels, lolo_labels, query_landmarks  # noqa: E402
+from bench_spine import table  # noqa: E402
+
+from imret.config import HeadConfig  # noqa: E402
+from imret.evaluation.evaluate import evaluate_descriptors  # noqa: E402
+from imret.heads import build_head  # noqa: E402
+from imret.presets import get_preset  # noqa: E402
+from imret.training import train  # noqa: E402
+from imret.training.adapt import blend  # noqa: E402
+from imret.training.probe import descriptors, subset  # noqa: E402
+from imret.training.recipes import SHIPPED_RECIPES, TRAIN_DATA  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def weighted(figs: list[tuple[int, float, float]]) -> tuple[str, str]:
+    """Medium and Hard mAP of per-landmark (queries, medium, hard), weighted by queries."""
+    n = sum(f[0] for f in figs)
+    return tuple(f"{sum(f[0] * f[k] for f in figs) / n:.1f}" for k in (1, 2))  # type: ignore[return-value]
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", "--data-root", dest="data_root", default=os.path.join(REPO, "..", "shared", "data"))
+    ap.add_argument("--cache", default=os.path.join(REPO, ".cache"))
+    ap.add_argument("--rows", nargs="+", default=["(lite0-dagf)"], help="ablation rows (label substrings)")
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0])
+    ap.add_argument("--blends", nargs="+", type=float, default=[0.0, 0.25, 0.5, 0.75, 1.0])
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    root = os.path.normpath(args.data_root)
+    paris_dir = os.path.join(root, "paris6k-sub")
+    rows = []
+    print(f"load {os.getloadavg()[0]:.2f}; torch {torch.get_num_threads()} thread(s)", flush=True)
+    for label, name, params, recipe_name in ROWS:
+        if recipe_name is None or not any(r.lower() in label.lower() for r in args.rows):
+            continue
+        shipped = get_preset(recipe_name)
+        preset = shipped.replace(name="blend", head=HeadConfig(name, params))
+        ex = head_maps.extractor(512, preset.backbone)
+        paris = head_maps.eval_maps(ex, paris_dir, args.cache)
+        landmarks = query_landmarks(paris.dataset, paris_dir)
+        lms = sorted({lm for lm in landmarks if lm not in ("-", "none", "arc_triomphe")})
+        for seed in args.seeds:
+            cfg = SHIPPED_RECIPES[recipe_name].config.replace(seed=seed)
+            bank = head_maps.view_bank(ex, [os.path.join(root, d) for d in TRAIN_DATA], cfg.views, seed, args.cache)
+            labels = instance_labels(bank.paths, root)
+            t = time.time()
+            seen = train(preset, cfg, None, bank=bank)
+            figs: dict[tuple[str, float], list] = {}
+            for lm in lms:
+                keep_q = [i for i, x in enumerate(landmarks) if x == lm]
+                keep_img, per_image = lolo_labels(labels, lm, "unseen")
+                unseen = train(preset, cfg, None, bank=bank.relabel(per_image, keep_img))
+                sub = subset(paris, keep_q)
+                for kind, res in (("seen", seen), ("unseen", unseen)):
+                    for w in args.blends:
+                        head = build_head(preset.head, ex.backbone.out_channels)
+                        head.load_state_dict(blend(res.start_state, res.head_state, w))
+                        f = evaluate_descriptors(sub.dataset, *descriptors(head, sub), preset.whitening)["figures"]
+                        figs.setdefault((kind, w), []).append((len(keep_q), f["medium"]["mAP"], f["hard"]["mAP"]))
+            for w in args.blends:
+                rows.append((label, seed, f"{w:g}", *weighted(figs[("seen", w)]), *weighted(figs[("unseen", w)])))
+                print("  " + "  ".join(map(str, rows[-1])), flush=True)
+            print(f"    ({time.time() - t:.0f} s)", flush=True)
+    table(f"Heads blended with their untrained start: paris6k-sub Medium / Hard mAP %, centred, on each landmark's "
+          f"queries (weighted); seen: trained on every training photo; unseen: the landmark's photos left out; "
+          f"load {os.getloadavg()[0]:.2f}", ["head", "seed", "blend", "seen M", "seen H", "unseen M", "unseen H"], rows)
+
+
+if __name__ == "__main__":
+    main()
