@@ -65,7 +65,7 @@ def test_the_result_keeps_the_start_the_steps_left_and_a_recipe_blends_from_it(t
     res, _ = trained
     untrained = Extractor(PRESET, device="cpu")
     begun = Extractor(PRESET, device="cpu", head_state=res.start_state)
-    for p in _photos(few_photos, 2):  # DAGF starts as its pooling: the start describes as the untrained head
+    for p in _photos(few_photos, 2):  # DAGF's attention starts at identity: its start describes as a fresh head
         assert np.allclose(begun.extract(p), untrained.extract(p), atol=1e-6)
     moved = [k for k in res.head_state if not torch.equal(res.head_state[k], res.start_state[k])]
     assert moved
