@@ -97,6 +97,16 @@ ROWS = [
 ]
 
 
+# labels.tsv values that make no leave-one-landmark-out fold: no landmark, and arc_triomphe,
+# which a single photo shows (it trains unlabelled, as the photos of no landmark do)
+NOT_A_FOLD = ("-", "none", "arc_triomphe")
+
+
+def lolo_landmarks(landmarks: list[str]) -> list[str]:
+    """The landmarks, among the queries' ``landmarks``, that a fold leaves out, sorted."""
+    return sorted({lab for lab in landmarks if lab not in NOT_A_FOLD})
+
+
 def instance_labels(paths: list[str], root: str) -> list[str | None]:
     """Each training photo's instance from the datasets' own files: paris6k-sub's
     labels.tsv (landmark), UKBench's groups of 4, Fordham's place folders."""
@@ -106,7 +116,7 @@ def instance_labels(paths: list[str], root: str) -> list[str | None]:
     for p in paths:
         stem = os.path.splitext(os.path.basename(p))[0]
         if stem in paris:
-            out.append(None if paris[stem] in ("-", "none", "arc_triomphe") else "paris:" + paris[stem])
+            out.append(None if paris[stem] in NOT_A_FOLD else "paris:" + paris[stem])
         elif m := re.fullmatch(r"ukbench(\d{5})", stem):
             out.append(f"ukbench:{int(m.group(1)) // 4}")
         else:
@@ -177,7 +187,7 @@ def lolo_labels(labels: list[str | None], left_out: str, mode: str) -> tuple[lis
 def lolo_figures(preset, cfg, bank, labels, paris, landmarks, mode: str):
     """Per left-out landmark L: train on a fold without L's labels (``lolo_labels``), then
     the descriptors of L's queries and of the whole database."""
-    lms = sorted({lab for lab in landmarks if lab not in ("-", "none", "arc_triomphe")})
+    lms = lolo_landmarks(landmarks)
     db_by, q_by, trained = {}, {}, {}
     for lm in lms:
         keep_q = [i for i, lab in enumerate(landmarks) if lab == lm]

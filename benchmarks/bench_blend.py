@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import head_maps  # noqa: E402
-from ablation import ROWS, instance_labels, lolo_labels, query_landmarks  # noqa: E402
+from ablation import ROWS, instance_labels, lolo_labels, lolo_landmarks, query_landmarks  # noqa: E402
 from bench_spine import table  # noqa: E402
 
 from imret.config import HeadConfig  # noqa: E402
@@ -69,7 +69,7 @@ def main(argv=None):
         ex = head_maps.extractor(512, preset.backbone)
         paris = head_maps.eval_maps(ex, paris_dir, args.cache)
         landmarks = query_landmarks(paris.dataset, paris_dir)
-        lms = sorted({lm for lm in landmarks if lm not in ("-", "none", "arc_triomphe")})
+        lms = lolo_landmarks(landmarks)
         for seed in args.seeds:
             cfg = SHIPPED_RECIPES[recipe_name].config.replace(seed=seed)
             bank = head_maps.view_bank(ex, [os.path.join(root, d) for d in TRAIN_DATA], cfg.views, seed, args.cache)

@@ -5,7 +5,7 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
-from ablation import lolo_labels  # noqa: E402
+from ablation import lolo_labels, lolo_landmarks  # noqa: E402
 
 LABELS = ["paris:louvre", "paris:eiffel", None, "paris:louvre", "ukbench:0", "paris:eiffel", "ukbench:0"]
 
@@ -44,3 +44,8 @@ def test_other_labels_read_no_paris_label_and_are_the_same_fold_for_every_landma
 def test_an_unknown_lolo_mode_is_refused_by_name():
     with pytest.raises(ValueError, match="'labelled'"):
         lolo_labels(LABELS, "louvre", "labelled")
+
+
+def test_the_folds_are_the_landmarks_with_photos_of_their_own():
+    queries = ["louvre", "-", "eiffel", "arc_triomphe", "none", "louvre"]
+    assert lolo_landmarks(queries) == ["eiffel", "louvre"]  # sorted, once each; the one-photo arc has no fold

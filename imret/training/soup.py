@@ -20,7 +20,7 @@ from ..config import Preset
 from .adapt import average_states
 from .bank import ViewBank
 from .config import TrainConfig
-from .trainer import TrainResult, train, training_extractor
+from .trainer import TrainResult, state_copy, train, training_extractor
 
 
 @dataclass
@@ -57,7 +57,7 @@ def train_soup(preset: Preset, cfg: TrainConfig, paths: Sequence[str], seeds: Se
         res = train(preset, run_cfg, None, bank=bank, progress=progress)
         runs.append(res)
         heads.append(res.head_state)
-        stages.append({k: v.detach().cpu().clone() for k, v in stages_state(ex.backbone, cfg.train_blocks).items()})
+        stages.append(state_copy(stages_state(ex.backbone, cfg.train_blocks)))
     soup = average_states(stages)
     ex.backbone.net.load_state_dict({k: v.to(ex.device) for k, v in soup.items()}, strict=False)
     return Soup(ex, soup, average_states(heads) if heads[0] else {}, runs)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Mapping
 
 import numpy as np
 import torch
@@ -45,6 +45,11 @@ class TrainResult:
     # the head before its first step (its untrained or given start); None for a resumed run,
     # whose checkpoint does not keep it
     start_state: dict[str, torch.Tensor] | None = None
+
+
+def state_copy(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A CPU copy of a model's ``state``, unchanged by the steps that follow."""
+    return {k: v.detach().cpu().clone() for k, v in state.items()}
 
 
 def training_extractor(preset: Preset, cfg: TrainConfig, device=None) -> Extractor:
@@ -152,7 +157,7 @@ def train(preset: Preset, cfg: TrainConfig, data: str | None, out: str | None = 
     elif hasattr(head, "init_from_features"):
         with torch.no_grad():
             head.init_from_features(bank.maps(bank.photo_items()), seed=cfg.seed)
-    start_state = None if ck is not None else {k: v.detach().cpu().clone() for k, v in head.state_dict().items()}
+    start_state = None if ck is not None else state_copy(head.state_dict())
     mined = None
     if cfg.mine:
         if ck is not None and "mined" in ck.meta:  # the links of the interrupted run: its steps saw them
@@ -224,5 +229,5 @@ def train(preset: Preset, cfg: TrainConfig, data: str | None, out: str | None = 
     if bar:
         bar.close()
     head.eval()
-    return TrainResult(preset, {k: v.detach().cpu().clone() for k, v in head.state_dict().items()}, losses,
+    return TrainResult(preset, state_copy(head.state_dict()), losses,
                        max(start, cfg.steps), out, list(bank.skipped), mined, start_state)
