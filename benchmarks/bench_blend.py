@@ -1,7 +1,7 @@
 """How far to ship a head from its untrained start: trained heads blended with it, on
 landmarks they saw and on landmarks they never saw.
 
-    python benchmarks/bench_blend.py [--rows TEXT…] [--seeds N…] [--blends W…] [--data DIR] [--cache .cache]
+    python benchmarks/bench_blend.py [--rows TEXT…] [--seeds N…] [--blends W…] [--soup] [--data DIR] [--cache .cache]
 
 For each ablation row (``ablation.ROWS``, on the backbone its shipped preset runs on) and
 seed, the row's shipped recipe trains the head twice, label-free (each photo its own
@@ -14,6 +14,11 @@ photos never trained on). Each head is scored at each blend weight W, the state
 figures are Medium / Hard mAP, centred, weighted over the landmarks' queries. It measures
 what ``Recipe.blend`` chooses: whether training moves the head somewhere that holds on
 photos of places it never saw.
+
+With ``--soup`` every seed after the first starts from the first seed's untrained head
+(each seed still draws its own views and tuples), and rows "soup" score the mean of the
+seeds' trained heads (``imret.training.adapt.average_states``), blended with that start:
+whether a soup of seeds, as the tuned backbone ships, holds where single seeds spread.
 """
 from __future__ import annotations
 
@@ -34,7 +39,7 @@ from imret.evaluation.evaluate import evaluate_descriptors  # noqa: E402
 from imret.heads import build_head  # noqa: E402
 from imret.presets import get_preset  # noqa: E402
 from imret.training import train  # noqa: E402
-from imret.training.adapt import blend  # noqa: E402
+from imret.training.adapt import average_states, blend  # noqa: E402
 from imret.training.probe import descriptors, subset  # noqa: E402
 from imret.training.recipes import SHIPPED_RECIPES, TRAIN_DATA  # noqa: E402
 
@@ -47,6 +52,19 @@ def weighted(figs: list[tuple[int, float, float]]) -> tuple[str, str]:
     return tuple(f"{sum(f[0] * f[k] for f in figs) / n:.1f}" for k in (1, 2))  # type: ignore[return-value]
 
 
+def score(figs: dict, preset, ex, paris, landmarks: list[str], lm: str, blends, heads) -> None:
+    """Append to ``figs[(kind, w)]`` landmark ``lm``'s (queries, Medium, Hard) for each
+    ``(kind, (start, trained))`` of ``heads``, blended at each weight of ``blends``."""
+    keep_q = [i for i, x in enumerate(landmarks) if x == lm]
+    sub = subset(paris, keep_q)
+    for kind, (start, trained) in heads:
+        for w in blends:
+            head = build_head(preset.head, ex.backbone.out_channels)
+            head.load_state_dict(blend(start, trained, w))
+            f = evaluate_descriptors(sub.dataset, *descriptors(head, sub), preset.whitening)["figures"]
+            figs.setdefault((kind, w), []).append((len(keep_q), f["medium"]["mAP"], f["hard"]["mAP"]))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", "--data-root", dest="data_root", default=os.path.join(REPO, "..", "shared", "data"))
@@ -54,6 +72,7 @@ def main(argv=None):
     ap.add_argument("--rows", nargs="+", default=["(lite0-dagf)"], help="ablation rows (label substrings)")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--blends", nargs="+", type=float, default=[0.0, 0.25, 0.5, 0.75, 1.0])
+    ap.add_argument("--soup", action="store_true", help="seeds share the first seed's start; also score their soup")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -70,28 +89,40 @@ def main(argv=None):
         paris = head_maps.eval_maps(ex, paris_dir, args.cache)
         landmarks = query_landmarks(paris.dataset, paris_dir)
         lms = lolo_landmarks(landmarks)
+        starts: dict[str, dict] = {}  # with --soup: the first seed's untrained head, per fold
+        trained: dict[str, list[dict]] = {}
         for seed in args.seeds:
             cfg = SHIPPED_RECIPES[recipe_name].config.replace(seed=seed)
             bank = head_maps.view_bank(ex, [os.path.join(root, d) for d in TRAIN_DATA], cfg.views, seed, args.cache)
             labels = instance_labels(bank.paths, root)
             t = time.time()
-            seen = train(preset, cfg, None, bank=bank)
+
+            def fit(fold: str, fold_bank):
+                res = train(preset, cfg, None, bank=fold_bank, start=starts.get(fold) if args.soup else None)
+                starts.setdefault(fold, res.start_state)
+                trained.setdefault(fold, []).append(res.head_state)
+                return res.start_state, res.head_state
+
+            seen = fit("seen", bank)
             figs: dict[tuple[str, float], list] = {}
             for lm in lms:
-                keep_q = [i for i, x in enumerate(landmarks) if x == lm]
                 keep_img, per_image = lolo_labels(labels, lm, "unseen")
-                unseen = train(preset, cfg, None, bank=bank.relabel(per_image, keep_img))
-                sub = subset(paris, keep_q)
-                for kind, res in (("seen", seen), ("unseen", unseen)):
-                    for w in args.blends:
-                        head = build_head(preset.head, ex.backbone.out_channels)
-                        head.load_state_dict(blend(res.start_state, res.head_state, w))
-                        f = evaluate_descriptors(sub.dataset, *descriptors(head, sub), preset.whitening)["figures"]
-                        figs.setdefault((kind, w), []).append((len(keep_q), f["medium"]["mAP"], f["hard"]["mAP"]))
+                unseen = fit(lm, bank.relabel(per_image, keep_img))
+                score(figs, preset, ex, paris, landmarks, lm, args.blends, (("seen", seen), ("unseen", unseen)))
             for w in args.blends:
                 rows.append((label, seed, f"{w:g}", *weighted(figs[("seen", w)]), *weighted(figs[("unseen", w)])))
                 print("  " + "  ".join(map(str, rows[-1])), flush=True)
             print(f"    ({time.time() - t:.0f} s)", flush=True)
+        if args.soup and len(args.seeds) > 1:
+            figs = {}
+            for lm in lms:
+                score(figs, preset, ex, paris, landmarks, lm, args.blends,
+                      [(kind, (starts[fold], average_states(trained[fold]))) for kind, fold in (("seen", "seen"),
+                                                                                             ("unseen", lm))])
+            for w in args.blends:
+                rows.append((label, "soup " + "+".join(map(str, args.seeds)), f"{w:g}",
+                             *weighted(figs[("seen", w)]), *weighted(figs[("unseen", w)])))
+                print("  " + "  ".join(map(str, rows[-1])), flush=True)
     table(f"Heads blended with their untrained start: paris6k-sub Medium / Hard mAP %, centred, on each landmark's "
           f"queries (weighted); seen: trained on every training photo; unseen: the landmark's photos left out; "
           f"load {os.getloadavg()[0]:.2f}", ["head", "seed", "blend", "seen M", "seen H", "unseen M", "unseen H"], rows)
