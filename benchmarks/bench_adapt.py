@@ -42,6 +42,7 @@ import argparse
 import os
 import sys
 import time
+from dataclasses import replace
 
 import torch
 
@@ -118,12 +119,13 @@ def main(argv=None):
                 head_cfg=gem)
         shipped_state = None if shipped is None else shipped.float_state()
         for seed in args.seeds:
-            recipe = SHIPPED_RECIPES[name].config.replace(seed=seed)
-            base_bank = head_maps.view_bank(ex, others, recipe.views, seed, args.cache)
+            # the shipped recipe at this one seed (train_shipped.py ships the soup of its seeds)
+            one = replace(SHIPPED_RECIPES[name], seeds=(seed,))
+            base_bank = head_maps.view_bank(ex, others, one.config.views, seed, args.cache)
             cfg = ADAPT.replace(max_size=preset.extraction.max_size, seed=seed, mine=False)
             adapt_bank = head_maps.view_bank(ex, collection, cfg.views, seed, args.cache)
             t = time.time()
-            base = SHIPPED_RECIPES[name].shipped_state(train(preset, recipe, None, bank=base_bank))
+            base = one.shipped_state(one.run(preset, lambda _: base_bank))
             row(name, seed, "recipe on the 66 other photos (not adapted)", base, f"{time.time() - t:.0f}")
             t = time.time()
             adapted = train(preset, cfg, None, bank=adapt_bank, start=base).head_state
@@ -140,8 +142,8 @@ def main(argv=None):
                     f"{time.time() - t:.0f}")
                 row(name, seed, "  + --adapt with mined positives, blend 1", adapted)
                 t = time.time()
-                mined = SHIPPED_RECIPES[name].shipped_state(train(preset, recipe.replace(mine=True), None,
-                                                                  bank=base_bank, local_features=others_local))
+                one_mined = replace(one, config=one.config.replace(mine=True))
+                mined = one_mined.shipped_state(one_mined.run(preset, lambda _: base_bank, local_features=others_local))
                 row(name, seed, "recipe with mined positives on the 66 other photos", mined, f"{time.time() - t:.0f}")
                 adapted = train(preset, cfg.replace(mine=True), None, bank=adapt_bank, start=mined,
                                 local_features=paris_local).head_state

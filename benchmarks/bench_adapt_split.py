@@ -25,6 +25,7 @@ import argparse
 import os
 import sys
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -113,9 +114,10 @@ def main(argv=None):
         for k, (half, new, own) in enumerate(splits):
             row("", k, "GeM on the same backbone", None, new, own, head_cfg=gem)
         for seed in args.seeds:
-            recipe = SHIPPED_RECIPES[name].config.replace(seed=seed)
-            base = SHIPPED_RECIPES[name].shipped_state(train(preset, recipe, None, bank=head_maps.view_bank(
-                ex, others, recipe.views, seed, args.cache)))
+            # the shipped recipe at this one seed (train_shipped.py ships the soup of its seeds)
+            one = replace(SHIPPED_RECIPES[name], seeds=(seed,))
+            base = one.shipped_state(one.run(preset, lambda s: head_maps.view_bank(ex, others, one.config.views, s,
+                                                                                   args.cache)))
             cfg = ADAPT.replace(max_size=preset.extraction.max_size, seed=seed)
             bank = head_maps.view_bank(ex, collection, cfg.views, seed, args.cache)
             local = head_maps.local_features(bank.paths, MineConfig(), args.cache)

@@ -15,10 +15,10 @@ figures are Medium / Hard mAP, centred, weighted over the landmarks' queries. It
 what ``Recipe.blend`` chooses: whether training moves the head somewhere that holds on
 photos of places it never saw.
 
-With ``--soup`` every seed after the first starts from the first seed's untrained head
-(each seed still draws its own views and tuples), and rows "soup" score the mean of the
-seeds' trained heads (``imret.training.adapt.average_states``), blended with that start:
-whether a soup of seeds, as the tuned backbone ships, holds where single seeds spread.
+With ``--soup`` the recipe runs with ``Recipe.seeds`` set to the seeds: every seed after
+the first starts from the first seed's untrained head (each still draws its own views and
+tuples), and rows "soup" score the mean of the seeds' trained heads (``Recipe.shipped_state``),
+blended with that start: whether a soup of seeds holds where single seeds spread.
 """
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ import argparse
 import os
 import sys
 import time
+from dataclasses import replace
 
 import torch
 
@@ -38,8 +39,7 @@ from imret.config import HeadConfig  # noqa: E402
 from imret.evaluation.evaluate import evaluate_descriptors  # noqa: E402
 from imret.heads import build_head  # noqa: E402
 from imret.presets import get_preset  # noqa: E402
-from imret.training import train  # noqa: E402
-from imret.training.adapt import average_states, blend  # noqa: E402
+from imret.training.adapt import blend  # noqa: E402
 from imret.training.probe import descriptors, subset  # noqa: E402
 from imret.training.recipes import SHIPPED_RECIPES, TRAIN_DATA  # noqa: E402
 
@@ -89,39 +89,35 @@ def main(argv=None):
         paris = head_maps.eval_maps(ex, paris_dir, args.cache)
         landmarks = query_landmarks(paris.dataset, paris_dir)
         lms = lolo_landmarks(landmarks)
-        starts: dict[str, dict] = {}  # with --soup: the first seed's untrained head, per fold
-        trained: dict[str, list[dict]] = {}
-        for seed in args.seeds:
-            cfg = SHIPPED_RECIPES[recipe_name].config.replace(seed=seed)
-            bank = head_maps.view_bank(ex, [os.path.join(root, d) for d in TRAIN_DATA], cfg.views, seed, args.cache)
-            labels = instance_labels(bank.paths, root)
+        recipe = SHIPPED_RECIPES[recipe_name]
+        banks = {s: head_maps.view_bank(ex, [os.path.join(root, d) for d in TRAIN_DATA], recipe.config.views, s,
+                                        args.cache) for s in args.seeds}
+        labels = instance_labels(banks[args.seeds[0]].paths, root)
+        folds = {"seen": lambda bank: bank}
+        for lm in lms:
+            keep_img, per_image = lolo_labels(labels, lm, "unseen")
+            folds[lm] = lambda bank, k=keep_img, p=per_image: bank.relabel(p, k)
+        # each seed on its own, or (--soup) every seed from the first seed's start
+        plans = ([replace(recipe, seeds=tuple(args.seeds))] if args.soup
+                 else [replace(recipe, seeds=(s,)) for s in args.seeds])
+        runs: dict[str, list] = {}
+        for fold, pick in folds.items():
             t = time.time()
-
-            def fit(fold: str, fold_bank):
-                res = train(preset, cfg, None, bank=fold_bank, start=starts.get(fold) if args.soup else None)
-                starts.setdefault(fold, res.start_state)
-                trained.setdefault(fold, []).append(res.head_state)
-                return res.start_state, res.head_state
-
-            seen = fit("seen", bank)
+            runs[fold] = [r for plan in plans for r in plan.run(preset, lambda s: pick(banks[s]))]
+            print(f"    {fold}: {len(runs[fold])} run(s), {time.time() - t:.0f} s", flush=True)
+        heads = [(seed, lambda fold, i=i: (runs[fold][i].start_state, runs[fold][i].head_state))
+                 for i, seed in enumerate(args.seeds)]
+        if args.soup and len(args.seeds) > 1:
+            mean = replace(recipe, blend=1.0, seeds=tuple(args.seeds))
+            heads.append(("soup " + "+".join(map(str, args.seeds)),
+                          lambda fold: (runs[fold][0].start_state, mean.shipped_state(runs[fold]))))
+        for tag, head_of in heads:
             figs: dict[tuple[str, float], list] = {}
             for lm in lms:
-                keep_img, per_image = lolo_labels(labels, lm, "unseen")
-                unseen = fit(lm, bank.relabel(per_image, keep_img))
-                score(figs, preset, ex, paris, landmarks, lm, args.blends, (("seen", seen), ("unseen", unseen)))
-            for w in args.blends:
-                rows.append((label, seed, f"{w:g}", *weighted(figs[("seen", w)]), *weighted(figs[("unseen", w)])))
-                print("  " + "  ".join(map(str, rows[-1])), flush=True)
-            print(f"    ({time.time() - t:.0f} s)", flush=True)
-        if args.soup and len(args.seeds) > 1:
-            figs = {}
-            for lm in lms:
                 score(figs, preset, ex, paris, landmarks, lm, args.blends,
-                      [(kind, (starts[fold], average_states(trained[fold]))) for kind, fold in (("seen", "seen"),
-                                                                                             ("unseen", lm))])
+                      (("seen", head_of("seen")), ("unseen", head_of(lm))))
             for w in args.blends:
-                rows.append((label, "soup " + "+".join(map(str, args.seeds)), f"{w:g}",
-                             *weighted(figs[("seen", w)]), *weighted(figs[("unseen", w)])))
+                rows.append((label, tag, f"{w:g}", *weighted(figs[("seen", w)]), *weighted(figs[("unseen", w)])))
                 print("  " + "  ".join(map(str, rows[-1])), flush=True)
     table(f"Heads blended with their untrained start: paris6k-sub Medium / Hard mAP %, centred, on each landmark's "
           f"queries (weighted); seen: trained on every training photo; unseen: the landmark's photos left out; "

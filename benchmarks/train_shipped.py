@@ -22,6 +22,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 
 import torch
 
@@ -32,10 +33,9 @@ from bench_spine import table  # noqa: E402
 from imret.heads import build_head  # noqa: E402
 from imret.heads.trained import save_trained  # noqa: E402
 from imret.presets import get_preset  # noqa: E402
-from imret.training import TrainConfig, train  # noqa: E402
+from imret.training import TrainConfig  # noqa: E402
 from imret.training.probe import figures  # noqa: E402
-from imret.training.recipes import (SHIPPED_RECIPES, TRAIN_DATA, TUNED_NAME, TUNED_RECIPE,  # noqa: E402
-                                   TUNED_SEEDS)
+from imret.training.recipes import SHIPPED_RECIPES, TRAIN_DATA, TUNED_NAME, TUNED_RECIPE  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -74,7 +74,7 @@ def train_delf(root: str, args) -> tuple:
 
 def train_tuned_stages(root: str, args) -> tuple:
     """The tuned presets' backbone: GeM with Lite0's last groups trained label-free on the
-    TRAIN_DATA photos at each of TUNED_SEEDS, averaged (``imret.training.soup``), written
+    TRAIN_DATA photos at each of TUNED_RECIPE.seeds, averaged (``imret.training.soup``), written
     to ``imret/backbones/weights/TUNED_NAME.pt``."""
     from imret.backbones.tuned import save_tuned
     from imret.core.paths import collect_paths
@@ -85,11 +85,11 @@ def train_tuned_stages(root: str, args) -> tuple:
                                       checkpoint_every=args.steps or TUNED_RECIPE.config.checkpoint_every)
     paths = collect_paths([os.path.join(root, d) for d in TRAIN_DATA])
     t = time.time()
-    soup = train_soup(base, cfg, paths, TUNED_SEEDS, progress=args.progress)
+    soup = train_soup(base, cfg, paths, TUNED_RECIPE.seeds, progress=args.progress)
     seconds = time.time() - t
     if not args.dry_run:
         path = os.path.join(args.tuned_out, f"{TUNED_NAME}.pt")
-        recipe = {"protocol": "label-free", "train": cfg.to_dict(), "seeds": list(TUNED_SEEDS),
+        recipe = {"protocol": "label-free", "train": cfg.to_dict(), "seeds": list(TUNED_RECIPE.seeds),
                   "head": base.head.to_dict(), "seconds": round(seconds, 1), "notes": TUNED_RECIPE.notes}
         data = {"photos": len(paths), "folders": list(TRAIN_DATA), "labels": "none (each photo its own "
                 "instance, augmentations as positives)"}
@@ -100,19 +100,23 @@ def train_tuned_stages(root: str, args) -> tuple:
 
 
 class Maps:
-    """The cached maps (training views, paris6k-sub, ukbench) of one backbone config."""
+    """The cached maps (paris6k-sub, ukbench, training views per seed) of one backbone config."""
 
     def __init__(self, root: str, args):
         self.root, self.args, self._got = root, args, {}
 
     def __call__(self, backbone):
+        """(extractor, paris6k-sub maps, ukbench maps, bank_of: seed -> training views)."""
         key = json.dumps(backbone.to_dict(), sort_keys=True)
         if key not in self._got:
             ex = head_maps.extractor(512, backbone)
             r, c = self.root, self.args.cache
+
+            def bank_of(seed: int, ex=ex):
+                return head_maps.view_bank(ex, [os.path.join(r, d) for d in TRAIN_DATA], 4, seed, c)
+
             self._got[key] = (ex, head_maps.eval_maps(ex, os.path.join(r, "paris6k-sub"), c),
-                              head_maps.eval_maps(ex, os.path.join(r, "ukbench"), c),
-                              head_maps.view_bank(ex, [os.path.join(r, d) for d in TRAIN_DATA], 4, 0, c))
+                              head_maps.eval_maps(ex, os.path.join(r, "ukbench"), c), bank_of)
         return self._got[key]
 
 
@@ -138,12 +142,13 @@ def main(argv=None):
         rows.append(train_tuned_stages(root, args))
         print("  ".join(map(str, rows[-1])), flush=True)
     maps = Maps(root, args)
-    ex, paris, ukb, bank = maps(get_preset("default").backbone)
+    ex, paris, ukb, bank_of = maps(get_preset("default").backbone)
+    bank = bank_of(0)
     print(f"maps ready in {time.time() - t0:.0f} s: {len(bank)} training views of {len(bank.paths)} photos; "
           f"torch {torch.get_num_threads()} thread(s); load {os.getloadavg()[0]:.2f}", flush=True)
     for name in ("default", "lite0-gem-tuned"):  # the baselines: GeM on each backbone
         base = get_preset(name)
-        ex, paris, ukb, bank = maps(base.backbone)
+        ex, paris, ukb, _ = maps(base.backbone)
         gem = summary(figures(build_head(base.head, ex.backbone.out_channels), paris, base.whitening),
                       figures(build_head(base.head, ex.backbone.out_channels), ukb, base.whitening))
         rows.append((f"{name} (GeM)", "-", *gem.values(), "", "", ""))
@@ -152,21 +157,22 @@ def main(argv=None):
         if args.only and name not in args.only:
             continue
         preset = get_preset(name)
-        ex, paris, ukb, bank = maps(preset.backbone)
-        cfg: TrainConfig = recipe.config
+        ex, paris, ukb, bank_of = maps(preset.backbone)
         if args.steps:
-            cfg = cfg.replace(steps=args.steps, checkpoint_every=args.steps)
+            recipe = replace(recipe, config=recipe.config.replace(steps=args.steps, checkpoint_every=args.steps))
+        cfg: TrainConfig = recipe.config
         head = build_head(preset.head, ex.backbone.out_channels)
         before = summary(figures(head, paris, preset.whitening), figures(head, ukb, preset.whitening))
         t = time.time()
-        res = train(preset, cfg, None, bank=bank, progress=args.progress)
+        runs = recipe.run(preset, bank_of, progress=args.progress)
         seconds = time.time() - t
+        bank = bank_of(recipe.seeds[0])
         path = os.path.join(args.out, f"{name}.pt")
         data = {"photos": len(bank.paths), "folders": list(TRAIN_DATA), "labels": "none (each photo its own "
                 "instance, augmentations as positives)"}
-        meta = {"protocol": "label-free", "train": cfg.to_dict(), "seconds": round(seconds, 1),
-                "notes": recipe.notes, "blend": recipe.blend}
-        state = recipe.shipped_state(res)
+        meta = {"protocol": "label-free", "train": cfg.to_dict(), "seeds": list(recipe.seeds),
+                "seconds": round(seconds, 1), "notes": recipe.notes, "blend": recipe.blend}
+        state = recipe.shipped_state(runs)
         if not args.dry_run:
             state = save_trained(path, preset, state, meta, data).float_state()
         head.load_state_dict(state)  # score the weights as shipped (float16-rounded)

@@ -115,6 +115,8 @@ def training_status(preset: Preset) -> str | None:
     return (f"trained ({r.get('protocol', '?')}) on {d.get('photos', '?')} photos of {', '.join(d.get('folders', []))}"
             f" [labels: {d.get('labels', '?')}]; {cfg.get('loss', '?')} loss, {cfg.get('steps', '?')} steps at "
             f"{cfg.get('max_size', '?')} px, {frozen}; {r.get('notes', '')}"
+            + (f"; the mean of the heads trained at seeds {', '.join(map(str, r['seeds']))} from one start"
+               if len(r.get("seeds", ())) > 1 else "")
             + (f"; shipped {r['blend']:g} of the way from its untrained start to the trained weights"
                if r.get("blend", 1) != 1 else "")
             + (f"; paris6k-sub mAP: {score}" if score else "") + f"; sha256 {th.digest[:12]}")

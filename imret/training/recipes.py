@@ -7,11 +7,15 @@ recipe stored in each shipped file.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable, Sequence
 
-from ..config import ConfigError
-from .adapt import blend
+import torch
+
+from ..config import ConfigError, Preset
+from .adapt import average_states, blend
+from .bank import ViewBank
 from .config import TrainConfig
-from .trainer import TrainResult
+from .trainer import TrainResult, train
 
 # Folders under the shared data root whose photos the shipped heads are trained on,
 # without any label (each photo its own instance).
@@ -24,26 +28,52 @@ _BASE = TrainConfig(mode="unsupervised", views=4, max_size=512, seed=0, batch=8,
 
 @dataclass(frozen=True)
 class Recipe:
-    """``blend``: the shipped head lies this far from its untrained start towards the
-    trained weights (weight-space interpolation, as ``--adapt`` blends; 1 ships the trained
-    head whole)."""
+    """``seeds``: the recipe trains ``config`` once per seed (its views and tuples; the
+    config's own seed is replaced), every run from the first run's start, and ships the
+    mean of the trained heads (a model soup, as the tuned backbone ships), so that no seed
+    is picked on the photos it is scored on. ``blend``: the shipped head lies this far from
+    its untrained start towards that mean (weight-space interpolation, as ``--adapt``
+    blends; 1 ships it whole)."""
 
     config: TrainConfig
     notes: str = ""
     blend: float = 1.0
+    seeds: tuple[int, ...] = (0,)
 
     def __post_init__(self):
         if not 0.0 < self.blend <= 1.0:
             raise ConfigError(f"recipe blend must lie in (0, 1], got {self.blend!r}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds) or any(
+                not isinstance(s, int) or s < 0 for s in self.seeds):
+            raise ConfigError(f"recipe seeds must be distinct integers >= 0, at least one; got {self.seeds!r}")
 
-    def shipped_state(self, res: TrainResult) -> dict:
-        """The head state this recipe ships from the training run ``res``."""
-        if self.blend == 1.0:
-            return res.head_state
-        if res.start_state is None:
-            raise ValueError("recipe blend: the run was resumed, so its untrained start is unknown; train it whole")
-        return blend(res.start_state, res.head_state, self.blend)
+    def run(self, preset: Preset, bank_of: Callable[[int], ViewBank], **kw) -> list[TrainResult]:
+        """Train ``preset``'s head once per seed on ``bank_of(seed)`` (that seed's training
+        views); ``kw`` goes to ``imret.training.train``."""
+        runs: list[TrainResult] = []
+        for seed in self.seeds:
+            start = runs[0].start_state if runs else None
+            runs.append(train(preset, self.config.replace(seed=seed), None, bank=bank_of(seed), start=start, **kw))
+        return runs
 
+    def shipped_state(self, runs: Sequence[TrainResult]) -> dict:
+        """The head state this recipe ships from its ``runs`` (one per seed, from one start)."""
+        if not runs:
+            raise ValueError("recipe: no training run")
+        starts = [r.start_state for r in runs]
+        if (len(runs) > 1 or self.blend != 1.0) and any(s is None for s in starts):
+            raise ValueError("recipe: a run was resumed, so its untrained start is unknown; train it afresh")
+        if any(s.keys() != starts[0].keys() or not all(torch.equal(s[k], starts[0][k]) for k in s)
+               for s in starts[1:]):
+            raise ValueError("recipe: the runs start from different heads; their mean is no soup")
+        trained = runs[0].head_state if len(runs) == 1 else average_states([r.head_state for r in runs])
+        return trained if self.blend == 1.0 else blend(starts[0], trained, self.blend)
+
+
+# The seeds a head recipe averages where it ships a soup (benchmarks/bench_blend.py --soup):
+# one seed's Hard mAP is a lottery of the views it draws, and picking the best seed on
+# paris6k-sub would be picking on the scored photos.
+SOUP_SEEDS = (0, 1, 2)
 
 SHIPPED_RECIPES: dict[str, Recipe] = {
     # Shipped halfway from its untrained start (the head as built, its attention at identity:
@@ -73,11 +103,11 @@ SHIPPED_RECIPES: dict[str, Recipe] = {
 # The fine-tuned backbone of the tuned presets (imret/backbones/weights/TUNED_NAME.pt):
 # EfficientNet-Lite0's last two parameter groups (its last MBConv block and the 320->1280
 # head conv, ~1.0 M parameters) trained label-free with GeM on the TRAIN_DATA photos,
-# at each of TUNED_SEEDS, then averaged into one net (a "model soup", Wortsman et al. 2022)
+# at each of its seeds, then averaged into one net (a "model soup", Wortsman et al. 2022)
 # rather than one seed picked: the seeds' Hard mAP spreads by ~10 points on paris6k-sub,
 # and picking one there would be picking on the scored photos. lr 1e-4: the head's 1e-3
 # moves pretrained convolutions too far (benchmarks/bench_finetune.py).
 TUNED_NAME = "lite0-ft2-v1"
-TUNED_SEEDS = (0, 1, 2)
 TUNED_RECIPE = Recipe(_BASE.replace(loss="triplet", steps=150, lr=1e-4, train_blocks=2, checkpoint_every=150),
-                      "GeM with the last 2 groups trained, triplet on hard negatives; soup of seeds 0-2")
+                      "GeM with the last 2 groups trained, triplet on hard negatives; soup of seeds 0-2",
+                      seeds=SOUP_SEEDS)

@@ -71,8 +71,8 @@ def test_the_result_keeps_the_start_the_steps_left_and_a_recipe_blends_from_it(t
     assert moved
     given = train(PRESET, CFG.replace(steps=2), few_photos, start=res.head_state)
     assert all(torch.equal(given.start_state[k], res.head_state[k]) for k in res.head_state)
-    assert Recipe(CFG).shipped_state(res) is res.head_state
-    half = Recipe(CFG, blend=0.25).shipped_state(res)
+    assert Recipe(CFG).shipped_state([res]) is res.head_state
+    half = Recipe(CFG, blend=0.25).shipped_state([res])
     for k in moved:
         assert torch.allclose(half[k], 0.75 * res.start_state[k] + 0.25 * res.head_state[k], atol=1e-7)
     out = str(tmp_path / "cut.pt")
@@ -80,7 +80,7 @@ def test_the_result_keeps_the_start_the_steps_left_and_a_recipe_blends_from_it(t
     resumed = train(PRESET, CFG, few_photos, out=out, resume=True)
     assert resumed.start_state is None  # the checkpoint does not keep it
     with pytest.raises(ValueError, match="resumed"):
-        Recipe(CFG, blend=0.5).shipped_state(resumed)
+        Recipe(CFG, blend=0.5).shipped_state([resumed])
     for bad in (0.0, 1.5):
         with pytest.raises(ConfigError, match="blend"):
             Recipe(CFG, blend=bad)
