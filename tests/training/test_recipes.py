@@ -38,7 +38,7 @@ def bank_of(few_photos):
 
 
 def test_each_seed_trains_on_its_own_views_from_the_first_seeds_start(bank_of):
-    recipe = Recipe(CFG, seeds=(0, 3), blend=0.5)
+    recipe = Recipe(CFG, seeds=(0, 3), blend=0.25)
     first, later = recipe.run(PRESET, bank_of)
     assert bank_of.asked[-2:] == [0, 3]
     assert _same(later.start_state, first.start_state)
@@ -49,12 +49,12 @@ def test_each_seed_trains_on_its_own_views_from_the_first_seeds_start(bank_of):
     moved = [k for k in first.head_state if not torch.equal(first.head_state[k], later.head_state[k])]
     assert moved
     start = first.start_state
-    half = recipe.shipped_state([first, later])
+    quarter = recipe.shipped_state([first, later])
     whole = Recipe(CFG, seeds=(0, 3)).shipped_state([first, later])
     for k in moved:
         mean = (first.head_state[k] + later.head_state[k]) / 2
         assert torch.allclose(whole[k], mean, atol=1e-7)
-        assert torch.allclose(half[k], 0.5 * start[k] + 0.5 * mean, atol=1e-7)
+        assert torch.allclose(quarter[k], 0.75 * start[k] + 0.25 * mean, atol=1e-7)
     with pytest.raises(ValueError, match="different heads"):
         recipe.shipped_state([first, alone])
     with pytest.raises(ValueError, match="no training run"):
