@@ -109,14 +109,14 @@ class Maps:
         self.root, self.args, self._got = root, args, {}
 
     def __call__(self, backbone):
-        """(extractor, paris6k-sub maps, ukbench maps, bank_of: seed -> training views)."""
+        """(extractor, paris6k-sub maps, ukbench maps, bank_of: (seed, views) -> training views)."""
         key = json.dumps(backbone.to_dict(), sort_keys=True)
         if key not in self._got:
             ex = head_maps.extractor(512, backbone)
             r, c = self.root, self.args.cache
 
-            def bank_of(seed: int, ex=ex):
-                return head_maps.view_bank(ex, [os.path.join(r, d) for d in TRAIN_DATA], 4, seed, c)
+            def bank_of(seed: int, views: int, ex=ex):
+                return head_maps.view_bank(ex, [os.path.join(r, d) for d in TRAIN_DATA], views, seed, c)
 
             self._got[key] = (ex, head_maps.eval_maps(ex, os.path.join(r, "paris6k-sub"), c),
                               head_maps.eval_maps(ex, os.path.join(r, "ukbench"), c), bank_of)
@@ -146,7 +146,7 @@ def main(argv=None):
         print("  ".join(map(str, rows[-1])), flush=True)
     maps = Maps(root, args)
     ex, paris, ukb, bank_of = maps(get_preset("default").backbone)
-    bank = bank_of(0)
+    bank = bank_of(0, 4)
     photos = len(bank.paths)  # the same photos for every seed and backbone
     print(f"maps ready in {time.time() - t0:.0f} s: {len(bank)} training views of {photos} photos; "
           f"torch {torch.get_num_threads()} thread(s); load {os.getloadavg()[0]:.2f}", flush=True)
@@ -168,7 +168,7 @@ def main(argv=None):
         head = build_head(preset.head, ex.backbone.out_channels)
         before = summary(figures(head, paris, preset.whitening), figures(head, ukb, preset.whitening))
         t = time.time()
-        runs = recipe.run(preset, bank_of, progress=args.progress)
+        runs = recipe.run(preset, lambda seed: bank_of(seed, cfg.views), progress=args.progress)
         seconds = time.time() - t
         path = os.path.join(args.out, f"{name}.pt")
         data = {"photos": photos, "folders": list(TRAIN_DATA), "labels": "none (each photo its own "
