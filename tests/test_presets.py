@@ -61,11 +61,15 @@ def test_imret_presets_names_tell_how_each_part_was_trained():
     assert any("a match from cosine 0.55 (calibrated" in line for line in following)
     default = out.index(next(line for line in out if line.startswith("default:")))
     assert out[default + 1:] == ["  a match from cosine 0.75"]
-    blended = run_imret("presets", "lite0-dagf", "lite0-regional").stdout  # the recipe ships lite0-dagf blended
-    dagf, regional = blended.split("lite0-regional:")
-    assert "shipped 0.5 of the way from its untrained start" in dagf and "of the way" not in regional
-    for status in (dagf, regional):  # both ship the mean of three seeds' heads
-        assert "the mean of the heads trained at seeds 0, 1, 2 from one start" in status
+    soups = ("lite0-dagf", "lite0-regional", "lite0-icsa-netvlad", "lite0-ia-netvlad")
+    out = run_imret("presets", *soups).stdout
+    starts = [out.index(f"{name}:") for name in soups]
+    status = [out[a:b] for a, b in zip(starts, starts[1:] + [len(out)])]
+    # the recipe ships lite0-dagf blended, the others whole
+    assert "shipped 0.5 of the way from its untrained start" in status[0]
+    assert all("of the way" not in s for s in status[1:])
+    for s in status:  # each ships the mean of three seeds' heads
+        assert "the mean of the heads trained at seeds 0, 1, 2 from one start" in s
 
 
 def test_imret_presets_refuses_an_unknown_name_in_one_line():
