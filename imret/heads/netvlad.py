@@ -209,22 +209,33 @@ class AttentiveNetVLAD(AttentionHead):
         return self.vlad(x).flatten(1)
 
     @torch.no_grad()
-    def init_from_features(self, maps: Sequence[torch.Tensor], seed: int = 0, max_samples: int = 50_000) -> None:
+    def init_from_features(self, maps: Sequence[torch.Tensor], seed: int = 0, max_samples: int = 50_000,
+                           cluster_maps: Sequence[torch.Tensor] | None = None) -> None:
         """PCA reduction and k-means clusters from the local descriptors of ``maps``
-        (1×C×h×w backbone maps of training images)."""
+        (1×C×h×w backbone maps of training images); ``cluster_maps``: the clusters from
+        these maps' descriptors instead (reduced by the PCA of ``maps``).
+
+        Clusters fit on a collection's own photos describe those photos worse than clusters
+        fit elsewhere: a photo's residuals to centroids that are the mean of its own
+        features cancel (``benchmarks/bench_netvlad_start.py``)."""
         import faiss
 
-        x = torch.cat([self.weighted(m.float()).flatten(2)[0].T.cpu() for m in maps])
-        g = torch.Generator().manual_seed(seed)
-        if len(x) > max_samples:
-            x = x[torch.randperm(len(x), generator=g)[:max_samples]]
-        x = x.double().cpu()
+        def sample(ms: Sequence[torch.Tensor]) -> torch.Tensor:
+            x = torch.cat([self.weighted(m.float()).flatten(2)[0].T.cpu() for m in ms])
+            if len(x) > max_samples:
+                x = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:max_samples]]
+            return x.double().cpu()
+
+        x = sample(maps)
         if self.reduce is not None:
             mean = x.mean(0)
             _, vecs = torch.linalg.eigh(torch.cov(x.T))
             proj = vecs[:, -self.reduce.out_channels:].flip(1).T  # top components first
             self.reduce.weight.copy_(proj[..., None, None].to(self.reduce.weight))
             self.reduce.bias.copy_((-(proj @ mean)).to(self.reduce.bias))
+        if cluster_maps is not None:
+            x = sample(cluster_maps)
+        if self.reduce is not None:
             x = x @ proj.T - proj @ mean
         k = self.centroids.shape[0]
         if len(x) < k:

@@ -215,6 +215,29 @@ def test_netvlad_init_from_features_is_pca_and_kmeans():
     assert math.isclose(alpha * float((d2[:, 1] - d2[:, 0]).mean()), math.log(100.0), rel_tol=1e-4)
 
 
+def test_netvlad_clusters_may_come_from_other_maps_than_the_pca():
+    g = torch.Generator().manual_seed(1)
+    centres = torch.relu(torch.randn(6, C, generator=g)) * 4
+
+    def group_maps(ks):
+        return [torch.relu(centres[k][None, :, None, None] + 0.05 * torch.randn(1, C, 3, 3, generator=g))
+                for k in ks for _ in range(3)]
+
+    pca_maps, other = group_maps([0, 1, 2]), group_maps([3, 4, 5])
+    cfg = HeadConfig("netvlad", {"clusters": 3, "dim": 4})
+    alone, mixed = build_head(cfg, C), build_head(cfg, C)
+    alone.init_from_features(pca_maps, seed=0)
+    mixed.init_from_features(pca_maps, seed=0, cluster_maps=other)
+    assert torch.equal(mixed.reduce.weight, alone.reduce.weight) and torch.equal(mixed.reduce.bias, alone.reduce.bias)
+    # the clusters are k-means of the other maps' descriptors, reduced by the first maps' PCA
+    local = torch.cat([mixed.local_descriptors(m).flatten(2)[0].T for m in other])
+    hard = (local @ mixed.assign_weight.T + mixed.assign_bias).argmax(1)
+    assert sorted(set(hard.tolist())) == [0, 1, 2]
+    for k in range(3):
+        assert torch.allclose(mixed.centroids[k], local[hard == k].mean(0), atol=1e-4)
+    assert torch.cdist(mixed.centroids, alone.centroids).amin(1).min() > 0.5  # not the first maps' clusters
+
+
 def test_netvlad_defaults_are_the_presets():
     """The presets name only attention, clusters and dim: the rest are these defaults."""
     head = build_head(HeadConfig("netvlad", {"attention": "ia"}), 256)
