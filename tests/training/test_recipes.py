@@ -65,3 +65,54 @@ def test_each_seed_trains_on_its_own_views_from_the_first_seeds_start(bank_of):
 def test_seeds_must_be_distinct_non_negative_integers(seeds):
     with pytest.raises(ConfigError, match="seeds"):
         Recipe(CFG, seeds=seeds)
+
+
+@pytest.fixture(scope="module")
+def two_folders(few_photos, tmp_path_factory):
+    """The six photos in two folders, a/ (three) and b/sub/ (three), and a bank of them."""
+    import os
+    import shutil
+
+    root = tmp_path_factory.mktemp("two-folders")
+    for i, p in enumerate(collect_paths([few_photos])):
+        folder = root / ("a" if i < 3 else os.path.join("b", "sub"))
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(p, folder)
+    paths = collect_paths([str(root)])
+    return ViewBank(training_extractor(PRESET, CFG), paths, list(range(len(paths))), CFG.views, 0, cache=False)
+
+
+def test_clusters_from_fits_the_clusters_on_those_folders_photos_only(two_folders):
+    bank = two_folders
+    trainers = train(PRESET, CFG, None, bank=bank).start_state
+    assert _same(Recipe(CFG, clusters_from=("a", "b/sub")).start(PRESET, bank), trainers)  # every photo: as it was
+    assert Recipe(CFG).start(PRESET, bank) is None
+    start = Recipe(CFG, clusters_from=("b",)).start(PRESET, bank)
+    photos = bank.photo_items()
+    in_b = [k for k, p in zip(photos, bank.paths) if "/b/sub/" in p]
+    assert len(in_b) == 3
+    by_hand = _netvlad_head()
+    with torch.no_grad():
+        by_hand.init_from_features(bank.maps(photos), seed=0, cluster_maps=bank.maps(in_b))
+    assert _same(start, by_hand.state_dict())
+    assert torch.equal(start["reduce.weight"], trainers["reduce.weight"])  # the PCA of every photo
+    assert not torch.equal(start["centroids"], trainers["centroids"])
+    (run,) = Recipe(CFG, clusters_from=("b",)).run(PRESET, lambda seed: bank)
+    assert _same(run.start_state, start)  # the first seed trains from it (and every later seed from the first's)
+
+
+def test_clusters_from_refuses_what_it_cannot_do(two_folders):
+    with pytest.raises(ValueError, match="^recipe: no training photo lies under c, d$"):
+        Recipe(CFG, clusters_from=("c", "d")).start(PRESET, two_folders)
+    with pytest.raises(ConfigError, match="clusters_from"):
+        Recipe(CFG, clusters_from="a")
+    gem = Preset(name="tiny-gem", head=HeadConfig("selfsim", {}), extraction=PRESET.extraction,
+                 whitening=PRESET.whitening)
+    with pytest.raises(ConfigError, match="fits no clusters"):
+        Recipe(CFG, clusters_from=("a",)).start(gem, two_folders)
+
+
+def _netvlad_head():
+    from imret.heads import build_head
+
+    return build_head(PRESET.head, training_extractor(PRESET, CFG).backbone.out_channels)
