@@ -13,6 +13,12 @@ only ("no Paris photo"), PCA and clusters each from any, and scored on L's queri
 queries, as ``bench_blend.py`` scores). It tells which of the two fits costs the photos they
 saw, and how much: the clusters, when a photo's residuals to centroids fit on its own
 features cancel.
+
+A second table asks whether the cost is the photos' or their places': ``paris6k-sub`` is
+split by position into two halves (``bench_adapt_split.py``'s), each in turn the collection
+(database and the queries whose photos it holds; ground truth cut to it), and the clusters
+are fit, beside the other datasets' photos, on that half, on the other half (the same places,
+other photos), or on no Paris photo; the PCA on every training photo.
 """
 from __future__ import annotations
 
@@ -25,6 +31,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import head_maps  # noqa: E402
 from ablation import instance_labels, lolo_labels, lolo_landmarks, query_landmarks  # noqa: E402
+from bench_adapt_split import half_maps  # noqa: E402
 from bench_blend import weighted  # noqa: E402
 from bench_spine import table  # noqa: E402
 
@@ -80,6 +87,25 @@ def main(argv=None):
           f"landmark's queries (weighted); all: fit on every training photo; fold: the landmark's photos left out; "
           f"seed {args.seed}; load {os.getloadavg()[0]:.2f}",
           ["start", "Medium", "Hard"], [(name, *weighted(figs[name])) for name, _, _ in STARTS])
+
+    n = len(paris.dataset.db)
+    halves = [list(range(0, n, 2)), list(range(1, n, 2))]
+    in_bank = {os.path.realpath(p): i for i, p in enumerate(bank.paths)}
+    half_photos = [[photo_maps[in_bank[os.path.realpath(paris.dataset.db[i])]] for i in h] for h in halves]
+    rows = []
+    for k, half in enumerate(halves):
+        own = half_maps(paris, half, set(half), f"half-{k}")
+        for name, clusters in (("this half", others + half_photos[k]), ("the other half", others + half_photos[1 - k]),
+                               ("no Paris photo", others)):
+            head = build_head(preset.head, ex.backbone.out_channels)
+            head.init_from_features(photo_maps, seed=args.seed, cluster_maps=clusters)
+            f = evaluate_descriptors(own.dataset, *descriptors(head, own), preset.whitening)["figures"]
+            rows.append((k, name, len(own.dataset.queries), f"{f['medium']['mAP']:.1f}", f"{f['hard']['mAP']:.1f}"))
+            print("  " + "  ".join(map(str, rows[-1])), flush=True)
+    table(f"{args.preset}'s untrained start on half of paris6k-sub (the collection: database and its own "
+          f"queries), clusters fit beside the other datasets' photos on: Medium / Hard mAP %, centred; PCA on every "
+          f"training photo; seed {args.seed}; load {os.getloadavg()[0]:.2f}",
+          ["half", "clusters also fit on", "queries", "Medium", "Hard"], rows)
 
 
 if __name__ == "__main__":
