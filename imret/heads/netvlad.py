@@ -215,9 +215,9 @@ class AttentiveNetVLAD(AttentionHead):
         (1×C×h×w backbone maps of training images); ``cluster_maps``: the clusters from
         these maps' descriptors instead (reduced by the PCA of ``maps``).
 
-        Clusters fit on a collection's own photos describe those photos worse than clusters
-        fit elsewhere: a photo's residuals to centroids that are the mean of its own
-        features cancel (``benchmarks/bench_netvlad_start.py``)."""
+        Clusters fit on photos of a place describe every photo of that place worse than
+        clusters fit elsewhere: its residuals to centroids at the mean of the place's features
+        cancel (``benchmarks/bench_netvlad_start.py``)."""
         import faiss
 
         def sample(ms: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -36,7 +36,8 @@ class Recipe:
     mean of the trained heads (a model soup, as the tuned backbone ships), so that no seed
     is picked on the photos it is scored on. ``blend``: the shipped head lies this far from
     its untrained start towards that mean (weight-space interpolation, as ``--adapt``
-    blends; 1 ships it whole)."""
+    blends; 1 ships it whole). ``clusters_from``: the folders whose photos alone fit the
+    clusters of that start (``start``)."""
 
     config: TrainConfig
     notes: str = ""

@@ -106,10 +106,19 @@ def test_clusters_from_refuses_what_it_cannot_do(two_folders):
         Recipe(CFG, clusters_from=("c", "d")).start(PRESET, two_folders)
     with pytest.raises(ConfigError, match="clusters_from"):
         Recipe(CFG, clusters_from="a")
-    gem = Preset(name="tiny-gem", head=HeadConfig("selfsim", {}), extraction=PRESET.extraction,
-                 whitening=PRESET.whitening)
+    selfsim = Preset(name="tiny-selfsim", head=HeadConfig("selfsim", {}), extraction=PRESET.extraction,
+                     whitening=PRESET.whitening)
     with pytest.raises(ConfigError, match="fits no clusters"):
-        Recipe(CFG, clusters_from=("a",)).start(gem, two_folders)
+        Recipe(CFG, clusters_from=("a",)).start(selfsim, two_folders)
+
+
+def test_clusters_from_starts_at_the_first_seed_as_the_trainer_would(two_folders):
+    bank = ViewBank(two_folders.extractor, two_folders.paths, list(range(len(two_folders.paths))), CFG.views, 3,
+                    cache=False)
+    trainers = train(PRESET, CFG.replace(seed=3), None, bank=bank).start_state
+    start = Recipe(CFG, seeds=(3, 0), clusters_from=("a", "b")).start(PRESET, bank)
+    assert _same(start, trainers)
+    assert not _same(start, train(PRESET, CFG, None, bank=two_folders).start_state)
 
 
 def _netvlad_head():
