@@ -48,6 +48,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COLLECTION = "paris6k-sub"
 
 
+def position_halves(n: int) -> list[list[int]]:
+    """The database's two halves by position (even and odd images): no label is read."""
+    return [list(range(0, n, 2)), list(range(1, n, 2))]
+
+
 def half_maps(maps: DatasetMaps, db_keep: list[int], query_photos: set[int], name: str) -> DatasetMaps:
     """``maps`` with the database cut to ``db_keep`` and the queries to those whose photo
     (their database index) is in ``query_photos``; ground truth restricted to the cut."""
@@ -94,7 +99,7 @@ def main(argv=None):
         paris = head_maps.eval_maps(ex, os.path.join(root, COLLECTION), args.cache)
         rerank = (preset.rerank if args.rerank == "own" else args.rerank) or None
         n = len(paris.dataset.db)
-        halves = [list(range(0, n, 2)), list(range(1, n, 2))]
+        halves = position_halves(n)
         splits = []
         for k, half in enumerate(halves):
             rest = set(halves[1 - k])

@@ -31,7 +31,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import head_maps  # noqa: E402
 from ablation import instance_labels, lolo_labels, lolo_landmarks, query_landmarks  # noqa: E402
-from bench_adapt_split import half_maps  # noqa: E402
+from bench_adapt_split import half_maps, position_halves  # noqa: E402
 from bench_blend import weighted  # noqa: E402
 from bench_spine import table  # noqa: E402
 
@@ -88,8 +88,7 @@ def main(argv=None):
           f"seed {args.seed}; load {os.getloadavg()[0]:.2f}",
           ["start", "Medium", "Hard"], [(name, *weighted(figs[name])) for name, _, _ in STARTS])
 
-    n = len(paris.dataset.db)
-    halves = [list(range(0, n, 2)), list(range(1, n, 2))]
+    halves = position_halves(len(paris.dataset.db))
     in_bank = {os.path.realpath(p): i for i, p in enumerate(bank.paths)}
     half_photos = [[photo_maps[in_bank[os.path.realpath(paris.dataset.db[i])]] for i in h] for h in halves]
     rows = []

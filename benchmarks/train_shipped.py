@@ -33,6 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import head_maps  # noqa: E402
 from bench_spine import table  # noqa: E402
 
+from imret.core.paths import collect_paths  # noqa: E402
 from imret.heads import build_head  # noqa: E402
 from imret.heads.trained import save_trained  # noqa: E402
 from imret.presets import get_preset  # noqa: E402
@@ -80,7 +81,6 @@ def train_tuned_stages(root: str, args) -> tuple:
     TRAIN_DATA photos at each of TUNED_RECIPE.seeds, averaged (``imret.training.soup``), written
     to ``imret/backbones/weights/TUNED_NAME.pt``."""
     from imret.backbones.tuned import save_tuned
-    from imret.core.paths import collect_paths
     from imret.training.soup import train_soup
 
     base = get_preset("default")
@@ -145,10 +145,9 @@ def main(argv=None):
         rows.append(train_tuned_stages(root, args))
         print("  ".join(map(str, rows[-1])), flush=True)
     maps = Maps(root, args)
-    ex, paris, ukb, bank_of = maps(get_preset("default").backbone)
-    bank = bank_of(0, 4)
-    photos = len(bank.paths)  # the same photos for every seed and backbone
-    print(f"maps ready in {time.time() - t0:.0f} s: {len(bank)} training views of {photos} photos; "
+    maps(get_preset("default").backbone)
+    photos = len(collect_paths([os.path.join(root, d) for d in TRAIN_DATA]))  # each view bank's photos
+    print(f"maps ready in {time.time() - t0:.0f} s: {photos} training photos; "
           f"torch {torch.get_num_threads()} thread(s); load {os.getloadavg()[0]:.2f}", flush=True)
     for name in ("default", "lite0-gem-tuned"):  # the baselines: GeM on each backbone
         base = get_preset(name)

@@ -18,7 +18,7 @@ from ..heads import build_head
 from .adapt import average_states, blend
 from .bank import ViewBank
 from .config import TrainConfig
-from .trainer import TrainResult, state_copy, train
+from .trainer import TrainResult, data_start, state_copy, train
 
 # Folders under the shared data root whose photos the shipped heads are trained on,
 # without any label (each photo its own instance).
@@ -63,16 +63,14 @@ class Recipe:
         if not self.clusters_from:
             return None
         marks = [os.sep + os.path.normpath(f) + os.sep for f in self.clusters_from]
-        photos = bank.photo_items()  # in image order, as bank.paths
-        picked = [k for k, path in zip(photos, bank.paths) if any(m in path for m in marks)]
+        picked = [i for i, path in enumerate(bank.paths) if any(m in path for m in marks)]
         if not picked:
             raise ValueError(f"recipe: no training photo lies under {', '.join(self.clusters_from)}")
         head = build_head(preset.head, bank.extractor.backbone.out_channels).to(bank.extractor.device)
         init = getattr(head, "init_from_features", None)
         if init is None or "cluster_maps" not in inspect.signature(init).parameters:
             raise ConfigError(f"recipe clusters_from: head {preset.head.name!r} fits no clusters")
-        with torch.no_grad():
-            init(bank.maps(photos), seed=self.seeds[0], cluster_maps=bank.maps(picked))
+        data_start(head, bank, self.seeds[0], picked)
         return state_copy(head.state_dict())
 
     def run(self, preset: Preset, bank_of: Callable[[int], ViewBank], **kw) -> list[TrainResult]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -45,6 +45,18 @@ class TrainResult:
     # the head before its first step (its untrained or given start); None for a resumed run,
     # whose checkpoint does not keep it
     start_state: dict[str, torch.Tensor] | None = None
+
+
+def data_start(head: torch.nn.Module, bank: ViewBank, seed: int, cluster_photos: Sequence[int] | None = None) -> None:
+    """Set ``head``'s data-dependent start (``init_from_features``: NetVLAD's PCA and k-means)
+    from each of ``bank``'s photos itself (view 0); ``cluster_photos``: the images (indices
+    into ``bank.paths``) whose photos alone fit the clusters."""
+    with torch.no_grad():
+        maps = bank.maps(bank.photo_items())
+        if cluster_photos is None:
+            head.init_from_features(maps, seed=seed)
+        else:
+            head.init_from_features(maps, seed=seed, cluster_maps=[maps[i] for i in cluster_photos])
 
 
 def state_copy(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -155,8 +167,7 @@ def train(preset: Preset, cfg: TrainConfig, data: str | None, out: str | None = 
         if ck is not None and ck.backbone is not None:
             backbone.net.load_state_dict(ck.backbone)
     elif hasattr(head, "init_from_features"):
-        with torch.no_grad():
-            head.init_from_features(bank.maps(bank.photo_items()), seed=cfg.seed)
+        data_start(head, bank, cfg.seed)
     start_state = None if ck is not None else state_copy(head.state_dict())
     mined = None
     if cfg.mine:
