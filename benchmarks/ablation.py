@@ -18,7 +18,10 @@ Protocols (no head is ever trained on the labels of the photos it is scored on):
 - untrained: the head as built (NetVLAD: random clusters);
 - label-free: unsupervised on the photos of paris6k-sub/jpg, ukbench/full and
   fordham-places, each its own instance, augmentations as positives; no label read
-  (what ``imret index --adapt`` does on a collection, and how the shipped heads are made);
+  (what ``imret index --adapt`` does on a collection, and how the shipped heads are made),
+  from the start the row's recipe makes (``Recipe.start``: the NetVLAD rows' clusters fit
+  on the UKBench and Fordham photos only, their PCA on every training photo), as every
+  fold below does on its own photos;
 - LOLO (``--lolo``): labelled transfer, leave-one-landmark-out: for each paris6k-sub
   landmark L, train with instance labels on the other landmarks' photos, the UKBench
   objects and the Fordham places (L's photos unseen), score the queries of L; the
@@ -44,6 +47,7 @@ import os
 import re
 import sys
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -59,7 +63,7 @@ from imret.heads.trained import shipped_for  # noqa: E402
 from imret.presets import get_preset  # noqa: E402
 from imret.training import TrainConfig, train  # noqa: E402
 from imret.training.probe import descriptors, figures, subset  # noqa: E402
-from imret.training.recipes import SHIPPED_RECIPES, TRAIN_DATA  # noqa: E402
+from imret.training.recipes import SHIPPED_RECIPES, TRAIN_DATA, Recipe  # noqa: E402
 from imret.evaluation.evaluate import evaluate_descriptors  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -184,8 +188,9 @@ def lolo_labels(labels: list[str | None], left_out: str, mode: str) -> tuple[lis
     return keep, per_image
 
 
-def lolo_figures(preset, cfg, bank, labels, paris, landmarks, mode: str):
-    """Per left-out landmark L: train on a fold without L's labels (``lolo_labels``), then
+def lolo_figures(preset, cfg, bank, labels, paris, landmarks, mode: str, recipe: Recipe | None = None):
+    """Per left-out landmark L: train on a fold without L's labels (``lolo_labels``), from
+    ``recipe``'s start on that fold's photos (``Recipe.start``; None: the trainer's), then
     the descriptors of L's queries and of the whole database."""
     lms = lolo_landmarks(landmarks)
     db_by, q_by, trained = {}, {}, {}
@@ -194,7 +199,9 @@ def lolo_figures(preset, cfg, bank, labels, paris, landmarks, mode: str):
         keep_img, per_image = lolo_labels(labels, lm, mode)
         fold = (tuple(keep_img), tuple(per_image))
         if fold not in trained:  # a fold that does not depend on the landmark left out trains once
-            res = train(preset, cfg, None, bank=bank.relabel(per_image, keep_img))
+            fold_bank = bank.relabel(per_image, keep_img)
+            start = recipe.start(preset, fold_bank) if recipe is not None else None
+            res = train(preset, cfg, None, bank=fold_bank, start=start)
             trained[fold] = build_head(preset.head, bank.extractor.backbone.out_channels)
             trained[fold].load_state_dict(res.head_state)
         db_by[lm], q_by[lm] = descriptors(trained[fold], subset(paris, keep_q))
@@ -258,11 +265,12 @@ def main(argv=None):
             continue
         rows.append((label, "untrained", *untrained, f"{ms:.0f}", n_params, ""))
         print("  " + "  ".join(map(str, rows[-1])), flush=True)
-        cfg: TrainConfig = SHIPPED_RECIPES[recipe].config.replace(seed=args.seed)
+        plan = replace(SHIPPED_RECIPES[recipe], seeds=(args.seed,))
+        cfg: TrainConfig = plan.config.replace(seed=args.seed)
         if args.steps:
             cfg = cfg.replace(steps=args.steps, checkpoint_every=args.steps)
         t = time.time()
-        res = train(preset, cfg, None, bank=bank)
+        res = train(preset, cfg, None, bank=bank, start=plan.start(preset, bank))
         seconds = time.time() - t
         head.load_state_dict(res.head_state)
         rows.append((label, "label-free", *summary(figures(head, paris, white), figures(head, ukb, white)),
@@ -271,7 +279,8 @@ def main(argv=None):
         if any(r.lower() in label.lower() for r in args.lolo):
             free_db, free_q = descriptors(head, paris)
             gem_db, gem_q = descriptors(gem_head, paris)
-            folds = [lolo_figures(preset, cfg, bank, labels, paris, landmarks, mode) for mode in args.lolo_modes]
+            folds = [lolo_figures(preset, cfg, bank, labels, paris, landmarks, mode, plan)
+                     for mode in args.lolo_modes]
             for lm in folds[0][0]:
                 keep = [i for i, lab in enumerate(landmarks) if lab == lm]
                 sub = subset(paris, keep).dataset

@@ -1,9 +1,11 @@
 """How far to ship a head from its untrained start: trained heads blended with it, on
 landmarks they saw and on landmarks they never saw.
 
-    python benchmarks/bench_blend.py [--rows TEXT…] [--seeds N…] [--blends W…] [--soup] [--data DIR] [--cache .cache]
+    python benchmarks/bench_blend.py [--rows TEXT…] [--seeds N…] [--blends W…] [--soup] [--tuned]
+                                     [--data DIR] [--cache .cache]
 
-For each ablation row (``ablation.ROWS``, on the backbone its shipped preset runs on) and
+For each ablation row (``ablation.ROWS``, on the backbone its shipped preset runs on, or with
+``--tuned`` on ``lite0-gem-tuned``'s, whichever the preset runs on) and
 seed, the row's shipped recipe trains the head twice, label-free (each photo its own
 instance, no label read): on every training photo as the shipped heads are trained
 ("seen": the scored photos among them), and, for each ``paris6k-sub`` landmark L, on the
@@ -73,6 +75,8 @@ def main(argv=None):
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--blends", nargs="+", type=float, default=[0.0, 0.25, 0.5, 0.75, 1.0])
     ap.add_argument("--soup", action="store_true", help="seeds share the first seed's start; also score their soup")
+    ap.add_argument("--tuned", action="store_true",
+                    help="every row on lite0-gem-tuned's backbone (Lite0's last two stages fine-tuned)")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -84,7 +88,8 @@ def main(argv=None):
         if recipe_name is None or not any(r.lower() in label.lower() for r in args.rows):
             continue
         shipped = get_preset(recipe_name)
-        preset = shipped.replace(name="blend", head=HeadConfig(name, params))
+        preset = shipped.replace(name="blend", head=HeadConfig(name, params),
+                                 **({"backbone": get_preset("lite0-gem-tuned").backbone} if args.tuned else {}))
         ex = head_maps.extractor(512, preset.backbone)
         paris = head_maps.eval_maps(ex, paris_dir, args.cache)
         landmarks = query_landmarks(paris.dataset, paris_dir)
@@ -119,7 +124,7 @@ def main(argv=None):
             for w in args.blends:
                 rows.append((label, tag, f"{w:g}", *weighted(figs[("seen", w)]), *weighted(figs[("unseen", w)])))
                 print("  " + "  ".join(map(str, rows[-1])), flush=True)
-    table(f"Heads blended with their untrained start: paris6k-sub Medium / Hard mAP %, centred, on each landmark's "
+    table(f"Heads blended with their untrained start{' (tuned backbone)' if args.tuned else ''}: paris6k-sub Medium / Hard mAP %, centred, on each landmark's "
           f"queries (weighted); seen: trained on every training photo; unseen: the landmark's photos left out; "
           f"load {os.getloadavg()[0]:.2f}", ["head", "seed", "blend", "seen M", "seen H", "unseen M", "unseen H"], rows)
 
