@@ -599,8 +599,17 @@ def cmd_train(args) -> int:
     else:
         args.preset = args.preset or TRAIN_PRESET
         preset, cfg = _preset_from_args(args), TrainConfig(**given)
+    start = None
+    if args.from_shipped:  # a resumed run still continues from its checkpoint
+        from .heads.trained import shipped_for
+
+        shipped = shipped_for(preset)
+        if shipped is None:
+            raise ImretError(f"--from-shipped: preset {preset.name!r} ships no trained head for this backbone and "
+                             "head (see 'imret presets')")
+        start = shipped.float_state()
     res = train(preset, cfg, args.data, out=args.out, device=args.device, resume=args.resume,
-                progress=not args.quiet, on_error=_skip_logger(args.quiet))
+                progress=not args.quiet, on_error=_skip_logger(args.quiet), start=start)
     if res.mined:
         _eprint(str(res.mined))
     if res.losses:
@@ -747,6 +756,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", help="a folder of photos, or with --mode pairs a pairs file")
     p.add_argument("--out", required=True, metavar="FILE", help="checkpoint file to write")
     p.add_argument("--resume", action="store_true", help="continue the training in --out from its last checkpoint")
+    p.add_argument("--from-shipped", action="store_true",
+                   help="start from the preset's shipped trained head rather than its untrained one (a NetVLAD "
+                        "head then keeps the shipped clusters, fit on none of your photos, instead of clusters "
+                        "fit on DATA, which cost the places they were fit on)")
     for name, text in _TRAIN_OPTIONS.items():
         if name == "mine":  # the one switch: given or not
             p.add_argument("--mine", action="store_const", const=True, default=None, help=text)

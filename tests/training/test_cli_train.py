@@ -100,3 +100,25 @@ def test_train_mine_is_saved_with_the_checkpoint_and_refused_for_local_attention
     assert load_checkpoint(str(out)).train.mine is True
     bad = imret("train", few_photos, "--out", tmp_path / "local.pt", "--local", "--mine", "-q", check=False)
     assert bad.returncode == 2 and "not --mine" in bad.stderr
+
+
+def test_from_shipped_starts_from_the_shipped_head_and_keeps_its_clusters(few_photos, tmp_path):
+    from imret.heads.trained import shipped_for
+    from imret.presets import get_preset
+
+    # lr 1e-9: one Adam step moves no weight by more than ~1e-9, so the checkpoint shows the start
+    args = ["--preset", "lite0-icsa-netvlad", "--steps", "1", "--batch", "2", "--negatives", "1", "--views", "2",
+            "--max-size", "160", "--lr", "1e-9", "--seed", "3", "-q"]
+    imret("train", few_photos, "--out", tmp_path / "shipped.pt", *args, "--from-shipped")
+    imret("train", few_photos, "--out", tmp_path / "data.pt", *args)
+    shipped = shipped_for(get_preset("lite0-icsa-netvlad")).float_state()
+    from_shipped = load_checkpoint(str(tmp_path / "shipped.pt")).head
+    from_data = load_checkpoint(str(tmp_path / "data.pt")).head
+    assert sorted(from_shipped) == sorted(shipped)
+    assert all(torch.allclose(from_shipped[k].float(), shipped[k], atol=1e-6) for k in shipped)
+    # without it, the clusters are fit on these photos
+    assert not all(torch.allclose(from_data[k].float(), shipped[k], atol=1e-3) for k in shipped)
+    bad = imret("train", few_photos, "--out", tmp_path / "gem.pt", "--preset", "default", "--from-shipped", "-q",
+                check=False)
+    assert bad.returncode == 1 and "--from-shipped" in bad.stderr and "'default'" in bad.stderr
+    assert not os.path.exists(tmp_path / "gem.pt")
