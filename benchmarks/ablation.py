@@ -85,7 +85,7 @@ ROWS = [
      {"spatial": True, "channel": True, "scales": 3, "max_mask": True, "mask_votes": 0.0}, "lite0-dagf"),
     ("regional attention (lite0-regional)", "regional", {"levels": 3}, "lite0-regional"),
     ("regional + per-region PCA 256", "regional", {"levels": 3, "pca": 256}, "lite0-regional"),
-    ("NetVLAD", "netvlad", {"attention": "none", "clusters": 16, "dim": 128}, "lite0-icsa-netvlad"),
+    ("NetVLAD, no attention", "netvlad", {"attention": "none", "clusters": 16, "dim": 128}, "lite0-icsa-netvlad"),
     ("IA + NetVLAD (lite0-ia-netvlad)", "netvlad", {"attention": "ia", "clusters": 16, "dim": 128},
      "lite0-ia-netvlad"),
     ("ICSA + NetVLAD (lite0-icsa-netvlad)", "netvlad", {"attention": "icsa", "clusters": 16, "dim": 128},
