@@ -5,7 +5,7 @@ landmarks they saw and on landmarks they never saw.
                                      [--data DIR] [--cache .cache]
 
 For each ablation row (``ablation.ROWS``, on the backbone its shipped preset runs on, or with
-``--tuned`` on ``lite0-gem-tuned``'s, whichever the preset runs on) and
+``--tuned`` on ``lite0-gem-tuned``'s) and
 seed, the row's shipped recipe trains the head twice, label-free (each photo its own
 instance, no label read): on every training photo as the shipped heads are trained
 ("seen": the scored photos among them), and, for each ``paris6k-sub`` landmark L, on the
@@ -124,8 +124,8 @@ def main(argv=None):
             for w in args.blends:
                 rows.append((label, tag, f"{w:g}", *weighted(figs[("seen", w)]), *weighted(figs[("unseen", w)])))
                 print("  " + "  ".join(map(str, rows[-1])), flush=True)
-    table(f"Heads blended with their untrained start{' (tuned backbone)' if args.tuned else ''}: paris6k-sub Medium / Hard mAP %, centred, on each landmark's "
-          f"queries (weighted); seen: trained on every training photo; unseen: the landmark's photos left out; "
+    table(f"Heads blended with their untrained start{' (tuned backbone)' if args.tuned else ''}: paris6k-sub "
+          f"Medium / Hard mAP %, centred, on each landmark's queries (weighted); seen: trained on every training photo; unseen: the landmark's photos left out; "
           f"load {os.getloadavg()[0]:.2f}", ["head", "seed", "blend", "seen M", "seen H", "unseen M", "unseen H"], rows)
 
 

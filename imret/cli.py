@@ -587,6 +587,9 @@ def cmd_train(args) -> int:
     from .training import TrainConfig, train
 
     if args.local is not None:
+        if args.from_shipped:
+            raise ImretError("--from-shipped starts a preset's head from its shipped weights; --local trains the "
+                             "local features' attention, give one of them")
         return _train_local(args)
     given = {k: getattr(args, k) for k in _TRAIN_OPTIONS if getattr(args, k) is not None}
     if args.resume and os.path.exists(args.out):

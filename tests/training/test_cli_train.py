@@ -122,3 +122,6 @@ def test_from_shipped_starts_from_the_shipped_head_and_keeps_its_clusters(few_ph
                 check=False)
     assert bad.returncode == 1 and "--from-shipped" in bad.stderr and "'default'" in bad.stderr
     assert not os.path.exists(tmp_path / "gem.pt")
+    local = imret("train", few_photos, "--out", tmp_path / "local.pt", "--local", "--from-shipped", "-q", check=False)
+    assert local.returncode == 1 and "--from-shipped" in local.stderr and "--local" in local.stderr
+    assert not os.path.exists(tmp_path / "local.pt")
