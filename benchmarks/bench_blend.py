@@ -2,7 +2,7 @@
 landmarks they saw and on landmarks they never saw.
 
     python benchmarks/bench_blend.py [--rows TEXT…] [--seeds N…] [--blends W…] [--soup] [--tuned]
-                                     [--data DIR] [--cache .cache]
+                                     [--attention-lr LR] [--data DIR] [--cache .cache]
 
 For each ablation row (``ablation.ROWS``, on the backbone its shipped preset runs on, or with
 ``--tuned`` on ``lite0-gem-tuned``'s) and
@@ -77,6 +77,8 @@ def main(argv=None):
     ap.add_argument("--soup", action="store_true", help="seeds share the first seed's start; also score their soup")
     ap.add_argument("--tuned", action="store_true",
                     help="every row on lite0-gem-tuned's backbone (Lite0's last two stages fine-tuned)")
+    ap.add_argument("--attention-lr", type=float, default=None,
+                    help="the recipes' TrainConfig.attention_lr (ICSA's and IA's weights at their own rate)")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -95,6 +97,8 @@ def main(argv=None):
         landmarks = query_landmarks(paris.dataset, paris_dir)
         lms = lolo_landmarks(landmarks)
         recipe = SHIPPED_RECIPES[recipe_name]
+        if args.attention_lr is not None:
+            recipe = replace(recipe, config=recipe.config.replace(attention_lr=args.attention_lr))
         banks = {s: head_maps.view_bank(ex, [os.path.join(root, d) for d in TRAIN_DATA], recipe.config.views, s,
                                         args.cache) for s in args.seeds}
         labels = instance_labels(banks[args.seeds[0]].paths, root)
@@ -124,7 +128,8 @@ def main(argv=None):
             for w in args.blends:
                 rows.append((label, tag, f"{w:g}", *weighted(figs[("seen", w)]), *weighted(figs[("unseen", w)])))
                 print("  " + "  ".join(map(str, rows[-1])), flush=True)
-    table(f"Heads blended with their untrained start{' (tuned backbone)' if args.tuned else ''}: paris6k-sub "
+    lr = "" if args.attention_lr is None else f", attention lr {args.attention_lr:g}"
+    table(f"Heads blended with their untrained start{' (tuned backbone)' if args.tuned else ''}{lr}: paris6k-sub "
           f"Medium / Hard mAP %, centred, on each landmark's queries (weighted); seen: trained on every training photo; unseen: the landmark's photos left out; "
           f"load {os.getloadavg()[0]:.2f}", ["head", "seed", "blend", "seen M", "seen H", "unseen M", "unseen H"], rows)
 

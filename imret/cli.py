@@ -543,6 +543,7 @@ _TRAIN_OPTIONS = {
     "negatives": "hard negatives per tuple",
     "margin": "loss margin (default: the loss's own)",
     "lr": "Adam learning rate",
+    "attention_lr": "learning rate of the head's input-independent attention weights (ICSA's, IA's; default: --lr)",
     "weight_decay": "Adam weight decay",
     "refresh_every": "recompute the descriptor pool hard negatives are mined from every N steps",
     "views": "views per photo: the photo and views-1 strong augmentations",
@@ -767,7 +768,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "mine":  # the one switch: given or not
             p.add_argument("--mine", action="store_const", const=True, default=None, help=text)
             continue
-        kind = str if name in ("mode", "loss") else float if name in ("margin", "lr", "weight_decay") else int
+        kind = str if name in ("mode", "loss") else float if name in ("margin", "lr", "attention_lr", "weight_decay") else int
         p.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=text)
     p.add_argument("--local", nargs="?", const="delf", default=None, metavar="CONFIG",
                    help="train the attention network of local features (DELF: attention-weighted pooling, "

@@ -48,6 +48,11 @@ class AttentionHead(nn.Module):
         super().__init__()
         self.out_dim = out_dim
 
+    def input_independent_parameters(self) -> list[nn.Parameter]:
+        """The weights that act the same on every input (ICSA's, IA's), which
+        ``TrainConfig.attention_lr`` trains at their own rate; none by default."""
+        return []
+
 
 class Reweighting(nn.Module):
     """An attention module that multiplies its input by positive weights; subclasses

@@ -88,6 +88,8 @@ class NoAttention(nn.Module):
 class InputIndependentAttention(Reweighting):
     """IA: a learned C×S×S weight tensor applied element-wise."""
 
+    input_independent = True
+
     def __init__(self, channels: int, size: int, reduction: int):
         super().__init__()
         self.theta = ones_through_softplus(channels, size, size)
@@ -99,6 +101,8 @@ class InputIndependentAttention(Reweighting):
 @ATTENTION.register("icsa")
 class ChannelSpatialAttention(Reweighting):
     """ICSA: a learned C×1×1 channel vector times a learned 1×S×S spatial map."""
+
+    input_independent = True
 
     def __init__(self, channels: int, size: int, reduction: int):
         super().__init__()
@@ -187,6 +191,9 @@ class AttentiveNetVLAD(AttentionHead):
         self.centroids.copy_(centroids)
         self.assign_weight.copy_(2 * alpha * centroids)
         self.assign_bias.copy_(-alpha * centroids.pow(2).sum(1))
+
+    def input_independent_parameters(self) -> list[nn.Parameter]:
+        return list(self.attention.parameters()) if getattr(self.attention, "input_independent", False) else []
 
     def weighted(self, x: torch.Tensor) -> torch.Tensor:
         """B×C×H×W backbone map → the attended map, per-location L2-normalised unless 'no-l2'."""

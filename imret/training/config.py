@@ -18,7 +18,9 @@ class TrainConfig(_Config):
     views. ``train_blocks``: how many of the backbone's last stages are trained too
     (0: the backbone stays frozen). ``mine``: also count as one instance the photos that
     geometric verification of their local features links (``imret.training.mine``; no
-    label is read)."""
+    label is read). ``attention_lr``: the learning rate of a head's input-independent
+    attention weights (``AttentionHead.input_independent_parameters``: ICSA's, IA's), which
+    one gradient per position or channel moves slowly at ``lr``; None: ``lr``."""
 
     mode: str = "unsupervised"
     loss: str = "triplet"
@@ -35,6 +37,7 @@ class TrainConfig(_Config):
     seed: int = 0
     checkpoint_every: int = 100
     mine: bool = False
+    attention_lr: float | None = None
 
     def __post_init__(self):
         from .data import SOURCES
@@ -53,6 +56,9 @@ class TrainConfig(_Config):
             raise ConfigError(f"margin must be positive, got {self.margin}")
         if not self.lr > 0 or not self.weight_decay >= 0:
             raise ConfigError(f"lr must be positive and weight_decay non-negative, got {self.lr}, {self.weight_decay}")
+        if self.attention_lr is not None and not (isinstance(self.attention_lr, (int, float))
+                                                  and self.attention_lr > 0):
+            raise ConfigError(f"attention_lr must be positive (or None: lr), got {self.attention_lr!r}")
         if not isinstance(self.mine, bool):
             raise ConfigError(f"mine must be true or false, got {self.mine!r}")
         if not isinstance(self.seed, int):

@@ -59,6 +59,20 @@ def data_start(head: torch.nn.Module, bank: ViewBank, seed: int, cluster_photos:
             head.init_from_features(maps, seed=seed, cluster_maps=[maps[i] for i in cluster_photos])
 
 
+def make_optimizer(cfg: TrainConfig, head: torch.nn.Module, others: Sequence[torch.nn.Parameter]) -> torch.optim.Adam:
+    """Adam over ``head``'s trainable parameters and ``others`` at ``cfg.lr``; with
+    ``cfg.attention_lr``, the head's input-independent weights in a group of their own at
+    that rate."""
+    params = [p for p in head.parameters() if p.requires_grad]
+    own = [p for p in getattr(head, "input_independent_parameters", list)() if p.requires_grad]
+    if cfg.attention_lr is None or not own:
+        groups = [{"params": params + list(others)}]
+    else:
+        rest = [p for p in params if all(p is not q for q in own)]
+        groups = [{"params": rest + list(others)}, {"params": own, "lr": cfg.attention_lr}]
+    return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
 def state_copy(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A CPU copy of a model's ``state``, unchanged by the steps that follow."""
     return {k: v.detach().cpu().clone() for k, v in state.items()}
@@ -184,8 +198,7 @@ def train(preset: Preset, cfg: TrainConfig, data: str | None, out: str | None = 
     loss_fn = LOSSES.get(cfg.loss)(cfg.margin, bank.n_labels, head.out_dim).to(device)
     if ck is not None:
         loss_fn.load_state_dict(ck.loss)
-    optimizer = torch.optim.Adam(head_params + backbone_params + list(loss_fn.parameters()), lr=cfg.lr,
-                                 weight_decay=cfg.weight_decay)
+    optimizer = make_optimizer(cfg, head, backbone_params + list(loss_fn.parameters()))
     if ck is not None:
         optimizer.load_state_dict(ck.meta["optimizer"])
     start = ck.step if ck is not None else 0

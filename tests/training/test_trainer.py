@@ -170,3 +170,37 @@ def test_a_bank_for_trained_stages_caches_what_enters_them(few_photos):
         split.cached(1)
     with pytest.raises(ValueError, match="other training settings"):
         train(PRESET, cfg.replace(train_blocks=1), None, bank=split)
+
+
+@pytest.mark.parametrize("attention, own", [("icsa", ("attention.channel", "attention.spatial")),
+                                            ("ia", ("attention.theta",))])
+def test_attention_lr_trains_the_input_independent_weights_at_their_own_rate(attention, own):
+    from imret.heads import build_head
+    from imret.training.trainer import make_optimizer
+
+    head = build_head(HeadConfig("netvlad", {"attention": attention, "clusters": 2, "dim": 4, "size": 3}), 8)
+    extra = torch.nn.Parameter(torch.zeros(3))
+    before = {k: v.detach().clone() for k, v in head.named_parameters()}
+    opt = make_optimizer(TrainConfig(lr=1e-3, attention_lr=1e-1), head, [extra])
+    for p in [*head.parameters(), extra]:
+        p.grad = torch.ones_like(p)
+    opt.step()
+    # Adam's first step moves each weight by its group's rate times the gradient's sign
+    for name, p in head.named_parameters():
+        rate = 1e-1 if name in own else 1e-3
+        assert torch.allclose(before[name] - p.detach(), torch.full_like(p, rate), rtol=1e-4), name
+    assert torch.allclose(extra.detach(), torch.full((3,), -1e-3), rtol=1e-4)
+
+
+def test_without_attention_lr_or_input_independent_weights_one_rate_trains_all():
+    from imret.heads import build_head
+    from imret.training.trainer import make_optimizer
+
+    for cfg, attention in ((TrainConfig(lr=1e-3), "icsa"), (TrainConfig(lr=1e-3, attention_lr=1e-1), "cbam")):
+        head = build_head(HeadConfig("netvlad", {"attention": attention, "clusters": 2, "dim": 4, "size": 3}), 8)
+        opt = make_optimizer(cfg, head, [])
+        assert [g["lr"] for g in opt.param_groups] == [1e-3]
+        assert len(opt.param_groups[0]["params"]) == len(list(head.parameters()))
+    for bad in (0.0, -1e-3, "fast"):
+        with pytest.raises(ConfigError, match="attention_lr"):
+            TrainConfig(attention_lr=bad)
