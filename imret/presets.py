@@ -104,7 +104,8 @@ _lite0(HeadConfig("regional", {"levels": 3}), "lite0-regional",
        "EfficientNet-Lite0 (last 2 stages tuned), context-aware regional attention over R-MAC regions, "
        "query expansion (Kim & Yoon)", backbone=TUNED_LITE0, min_score=0.6, rerank="qe")
 # 0.65: the soups shipped since 2026-12-07 (night) reach UKBench precision 0.968 there, both
-# heads (0.845 and 0.769 at 0.60); the seed-0 files before them took 0.70.
+# heads (0.845 and 0.769 at 0.60); the seed-0 files before them took 0.70. ICSA's file since
+# (late), its weights at their own rate: 0.983 at 0.65, 0.857 at 0.60.
 _lite0(HeadConfig("netvlad", {"attention": "icsa", "clusters": 16, "dim": 128}), "lite0-icsa-netvlad",
        "EfficientNet-Lite0, ICSA attention + NetVLAD 16×128", min_score=0.65)
 _lite0(HeadConfig("netvlad", {"attention": "ia", "clusters": 16, "dim": 128}), "lite0-ia-netvlad",
