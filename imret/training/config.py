@@ -19,8 +19,9 @@ class TrainConfig(_Config):
     (0: the backbone stays frozen). ``mine``: also count as one instance the photos that
     geometric verification of their local features links (``imret.training.mine``; no
     label is read). ``attention_lr``: the learning rate of a head's input-independent
-    attention weights (``AttentionHead.input_independent_parameters``: ICSA's, IA's), which
-    one gradient per position or channel moves slowly at ``lr``; None: ``lr``."""
+    attention weights (``AttentionHead.input_independent_parameters``: ICSA's, IA's): they
+    start at 1, and Adam moves a weight by about its rate per step, so a short run at ``lr``
+    leaves them near the identity; None: ``lr``."""
 
     mode: str = "unsupervised"
     loss: str = "triplet"
