@@ -130,7 +130,8 @@ def main(argv=None):
                 print("  " + "  ".join(map(str, rows[-1])), flush=True)
     lr = "" if args.attention_lr is None else f", attention lr {args.attention_lr:g}"
     table(f"Heads blended with their untrained start{' (tuned backbone)' if args.tuned else ''}{lr}: paris6k-sub "
-          f"Medium / Hard mAP %, centred, on each landmark's queries (weighted); seen: trained on every training photo; unseen: the landmark's photos left out; "
+          f"Medium / Hard mAP %, centred, on each landmark's queries (weighted); seen: trained on every training "
+          f"photo; unseen: the landmark's photos left out; "
           f"load {os.getloadavg()[0]:.2f}", ["head", "seed", "blend", "seen M", "seen H", "unseen M", "unseen H"], rows)
 
 

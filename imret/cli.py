@@ -768,7 +768,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "mine":  # the one switch: given or not
             p.add_argument("--mine", action="store_const", const=True, default=None, help=text)
             continue
-        kind = str if name in ("mode", "loss") else float if name in ("margin", "lr", "attention_lr", "weight_decay") else int
+        floats = ("margin", "lr", "attention_lr", "weight_decay")
+        kind = str if name in ("mode", "loss") else float if name in floats else int
         p.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=text)
     p.add_argument("--local", nargs="?", const="delf", default=None, metavar="CONFIG",
                    help="train the attention network of local features (DELF: attention-weighted pooling, "
