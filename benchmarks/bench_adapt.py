@@ -1,6 +1,7 @@
 """What ``imret index DIR --adapt`` gains on a collection its head never saw.
 
     python benchmarks/bench_adapt.py [--presets NAME…] [--seeds N…] [--data-root DIR] [--cache .cache]
+                                     [--mine] [--attention-lr LR]
 
 The shipped heads were trained (label-free) on the photos of ``paris6k-sub`` among
 others, so adapting them to ``paris6k-sub`` measures nothing new. Here each preset's
@@ -58,7 +59,7 @@ from imret.training import train  # noqa: E402
 from imret.training.adapt import ADAPT, ADAPT_BLEND, average_states, blend  # noqa: E402
 from imret.training.mine import MineConfig  # noqa: E402
 from imret.training.probe import figures  # noqa: E402
-from imret.training.recipes import SHIPPED_RECIPES, TRAIN_DATA  # noqa: E402
+from imret.training.recipes import SHIPPED_RECIPES, TRAIN_DATA, adapt_config  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COLLECTION = "paris6k-sub"
@@ -81,6 +82,9 @@ def main(argv=None):
     ap.add_argument("--rerank", default=None, metavar="own|STEPS",
                     help="also score every row after these re-ranking steps ('own': each preset's bundled ones), "
                          "beside a row of GeM on the same backbone")
+    ap.add_argument("--attention-lr", type=float, default=None,
+                    help="ADAPT's TrainConfig.attention_lr (ICSA's and IA's weights at their own rate; "
+                         "default: as --adapt, the recipe's multiple of lr)")
     ap.add_argument("--mine", action="store_true",
                     help="also train with mined positives (photos that geometric verification links count as one "
                          "instance, TrainConfig.mine): the base recipe on the other photos, and --adapt")
@@ -122,7 +126,8 @@ def main(argv=None):
             # the shipped recipe at this one seed (train_shipped.py ships the soup of its seeds)
             one = replace(SHIPPED_RECIPES[name], seeds=(seed,))
             base_bank = head_maps.view_bank(ex, others, one.config.views, seed, args.cache)
-            cfg = ADAPT.replace(max_size=preset.extraction.max_size, seed=seed, mine=False)
+            cfg = adapt_config(name, ADAPT.replace(max_size=preset.extraction.max_size, seed=seed, mine=False,
+                                                   attention_lr=args.attention_lr))
             adapt_bank = head_maps.view_bank(ex, collection, cfg.views, seed, args.cache)
             t = time.time()
             base = one.shipped_state(one.run(preset, lambda _: base_bank))
@@ -168,7 +173,8 @@ def main(argv=None):
                 row(name, seed, "  shipped + --adapt --adapt-blend 1", again)
     table(f"--adapt on a collection the base head never saw: paris6k-sub mAP % (Easy/Medium/Hard); Lite0 @ 512 px, "
           f"3 scales, {head_maps.whitening_words(white, len(paris.dataset.db))}; ADAPT: {ADAPT.steps} steps, "
-          f"{ADAPT.views} views, lr {ADAPT.lr:g}, blend {ADAPT_BLEND:g}; load {os.getloadavg()[0]:.2f}",
+          f"{ADAPT.views} views, lr {ADAPT.lr:g}, attention lr {args.attention_lr or 'as --adapt'}, "
+          f"blend {ADAPT_BLEND:g}; load {os.getloadavg()[0]:.2f}",
           ["preset", "seed", "head", "Easy", "Medium", "Hard"]
           + (["E re-ranked", "M re-ranked", "H re-ranked"] if args.rerank is not None else []) + ["train s"], rows)
 

@@ -1,6 +1,7 @@
 """What ``--adapt`` gives to queries it never saw, beside queries from the collection it adapted to.
 
     python benchmarks/bench_adapt_split.py [--presets NAME…] [--seeds N…] [--tuned FILE] [--rerank own|STEPS]
+                                           [--attention-lr LR]
 
 ``paris6k-sub``'s queries are photos of its database (each query's own photo is junk to
 it), so ``bench_adapt.py`` scores ``--adapt`` on queries whose photos the adaptation
@@ -42,7 +43,7 @@ from imret.training import train  # noqa: E402
 from imret.training.adapt import ADAPT, ADAPT_BLEND, blend  # noqa: E402
 from imret.training.mine import MineConfig  # noqa: E402
 from imret.training.probe import DatasetMaps, figures  # noqa: E402
-from imret.training.recipes import SHIPPED_RECIPES, TRAIN_DATA  # noqa: E402
+from imret.training.recipes import SHIPPED_RECIPES, TRAIN_DATA, adapt_config  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COLLECTION = "paris6k-sub"
@@ -82,6 +83,9 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--tuned", default=None, metavar="FILE",
                     help="tuned backbone stages in place of those of the presets that have them")
+    ap.add_argument("--attention-lr", type=float, default=None,
+                    help="ADAPT's TrainConfig.attention_lr (ICSA's and IA's weights at their own rate; "
+                         "default: as --adapt, the recipe's multiple of lr)")
     ap.add_argument("--rerank", default=None, metavar="own|STEPS",
                     help="score after these re-ranking steps ('own': each preset's bundled ones) instead of none")
     args = ap.parse_args(argv)
@@ -123,7 +127,8 @@ def main(argv=None):
             one = replace(SHIPPED_RECIPES[name], seeds=(seed,))
             base = one.shipped_state(one.run(preset, lambda s: head_maps.view_bank(ex, others, one.config.views, s,
                                                                                    args.cache)))
-            cfg = ADAPT.replace(max_size=preset.extraction.max_size, seed=seed)
+            cfg = adapt_config(name, ADAPT.replace(max_size=preset.extraction.max_size, seed=seed,
+                                                   attention_lr=args.attention_lr))
             bank = head_maps.view_bank(ex, collection, cfg.views, seed, args.cache)
             local = head_maps.local_features(bank.paths, MineConfig(), args.cache)
             in_bank = {os.path.realpath(p): i for i, p in enumerate(bank.paths)}
@@ -142,7 +147,8 @@ def main(argv=None):
                 print(f"    ({time.time() - t:.0f} s for both adaptations)", flush=True)
     cols = ["Easy", "Medium", "Hard"]
     table(f"--adapt on half of paris6k-sub, queries new to it / its own; mAP %, centred on the half; "
-          f"re-ranking: {args.rerank or 'none'}; load {os.getloadavg()[0]:.2f}",
+          f"re-ranking: {args.rerank or 'none'}; attention lr {args.attention_lr or 'as --adapt'}; "
+          f"load {os.getloadavg()[0]:.2f}",
           ["preset", "seed", "half", "head", *[f"new {c}" for c in cols], *[f"own {c}" for c in cols]], rows)
     table("means over seeds and halves", ["preset", "head", "runs", *[f"new {c}" for c in cols],
                                            *[f"own {c}" for c in cols]],

@@ -164,8 +164,11 @@ def cmd_index(args) -> int:
         from .training.adapt import ADAPT, ADAPT_BLEND, adapt
 
         _eprint(f"adapting the {preset.head.name} head of {preset.name} to these photos (no labels)")
+        from .training.recipes import adapt_config
+
         cfg = ADAPT if args.adapt_steps is None else ADAPT.replace(steps=args.adapt_steps,
                                                                    checkpoint_every=args.adapt_steps)
+        cfg = adapt_config(preset.name, cfg)
         res = adapt(preset, args.sources, cfg, device=args.device, progress=not args.quiet,
                     on_error=_skip_logger(args.quiet), start=head_state,
                     blend_weight=ADAPT_BLEND if args.adapt_blend is None else args.adapt_blend)

@@ -28,7 +28,9 @@ from .trainer import TrainResult, train, training_extractor
 # on maps shaped like the ones it is later applied to. Mined positives: with augmentations
 # alone --adapt lowered lite0-regional's Hard mAP on photos it never saw; with the photos
 # verification links it raised Hard and Medium for every head at every seed measured
-# (benchmarks/bench_adapt.py --mine; docs/attention-heads.md).
+# (benchmarks/bench_adapt.py --mine; docs/attention-heads.md). A head whose recipe trains its
+# input-independent attention at its own rate (ICSA) adapts at the same multiple of lr
+# (``imret.training.recipes.adapt_config``, applied by ``imret index --adapt``).
 ADAPT = TrainConfig(mode="unsupervised", loss="triplet", steps=150, batch=8, negatives=4, views=3,
                     refresh_every=50, lr=5e-4, seed=0, checkpoint_every=150, mine=True)
 

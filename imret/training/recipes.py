@@ -165,3 +165,14 @@ TUNED_NAME = "lite0-ft2-v1"
 TUNED_RECIPE = Recipe(_BASE.replace(loss="triplet", steps=150, lr=1e-4, train_blocks=2, checkpoint_every=150),
                       "GeM with the last 2 groups trained, triplet on hard negatives; soup of seeds 0-2",
                       seeds=SOUP_SEEDS)
+
+
+def adapt_config(preset_name: str, base: TrainConfig) -> TrainConfig:
+    """``base`` (``--adapt``'s configuration) with the head's input-independent attention
+    weights at the multiple of ``base.lr`` that ``preset_name``'s shipped recipe trained them
+    at (ICSA: 10×), so that adapting continues the head as it was trained; ``base`` itself
+    when the preset has no recipe, its recipe one rate, or ``base`` a rate of its own."""
+    recipe = SHIPPED_RECIPES.get(preset_name)
+    if recipe is None or recipe.config.attention_lr is None or base.attention_lr is not None:
+        return base
+    return base.replace(attention_lr=base.lr * recipe.config.attention_lr / recipe.config.lr)

@@ -12,6 +12,7 @@ from imret.heads.trained import shipped_for
 from imret.presets import get_preset
 from imret.training import TrainConfig
 from imret.training.adapt import ADAPT, ADAPT_BLEND, adapt, average_states, blend
+from imret.training.recipes import adapt_config
 
 
 def test_blend_by_hand():
@@ -102,6 +103,37 @@ def test_adapt_recipe_and_blend_are_the_documented_ones():
     assert ADAPT == TrainConfig(mode="unsupervised", loss="triplet", steps=150, batch=8, negatives=4, views=3,
                                 refresh_every=50, lr=5e-4, seed=0, checkpoint_every=150, mine=True)
     assert ADAPT_BLEND == 0.5
+
+
+def test_adapt_config_trains_icsa_at_the_multiple_of_the_rate_its_recipe_trained_it_at():
+    # lite0-icsa-netvlad's recipe: lr 1e-3, ICSA's weights 1e-2; --adapt's lr is 5e-4
+    icsa = adapt_config("lite0-icsa-netvlad", ADAPT)
+    assert icsa.attention_lr == pytest.approx(5e-3, rel=1e-12)
+    assert icsa == ADAPT.replace(attention_lr=icsa.attention_lr)  # nothing else changes
+    for one_rate in ("lite0-ia-netvlad", "lite0-regional", "a-preset-of-my-own"):
+        assert adapt_config(one_rate, ADAPT) is ADAPT
+    own = ADAPT.replace(attention_lr=1e-4)
+    assert adapt_config("lite0-icsa-netvlad", own) is own  # a rate given is kept
+
+
+def test_index_adapt_hands_adapt_the_presets_attention_rate(monkeypatch, few_photos, tmp_path):
+    from imret import cli
+    from imret.training import adapt as adapt_module
+
+    seen = []
+
+    def stop(preset, sources, cfg, **kw):
+        seen.append((preset.name, cfg))
+        raise ImretError("stopped before training")
+
+    monkeypatch.setattr(adapt_module, "adapt", stop)
+    for name, steps in (("lite0-icsa-netvlad", []), ("lite0-ia-netvlad", ["--adapt-steps", "7"])):
+        assert cli.main(["index", few_photos, "--out", str(tmp_path / "x.index"), "--preset", name, "--adapt",
+                         "-q", *steps]) == 1
+    assert seen[0] == ("lite0-icsa-netvlad", ADAPT.replace(attention_lr=seen[0][1].attention_lr))
+    assert seen[0][1].attention_lr == pytest.approx(5e-3, rel=1e-12)
+    assert seen[1] == ("lite0-ia-netvlad", ADAPT.replace(steps=7, checkpoint_every=7))
+    assert not (tmp_path / "x.index").exists()
 
 
 def test_adapt_starts_from_the_shipped_head(small_regional, few_photos, one_thread):
