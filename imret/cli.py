@@ -162,10 +162,9 @@ def cmd_index(args) -> int:
                          "only applies with --adapt")
     if args.adapt:
         from .training.adapt import ADAPT, ADAPT_BLEND, adapt
-
-        _eprint(f"adapting the {preset.head.name} head of {preset.name} to these photos (no labels)")
         from .training.recipes import adapt_config
 
+        _eprint(f"adapting the {preset.head.name} head of {preset.name} to these photos (no labels)")
         cfg = ADAPT if args.adapt_steps is None else ADAPT.replace(steps=args.adapt_steps,
                                                                    checkpoint_every=args.adapt_steps)
         cfg = adapt_config(preset.name, cfg)
