@@ -138,7 +138,9 @@ def info_lines(info: dict, path: str) -> list[str]:
         f"backbone    {p['backbone']['name']} (weights: {p['backbone']['weights'] or 'packaged'}"
         + (f"; tuned stages: {p['backbone']['tuned']}" if p['backbone']['tuned'] else "") + ")",
         f"head        {p['head']['name']} {p['head']['params'] or ''}".rstrip()
-        + (" (trained weights stored in the index)" if info.get("head_trained") else ""),
+        + {"shipped": " (the preset's shipped weights, stored in the index)",
+           "own": " (weights of its own, stored in the index: from --adapt or --checkpoint)"}.get(
+            info.get("head_weights"), ""),
         f"scales      {', '.join(f'{s:.3g}' for s in p['extraction']['scales'])} at max side "
         f"{p['extraction']['max_size']} px",
         f"match       from cosine {p['min_score']:g} (the preset's cut-off; "

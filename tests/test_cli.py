@@ -66,6 +66,7 @@ def test_index_reports_bad_files_and_indexes_the_rest(folders):
     info = json.loads(imret("info", out, "--json").stdout)
     assert info["images"] == 6 + 4
     assert info["preset"]["name"] == "fast"
+    assert info["head_weights"] is None  # GeM has nothing to learn
     log = (root / "a.index.skipped.tsv").read_text()
     assert all(name in log for name in bad)
 

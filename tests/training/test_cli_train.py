@@ -49,6 +49,7 @@ def test_index_with_a_checkpoint_searches_with_the_trained_head(checkpoint, few_
     ck = load_checkpoint(checkpoint)
     assert index.preset.head.name == "dagf"
     assert sorted(index.head_state) == sorted(ck.head)
+    assert json.loads(imret("info", out, "--json").stdout)["head_weights"] == "own"
     assert all(torch.equal(index.head_state[k], ck.head[k]) for k in ck.head)
     # the stored rows are the trained model's descriptors
     preset, head_state = model_from_checkpoint(checkpoint)
@@ -82,6 +83,11 @@ def test_index_adapt_trains_then_indexes_with_the_adapted_head(few_photos, tmp_p
     ex = Extractor(index.preset, device="cpu", head_state=index.head_state)
     shipped = Extractor(index.preset, device="cpu")
     assert ex.head_digest() != shipped.head_digest()  # the index keeps the adapted head, not the shipped one
+    assert "(weights of its own, stored in the index: from --adapt" in imret("info", out).stdout
+    plain = tmp_path / "shipped.index"
+    imret("index", few_photos, "--out", plain, "--preset", "lite0-regional", "-q", "--no-whitening")
+    assert "(the preset's shipped weights, stored in the index)" in imret("info", plain).stdout
+    assert json.loads(imret("info", plain, "--json").stdout)["head_weights"] == "shipped"
     assert index.search_image(index.paths[0], top=1)[0].path == index.paths[0]
     bad = imret("index", few_photos, "--out", tmp_path / "x.index", "--adapt", "-q", check=False)
     assert bad.returncode == 1 and "no learnable head" in bad.stderr
