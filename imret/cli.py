@@ -319,22 +319,6 @@ def cmd_search(args) -> int:
     return 0
 
 
-def _head_weights(index) -> str | None:
-    """Which head weights ``index`` holds: "shipped" (its preset's, as packaged), "own"
-    (others: ``--adapt``, ``--checkpoint``), or None (a head with nothing to learn)."""
-    if not index.head_state:
-        return None
-    import torch
-
-    from .heads.trained import shipped_for
-
-    shipped = shipped_for(index.preset)
-    ref = None if shipped is None else shipped.float_state()
-    same = ref is not None and ref.keys() == index.head_state.keys() and all(
-        torch.equal(v, index.head_state[k].to(v.dtype)) for k, v in ref.items())
-    return "shipped" if same else "own"
-
-
 def cmd_info(args) -> int:
     from .index.store import Index
 
@@ -344,7 +328,6 @@ def cmd_info(args) -> int:
     info = index.info()
     info["file_bytes"] = os.path.getsize(args.index)
     info["head_trained"] = bool(index.head_state)
-    info["head_weights"] = _head_weights(index)
     if args.json:
         print(json.dumps(info, indent=1))
         return 0

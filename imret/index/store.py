@@ -472,9 +472,25 @@ class Index:
         return self.catalog.path_of(image_id)
 
     # -- persistence --------------------------------------------------------
+    def head_weights(self) -> str | None:
+        """Whose head weights this index holds: "shipped" (its preset's, as packaged), "own"
+        (others: ``--adapt``, ``--checkpoint``), or None (a head with nothing to learn)."""
+        if not self.head_state:
+            return None
+        import torch
+
+        from ..heads.trained import shipped_for
+
+        shipped = shipped_for(self.preset)
+        ref = None if shipped is None else shipped.float_state()
+        same = ref is not None and ref.keys() == self.head_state.keys() and all(
+            torch.equal(v, self.head_state[k].to(v.dtype)) for k, v in ref.items())
+        return "shipped" if same else "own"
+
     def info(self) -> dict:
         return {
             "images": len(self),
+            "head_weights": self.head_weights(),
             "dim": self.dim,
             "raw_dim": self.raw_dim,
             "whitening": None if self.whitening is None else self.whitening.header(),

@@ -173,7 +173,7 @@ def create_app(config: ServiceConfig, index: Index | None = None) -> FastAPI:
                 "description": i["preset"]["description"], "whitening": i["whitening"] is not None,
                 "writable": config.token is not None, "version": __version__,
                 "max_upload_bytes": config.max_upload_bytes, "rerank_steps": _rerank_names(idx),
-                "min_score": idx.preset.min_score, "rerank": idx.preset.rerank,
+                "min_score": idx.preset.min_score, "rerank": idx.preset.rerank, "head_weights": i["head_weights"],
                 **({"reload_error": holder.reload_error} if holder.reload_error else {})}
 
     @app.post("/search")

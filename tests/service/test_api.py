@@ -52,6 +52,7 @@ def test_health_info_and_page(client):
     assert client.get("/health").json()["status"] == "ok"
     info = client.get("/info").json()
     assert info["images"] == 9 and info["preset"] == "fast" and info["writable"] is True
+    assert info["head_weights"] is None  # GeM: nothing learned, nothing stored
     page = client.get("/")
     assert page.status_code == 200 and "<title>imret" in page.text
     assert client.get("/static/app.js").status_code == 200
