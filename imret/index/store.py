@@ -477,14 +477,12 @@ class Index:
         (others: ``--adapt``, ``--checkpoint``), or None (a head with nothing to learn)."""
         if not self.head_state:
             return None
-        import torch
-
+        from ..core.digest import weights_digest
         from ..heads.trained import shipped_for
 
+        # an index stores the shipped head as Extractor runs it: float_state(), tensor for tensor
         shipped = shipped_for(self.preset)
-        ref = None if shipped is None else shipped.float_state()
-        same = ref is not None and ref.keys() == self.head_state.keys() and all(
-            torch.equal(v, self.head_state[k].to(v.dtype)) for k, v in ref.items())
+        same = shipped is not None and weights_digest(shipped.float_state()) == weights_digest(self.head_state)
         return "shipped" if same else "own"
 
     def info(self) -> dict:
