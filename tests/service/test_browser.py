@@ -118,6 +118,21 @@ def test_upload_a_photo_and_see_the_right_result_first(server, browser, photoset
     page.close()
 
 
+def test_the_status_line_says_whose_head_weights_the_index_holds(server, browser):
+    page = browser.new_page()
+    page.goto(server + "/")
+    page.wait_for_function("document.getElementById('status').textContent.includes('images')")
+    assert "head" not in page.text_content("#status")  # 'fast' is GeM: nothing learnt
+    info = {"images": 1234, "preset": "lite0-dagf", "dim": 1280}
+    texts = {w: page.evaluate("info => statusText(info)", {**info, "head_weights": w})
+             for w in ("shipped", "own", None)}
+    page.close()
+    assert texts["shipped"] == "1,234 images · preset lite0-dagf · 1280-d · head: the preset's trained weights"
+    assert texts["own"] == ("1,234 images · preset lite0-dagf · 1280-d · head: weights of its own "
+                            "(--adapt or --checkpoint)")
+    assert texts[None] == "1,234 images · preset lite0-dagf · 1280-d"
+
+
 def test_drawing_a_box_searches_inside_it(server, browser, photoset):
     page = browser.new_page(viewport={"width": 1280, "height": 800})
     page.goto(server + "/")

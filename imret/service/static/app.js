@@ -10,7 +10,7 @@ async function loadInfo() {
   try {
     const r = await fetch("/info");
     const info = await r.json();
-    $("status").textContent = `${info.images.toLocaleString()} images · preset ${info.preset} · ${info.dim}-d`;
+    $("status").textContent = statusText(info);
     if (typeof info.min_score === "number") $("min-score").value = info.min_score;
     state.writable = !!info.writable;
     $("manage").hidden = !info.writable;
@@ -21,6 +21,14 @@ async function loadInfo() {
       $("rerank-wrap").hidden = false;
     }
   } catch (e) { $("status").textContent = "service unreachable"; }
+}
+
+// The line under the title: what is searched, and whose head weights made its descriptors
+// (/info's head_weights: the preset's shipped ones, the index's own from --adapt or
+// --checkpoint, or null for a head with nothing to learn).
+function statusText(info) {
+  const head = { shipped: " · head: the preset's trained weights", own: " · head: weights of its own (--adapt or --checkpoint)" };
+  return `${info.images.toLocaleString()} images · preset ${info.preset} · ${info.dim}-d${head[info.head_weights] || ""}`;
 }
 
 // "dba:k=2,alpha=3,aqe:n=2" → "dba,aqe": the step names of a re-ranking spec
