@@ -123,6 +123,9 @@ class Extractor:
             head_state = self.trained.float_state() if self.trained is not None else None
         if head_state is not None:
             self.head.load_state_dict(head_state)
+        # the head weights this extractor runs (given or shipped; None: the head as built), which
+        # an index keeps so that photos added later get the same head after the package changes
+        self.loaded_state = head_state
         self.backbone.to(self.device).eval()
         self.head.to(self.device).eval()
         self.channels_last = self.device.type == "cpu" if channels_last is None else bool(channels_last)

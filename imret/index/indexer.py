@@ -154,10 +154,7 @@ class Indexer:
             index.set_dba(self.dba)
         if self.gfr is not None:
             index.set_gfr(self.gfr)
-        # the weights actually used (a shipped head included) are kept with the index
-        trained = getattr(ex, "trained", None)
-        index.head_state = self.head_state if self.head_state is not None else (
-            trained.float_state() if trained is not None else None)
+        index.head_state = ex.loaded_state  # the weights used, a shipped head's included
         if self.local is not None or self.attention is not None:
             build_local(index, self.local or "delf", self.attention, device=self.device, progress=self.progress,
                         on_error=self.on_error, journal_path=Index.local_journal_path(journal))

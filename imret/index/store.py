@@ -228,6 +228,7 @@ class Index:
             train = extractor.extract_paths(collect_paths(whitening_sources), progress=progress).descriptors
         index = cls.from_raw(preset, extractor.dim, ok, raw, sources, whitening_train=train)
         index._extractor = extractor
+        index.head_state = getattr(extractor, "loaded_state", None)  # as the CLI's indexer keeps it
         report.indexed = len(ok)
         report.seconds = time.time() - t0
         return index, report

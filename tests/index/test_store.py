@@ -213,3 +213,33 @@ def test_a_small_collection_is_centred_and_keeps_it_through_save_and_add(rng, tm
     info = back.info()
     info.update(file_bytes=0, bytes_per_image=32)
     assert any(line.startswith("whitening   centring only") for line in info_lines(info, "c.index"))
+
+
+def test_an_index_built_by_the_library_keeps_the_head_it_ran(tmp_path):
+    """Index.build stores the head weights its extractor ran (shipped or given), as 'imret
+    index' does: a loaded index then extracts added photos with that head, not with
+    whatever the package ships by then."""
+    import torch
+    from PIL import Image
+
+    from imret.core.digest import weights_digest
+    from imret.extractor import Extractor
+    from imret.heads.trained import shipped_for
+    from imret.presets import get_preset
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(photos / f"p{i}.png")
+    preset = get_preset("lite0-selfsim").replace(whitening=WhiteningConfig(kind="none"))
+    shipped = shipped_for(get_preset("lite0-selfsim")).float_state()
+    own = {k: v + 0.01 if v.is_floating_point() else v for k, v in shipped.items()}
+    for state, answer in ((None, "shipped"), (own, "own")):
+        built, _ = Index.build([str(photos)], preset, extractor=Extractor(preset, head_state=state))
+        built.save(str(tmp_path / "x.index"))
+        loaded = Index.load(str(tmp_path / "x.index"))
+        assert loaded.head_weights() == answer
+        assert weights_digest(loaded.head_state) == weights_digest(state or shipped)
+        ran = loaded.extractor().head.state_dict()
+        assert all(torch.equal(ran[k], (state or shipped)[k]) for k in ran)
