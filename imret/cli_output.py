@@ -139,7 +139,8 @@ def info_lines(info: dict, path: str) -> list[str]:
         + (f"; tuned stages: {p['backbone']['tuned']}" if p['backbone']['tuned'] else "") + ")",
         f"head        {p['head']['name']} {p['head']['params'] or ''}".rstrip()
         + {"shipped": " (the preset's shipped weights, stored in the index)",
-           "own": " (weights of its own, stored in the index: from --adapt or --checkpoint)"}.get(
+           "own": " (weights of its own, stored in the index: from --adapt, --checkpoint or an "
+                   "earlier release's shipped file)"}.get(
             info.get("head_weights"), ""),
         f"scales      {', '.join(f'{s:.3g}' for s in p['extraction']['scales'])} at max side "
         f"{p['extraction']['max_size']} px",

@@ -103,16 +103,16 @@ _lite0(HeadConfig("dagf", {"spatial": True, "channel": True, "scales": 3, "max_m
 _lite0(HeadConfig("regional", {"levels": 3}), "lite0-regional",
        "EfficientNet-Lite0 (last 2 stages tuned), context-aware regional attention over R-MAC regions, "
        "query expansion (Kim & Yoon)", backbone=TUNED_LITE0, min_score=0.6, rerank="qe")
-# 0.65: the soups shipped since 2026-12-07 (night) reach UKBench precision 0.968 there, both
-# heads (0.845 and 0.769 at 0.60); the seed-0 files before them took 0.70. ICSA's file since
-# (late), its weights at their own rate: 0.983 at 0.65, 0.857 at 0.60. The 64-cluster files
-# (2026-12-08): ICSA 0.937 and IA 0.967 at 0.65, 0.603 and 0.706 at 0.60 ('default' 0.922).
 # K=64 clusters, the NetVLAD paper's (and ICSA's), of 128-d reduced features: an 8192-d
 # descriptor (32 KB a photo, 4x K=16's). K=16 (shipped until 2026-12-08) scored lower where the
 # soups trained (Medium / Hard: IA 95.5 / 54.0 against 96.0 / 59.8, ICSA 96.2 / 58.3 against
 # 96.3 / 60.4) and on landmarks left out on Medium (IA 92.9 / 47.3 against 93.4 / 47.8; ICSA
 # 93.1 / 48.3 against 93.7 / 47.7, Hard 0.6 lower); 64 clusters of 32-d, to keep 2048-d, scored
 # far lower (IA 91.1 / 49.1). See docs/attention-heads.md.
+# Cut-off 0.65: the soups shipped since 2026-12-07 (night) reach UKBench precision 0.968 there, both
+# heads (0.845 and 0.769 at 0.60); the seed-0 files before them took 0.70. ICSA's file since
+# (late), its weights at their own rate: 0.983 at 0.65, 0.857 at 0.60. The 64-cluster files
+# (2026-12-08): ICSA 0.937 and IA 0.967 at 0.65, 0.603 and 0.706 at 0.60 ('default' 0.922).
 _lite0(HeadConfig("netvlad", {"attention": "icsa", "clusters": 64, "dim": 128}), "lite0-icsa-netvlad",
        "EfficientNet-Lite0, ICSA attention + NetVLAD 64×128", min_score=0.65)
 _lite0(HeadConfig("netvlad", {"attention": "ia", "clusters": 64, "dim": 128}), "lite0-ia-netvlad",

@@ -243,3 +243,19 @@ def test_an_index_built_by_the_library_keeps_the_head_it_ran(tmp_path):
         assert weights_digest(loaded.head_state) == weights_digest(state or shipped)
         ran = loaded.extractor().head.state_dict()
         assert all(torch.equal(ran[k], (state or shipped)[k]) for k in ran)
+
+
+def test_a_head_the_package_no_longer_ships_is_the_index_own():
+    """An index keeps the head it was built with; once the preset's shipped head is another
+    (the NetVLAD presets went from 16 to 64 clusters), that head is the index's own."""
+    from imret.config import HeadConfig
+    from imret.heads import build_head
+    from imret.presets import get_preset
+
+    old = get_preset("lite0-ia-netvlad").replace(head=HeadConfig("netvlad", {"attention": "ia", "clusters": 16,
+                                                                             "dim": 128}))
+    index = Index(old, 16 * 128)
+    index.head_state = {k: v.clone() for k, v in build_head(old.head, 1280).state_dict().items()}
+    assert index.head_weights() == "own"
+    index.head_state = None
+    assert index.head_weights() is None

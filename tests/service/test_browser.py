@@ -129,7 +129,7 @@ def test_the_status_line_says_whose_head_weights_the_index_holds(server, browser
     page.close()
     assert texts["shipped"] == "1,234 images · preset lite0-dagf · 1280-d · head: the preset's trained weights"
     assert texts["own"] == ("1,234 images · preset lite0-dagf · 1280-d · head: weights of its own "
-                            "(--adapt or --checkpoint)")
+                            "(--adapt, --checkpoint or an earlier release)")
     assert texts[None] == "1,234 images · preset lite0-dagf · 1280-d"
 
 

@@ -27,7 +27,7 @@ async function loadInfo() {
 // (/info's head_weights: the preset's shipped ones, the index's own from --adapt or
 // --checkpoint, or null for a head with nothing to learn).
 function statusText(info) {
-  const head = { shipped: " · head: the preset's trained weights", own: " · head: weights of its own (--adapt or --checkpoint)" };
+  const head = { shipped: " · head: the preset's trained weights", own: " · head: weights of its own (--adapt, --checkpoint or an earlier release)" };
   return `${info.images.toLocaleString()} images · preset ${info.preset} · ${info.dim}-d${head[info.head_weights] || ""}`;
 }
 
