@@ -148,13 +148,13 @@ class Indexer:
                 record(p, reason)
             index = Index.from_raw(self.preset, ex.dim, ok, raw, sources)
             index.set_extractor(ex)
+            index.head_state = ex.loaded_state  # the weights used, as Index.build keeps them
             report.indexed = len(ok)
         refuse_empty(report, out, sources)  # an index of nothing never replaces one
         if self.dba is not None:
             index.set_dba(self.dba)
         if self.gfr is not None:
             index.set_gfr(self.gfr)
-        index.head_state = ex.loaded_state  # the weights used, a shipped head's included
         if self.local is not None or self.attention is not None:
             build_local(index, self.local or "delf", self.attention, device=self.device, progress=self.progress,
                         on_error=self.on_error, journal_path=Index.local_journal_path(journal))

@@ -475,7 +475,8 @@ class Index:
     # -- persistence --------------------------------------------------------
     def head_weights(self) -> str | None:
         """Whose head weights this index holds: "shipped" (its preset's, as packaged), "own"
-        (others: ``--adapt``, ``--checkpoint``), or None (a head with nothing to learn)."""
+        (others: ``--adapt``, ``--checkpoint``, an earlier release's shipped file), or None (a
+        head with nothing to learn)."""
         if not self.head_state:
             return None
         from ..core.digest import weights_digest

@@ -259,3 +259,27 @@ def test_a_head_the_package_no_longer_ships_is_the_index_own():
     assert index.head_weights() == "own"
     index.head_state = None
     assert index.head_weights() is None
+
+
+def test_an_index_built_from_raw_descriptors_keeps_the_head_of_its_extractor(tmp_path):
+    """The other indexing path (descriptors from a raw source, as Ray's workers give them)
+    keeps the head weights as Index.build does."""
+    from imret.core.digest import weights_digest
+    from imret.heads.trained import shipped_for
+    from imret.index.indexer import Indexer
+    from imret.presets import get_preset
+
+    preset = get_preset("lite0-selfsim").replace(whitening=WhiteningConfig(kind="none"))
+    shipped = shipped_for(get_preset("lite0-selfsim")).float_state()
+    own = {k: v + 0.01 if v.is_floating_point() else v for k, v in shipped.items()}
+    paths = [f"/photos/p{i}.jpg" for i in range(3)]
+
+    def raw_source(found, ex):  # three descriptors, no photo read
+        return paths, np.eye(3, ex.dim, dtype=np.float32), []
+
+    for state, answer in ((None, "shipped"), (own, "own")):
+        out = str(tmp_path / f"{answer}.index")
+        Indexer(preset, head_state=state).build([str(tmp_path)], out, raw_source=raw_source)
+        loaded = Index.load(out)
+        assert loaded.head_weights() == answer
+        assert weights_digest(loaded.head_state) == weights_digest(state or shipped)

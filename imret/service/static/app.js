@@ -24,8 +24,8 @@ async function loadInfo() {
 }
 
 // The line under the title: what is searched, and whose head weights made its descriptors
-// (/info's head_weights: the preset's shipped ones, the index's own from --adapt or
-// --checkpoint, or null for a head with nothing to learn).
+// (/info's head_weights: the preset's shipped ones, the index's own from --adapt,
+// --checkpoint or an earlier release, or null for a head with nothing to learn).
 function statusText(info) {
   const head = { shipped: " · head: the preset's trained weights", own: " · head: weights of its own (--adapt, --checkpoint or an earlier release)" };
   return `${info.images.toLocaleString()} images · preset ${info.preset} · ${info.dim}-d${head[info.head_weights] || ""}`;
